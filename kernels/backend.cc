@@ -1,0 +1,41 @@
+#include "kernels/backend.h"
+
+namespace gqa {
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    data_ = o.data_;
+    bytes_ = o.bytes_;
+    release_ = std::move(o.release_);
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+    o.release_ = nullptr;
+  }
+  return *this;
+}
+
+void DeviceBuffer::Reset() {
+  if (data_ != nullptr && release_) release_(data_);
+  data_ = nullptr;
+  bytes_ = 0;
+  release_ = nullptr;
+}
+
+MatrixView MatrixView::RowSlice(int64_t begin, int64_t count) const {
+  GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows, "row slice out of range");
+  MatrixView v = *this;
+  v.data = static_cast<const char*>(data) + begin * row_stride * int64_t(DTypeSize(dtype));
+  v.rows = count;
+  return v;
+}
+
+MatrixView MatrixView::ColSlice(int64_t begin, int64_t count) const {
+  GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= cols, "column slice out of range");
+  MatrixView v = *this;
+  v.data = static_cast<const char*>(data) + begin * int64_t(DTypeSize(dtype));
+  v.cols = count;
+  return v;
+}
+
+}  // namespace gqa

@@ -1,0 +1,147 @@
+#include "kernels/cpu/cpu_backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace gqa {
+namespace {
+// Below this many multiply-adds an op runs on the calling thread: waking the
+// pool costs more than it saves.
+constexpr int64_t kMinParallelWork = 1 << 15;
+constexpr int64_t kMatMulRowTile = 8;
+}  // namespace
+
+namespace cpu {
+void RmsNormRows(const float* x, const float* weight, int dim, float eps, float* out,
+                 int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    double ss = 0.0;
+    for (int i = 0; i < dim; ++i) ss += double(xr[i]) * xr[i];
+    const float inv = 1.0f / std::sqrt(float(ss / dim) + eps);
+    for (int i = 0; i < dim; ++i) o[i] = weight[i] * (xr[i] * inv);
+  }
+}
+
+}  // namespace cpu
+
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+
+std::string CpuBackend::Name() const {
+  return absl::StrCat("cpu(", pool_.size(), " threads", cpu::HasAvx2() ? ", avx2" : ", scalar", ")");
+}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cpu: cannot allocate ", bytes, " bytes"));
+  }
+  return DeviceBuffer(p, bytes, [](void* q) { std::free(q); });
+}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::ImportHost(const void* host, size_t bytes) {
+  return DeviceBuffer(const_cast<void*>(host), bytes, nullptr);
+}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::ImportHostMatrix(const MatrixView& host,
+                                                          MatrixView* device) {
+  *device = host;
+  return DeviceBuffer();
+}
+
+void CpuBackend::CopyToDevice(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::CopyToHost(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::CopyDeviceToDevice(void* dst, const void* src, size_t bytes) {
+  std::memmove(dst, src, bytes);
+}
+
+void CpuBackend::ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::RangeFn& fn) {
+  if (work < kMinParallelWork) {
+    fn(0, count);
+  } else {
+    pool_.ParallelFor(count, fn);
+  }
+}
+
+void CpuBackend::Embedding(const MatrixView& table, const int32_t* ids, int n, float* out) {
+  for (int i = 0; i < n; ++i) cpu::LoadRow(table, ids[i], out + int64_t{i} * table.cols);
+}
+
+void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, float eps,
+                         float* out) {
+  ParallelIfLarge(n, int64_t{n} * dim, [&](int64_t b, int64_t e) {
+    cpu::RmsNormRows(x, weight, dim, eps, out, b, e);
+  });
+}
+
+void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
+  const int64_t tiles = (w.rows + kMatMulRowTile - 1) / kMatMulRowTile;
+  ParallelIfLarge(tiles, int64_t{n} * w.rows * w.cols, [&](int64_t b, int64_t e) {
+    cpu::MatMulRows(x, n, w, bias, y, b * kMatMulRowTile, std::min(w.rows, e * kMatMulRowTile));
+  });
+}
+
+void CpuBackend::Rope(float* x, int n, int num_heads, int head_dim, int64_t token_stride,
+                      const int32_t* positions, const float* inv_freq) {
+  const int half = head_dim / 2;
+  for (int t = 0; t < n; ++t) {
+    const float pos = static_cast<float>(positions[t]);
+    for (int i = 0; i < half; ++i) {
+      // f32 angle, as Hugging Face computes it (inv_freq * position in f32).
+      const float angle = inv_freq[i] * pos;
+      const float c = std::cos(angle), s = std::sin(angle);
+      for (int h = 0; h < num_heads; ++h) {
+        float* v = x + t * token_stride + int64_t{h} * head_dim;
+        const float a = v[i], b = v[i + half];
+        v[i] = a * c - b * s;
+        v[i + half] = b * c + a * s;
+      }
+    }
+  }
+}
+
+void CpuBackend::SiluMul(const float* gate, const float* up, int64_t count, float* out) {
+  ParallelIfLarge(count, count * 8, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const float g = gate[i];
+      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+    }
+  });
+}
+
+void CpuBackend::Add(float* x, const float* y, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) x[i] += y[i];
+}
+
+void CpuBackend::GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) {
+  for (int i = 0; i < n; ++i) {
+    std::memcpy(out + int64_t{i} * dim, x + int64_t{rows[i]} * dim, sizeof(float) * dim);
+  }
+}
+
+void CpuBackend::WriteKv(const float* k, const float* v, const AttentionMeta& meta,
+                         const KvCacheLayout& layout, float* k_cache, float* v_cache) {
+  const int64_t row = int64_t{layout.num_kv_heads} * layout.head_dim;
+  for (int t = 0; t < meta.num_tokens; ++t) {
+    const int64_t slot = meta.slot_mapping[t];
+    std::memcpy(k_cache + slot * row, k + t * row, sizeof(float) * row);
+    std::memcpy(v_cache + slot * row, v + t * row, sizeof(float) * row);
+  }
+}
+
+void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
+                           const float* k_cache, const float* v_cache,
+                           const AttentionShape& shape, float* out) {
+  const int64_t items = int64_t{meta.num_tokens} * shape.num_kv_heads;
+  pool_.ParallelFor(items, [&](int64_t b, int64_t e) {
+    cpu::AttentionItems(q, meta, layout, k_cache, v_cache, shape, out, b, e);
+  });
+}
+
+}  // namespace gqa

@@ -1,0 +1,48 @@
+// The CPU implementation of Backend: host memory, ops run synchronously,
+// split across a thread pool.
+#pragma once
+
+#include <memory>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/thread_pool.h"
+
+namespace gqa {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int num_threads);
+  std::string Name() const override;
+  int num_threads() const { return pool_.size(); }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
+  absl::StatusOr<DeviceBuffer> ImportHost(const void* host, size_t bytes) override;
+  absl::StatusOr<DeviceBuffer> ImportHostMatrix(const MatrixView& host, MatrixView* device) override;
+  void CopyToDevice(void* dst, const void* src, size_t bytes) override;
+  void CopyToHost(void* dst, const void* src, size_t bytes) override;
+  void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
+  absl::Status Synchronize() override { return absl::OkStatus(); }
+
+  void Embedding(const MatrixView& table, const int32_t* ids, int n, float* out) override;
+  void RmsNorm(const float* x, const float* weight, int n, int dim, float eps,
+               float* out) override;
+  void MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) override;
+  void Rope(float* x, int n, int num_heads, int head_dim, int64_t token_stride,
+            const int32_t* positions, const float* inv_freq) override;
+  void SiluMul(const float* gate, const float* up, int64_t count, float* out) override;
+  void Add(float* x, const float* y, int64_t count) override;
+  void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override;
+  void WriteKv(const float* k, const float* v, const AttentionMeta& meta,
+               const KvCacheLayout& layout, float* k_cache, float* v_cache) override;
+  void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
+                 const float* k_cache, const float* v_cache, const AttentionShape& shape,
+                 float* out) override;
+
+ private:
+  // Runs fn over [0, count) on the pool when the work is worth splitting.
+  void ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::RangeFn& fn);
+
+  ThreadPool pool_;
+};
+
+}  // namespace gqa

@@ -1,0 +1,193 @@
+#include "worker/model.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace gqa {
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelConfig& config, const Checkpoint& ckpt,
+                                                   const ShardRanges& shard, Backend* backend,
+                                                   Communicator* comm) {
+  auto m = std::unique_ptr<Model>(new Model(config, shard, backend, comm));
+  ASSIGN_OR_RETURN(m->weights_, LoadWeights(config, ckpt, shard, backend));
+  const std::vector<float> inv = RopeInverseFrequencies(config);
+  ASSIGN_OR_RETURN(m->inv_freq_, backend->Allocate(inv.size() * sizeof(float)));
+  backend->CopyToDevice(m->inv_freq_.data(), inv.data(), inv.size() * sizeof(float));
+  RETURN_IF_ERROR(backend->Synchronize());
+  return m;
+}
+
+KvCacheLayout Model::CacheLayout(int num_blocks, int block_size) const {
+  KvCacheLayout l;
+  l.num_blocks = num_blocks;
+  l.block_size = block_size;
+  l.num_kv_heads = shard_.num_kv_heads();
+  l.head_dim = config_.head_dim;
+  return l;
+}
+
+AttentionShape Model::Shape() const {
+  AttentionShape s;
+  s.num_q_heads = shard_.num_q_heads();
+  s.num_kv_heads = shard_.num_kv_heads();
+  s.group_size = config_.group_size();
+  s.q_head_offset = shard_.q_head_begin - shard_.kv_head_begin * config_.group_size();
+  s.head_dim = config_.head_dim;
+  s.scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  s.sliding_window = config_.sliding_window;
+  return s;
+}
+
+absl::Status Model::Validate(const StepBatch& b, const KvCache& cache) const {
+  const int n = b.num_tokens();
+  const KvCacheLayout& layout = cache.layout();
+  if (n == 0) return absl::InvalidArgumentError("step has no tokens");
+  if (b.positions.size() != size_t(n) || b.token_seq.size() != size_t(n) || b.slot_mapping.size() != size_t(n)) {
+    return absl::InvalidArgumentError("step arrays differ in length");
+  }
+  if (b.max_blocks_per_seq <= 0 || b.block_tables.size() % b.max_blocks_per_seq != 0) {
+    return absl::InvalidArgumentError("block tables are not [num_seqs, max_blocks_per_seq]");
+  }
+  if (layout.num_kv_heads != shard_.num_kv_heads() || layout.head_dim != config_.head_dim) {
+    return absl::InvalidArgumentError("KV cache layout does not match this model shard");
+  }
+  const int64_t num_slots = int64_t{layout.num_blocks} * layout.block_size;
+  for (int32_t blk : b.block_tables) {
+    if (blk < -1 || blk >= layout.num_blocks) return absl::InvalidArgumentError(absl::StrCat("block id ", blk, " out of range"));
+  }
+  for (int t = 0; t < n; ++t) {
+    if (b.token_ids[t] < 0 || b.token_ids[t] >= config_.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", b.token_ids[t], " is outside the vocabulary [0, ",
+                                                     config_.vocab_size, ")"));
+    }
+    const int pos = b.positions[t];
+    if (pos < 0 || pos >= config_.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("position ", pos, " is outside [0, max_position_embeddings=",
+                                                     config_.max_position_embeddings, ")"));
+    }
+    if (b.token_seq[t] < 0 || b.token_seq[t] >= b.num_seqs()) return absl::InvalidArgumentError("token sequence index out of range");
+    if (pos / layout.block_size >= b.max_blocks_per_seq) return absl::InvalidArgumentError("position beyond the block table");
+    // Every position the token attends to must have a block.
+    const int32_t* table = b.block_tables.data() + int64_t{b.token_seq[t]} * b.max_blocks_per_seq;
+    for (int j = 0; j <= pos / layout.block_size; ++j) {
+      if (table[j] < 0) return absl::InvalidArgumentError(absl::StrCat("position ", pos, " has no KV block"));
+    }
+    if (b.slot_mapping[t] < 0 || b.slot_mapping[t] >= num_slots) return absl::InvalidArgumentError("KV slot out of range");
+  }
+  if (b.logits_rows.size() > size_t(n)) return absl::InvalidArgumentError("more logits rows than tokens");
+  for (int32_t r : b.logits_rows) {
+    if (r < 0 || r >= n) return absl::InvalidArgumentError("logits row out of range");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Reserve(int n, int m, size_t meta_ints) {
+  if (meta_ints > ws_.meta_ints) {
+    ASSIGN_OR_RETURN(ws_.meta, backend_->Allocate(meta_ints * sizeof(int32_t)));
+    ws_.meta_ints = meta_ints;
+  }
+  const int64_t hidden = config_.hidden_size, hd = config_.head_dim;
+  if (n > ws_.tokens) {
+    auto alloc = [&](DeviceBuffer& b, int64_t floats) -> absl::Status {
+      ASSIGN_OR_RETURN(b, backend_->Allocate(size_t(floats) * sizeof(float)));
+      return absl::OkStatus();
+    };
+    const int64_t mlp = shard_.mlp_end - shard_.mlp_begin;
+    RETURN_IF_ERROR(alloc(ws_.hidden, n * hidden));
+    RETURN_IF_ERROR(alloc(ws_.normed, n * hidden));
+    RETURN_IF_ERROR(alloc(ws_.proj, n * hidden));
+    RETURN_IF_ERROR(alloc(ws_.q, n * shard_.num_q_heads() * hd));
+    RETURN_IF_ERROR(alloc(ws_.attn, n * shard_.num_q_heads() * hd));
+    RETURN_IF_ERROR(alloc(ws_.k, n * shard_.num_kv_heads() * hd));
+    RETURN_IF_ERROR(alloc(ws_.v, n * shard_.num_kv_heads() * hd));
+    RETURN_IF_ERROR(alloc(ws_.gate, n * mlp));
+    RETURN_IF_ERROR(alloc(ws_.up, n * mlp));
+    ws_.tokens = n;
+  }
+  if (m > ws_.logits) {
+    ASSIGN_OR_RETURN(ws_.last, backend_->Allocate(size_t(m) * hidden * sizeof(float)));
+    ASSIGN_OR_RETURN(ws_.logits_out, backend_->Allocate(size_t(m) * weights_.lm_head.w.rows * sizeof(float)));
+    ws_.logits = m;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vector<float>* logits) {
+  RETURN_IF_ERROR(Validate(b, cache));
+  const int n = b.num_tokens();
+  const int m = static_cast<int>(b.logits_rows.size());
+  const int hidden = config_.hidden_size;
+  const int hd = config_.head_dim;
+
+  // All step metadata goes to the device in one copy, built once per step.
+  std::vector<int32_t> meta;
+  meta.reserve(5 * n + b.block_tables.size() + m);
+  for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
+    meta.insert(meta.end(), v->begin(), v->end());
+  }
+  RETURN_IF_ERROR(Reserve(n, m, meta.size()));
+  backend_->CopyToDevice(ws_.meta.data(), meta.data(), meta.size() * sizeof(int32_t));
+  const int32_t* d = ws_.meta.as<int32_t>();
+  AttentionMeta am;
+  am.num_tokens = n;
+  const int32_t* d_ids = d;
+  am.token_pos = d + n;
+  am.token_seq = d + 2 * n;
+  am.slot_mapping = d + 3 * n;
+  am.block_tables = d + 4 * n;
+  am.max_blocks_per_seq = b.max_blocks_per_seq;
+  const int32_t* d_logits_rows = d + 4 * n + b.block_tables.size();
+
+  const AttentionShape shape = Shape();
+  const int nq = shard_.num_q_heads(), nkv = shard_.num_kv_heads();
+  const int64_t mlp = shard_.mlp_end - shard_.mlp_begin;
+  float* x = ws_.hidden.as<float>();
+  float* h = ws_.normed.as<float>();
+  float* proj = ws_.proj.as<float>();
+  float* q = ws_.q.as<float>();
+  float* k = ws_.k.as<float>();
+  float* v = ws_.v.as<float>();
+  float* attn = ws_.attn.as<float>();
+  float* gate = ws_.gate.as<float>();
+  float* up = ws_.up.as<float>();
+  const float* inv_freq = inv_freq_.as<float>();
+
+  backend_->Embedding(weights_.embedding, d_ids, n, x);
+  for (int l = 0; l < config_.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    backend_->RmsNorm(x, w.input_norm, n, hidden, config_.rms_norm_eps, h);
+    backend_->MatMul(h, n, w.q.w, w.q.bias, q);
+    backend_->MatMul(h, n, w.k.w, w.k.bias, k);
+    backend_->MatMul(h, n, w.v.w, w.v.bias, v);
+    backend_->Rope(q, n, nq, hd, int64_t{nq} * hd, am.token_pos, inv_freq);
+    backend_->Rope(k, n, nkv, hd, int64_t{nkv} * hd, am.token_pos, inv_freq);
+    backend_->WriteKv(k, v, am, cache.layout(), cache.k(l), cache.v(l));
+    backend_->Attention(q, am, cache.layout(), cache.k(l), cache.v(l), shape, attn);
+    backend_->MatMul(attn, n, w.o.w, w.o.bias, proj);
+    RETURN_IF_ERROR(comm_->AllReduceSum(proj, int64_t{n} * hidden));
+    backend_->Add(x, proj, int64_t{n} * hidden);
+
+    backend_->RmsNorm(x, w.post_norm, n, hidden, config_.rms_norm_eps, h);
+    backend_->MatMul(h, n, w.gate.w, w.gate.bias, gate);
+    backend_->MatMul(h, n, w.up.w, w.up.bias, up);
+    backend_->SiluMul(gate, up, int64_t{n} * mlp, gate);
+    backend_->MatMul(gate, n, w.down.w, w.down.bias, proj);
+    RETURN_IF_ERROR(comm_->AllReduceSum(proj, int64_t{n} * hidden));
+    backend_->Add(x, proj, int64_t{n} * hidden);
+  }
+  if (m == 0) {
+    logits->clear();
+    return backend_->Synchronize();
+  }
+  float* last = ws_.last.as<float>();
+  backend_->GatherRows(x, d_logits_rows, m, hidden, h);
+  backend_->RmsNorm(h, weights_.final_norm, m, hidden, config_.rms_norm_eps, last);
+  const int64_t vocab = weights_.lm_head.w.rows;
+  backend_->MatMul(last, m, weights_.lm_head.w, nullptr, ws_.logits_out.as<float>());
+  logits->resize(size_t(m) * vocab);
+  backend_->CopyToHost(logits->data(), ws_.logits_out.data(), logits->size() * sizeof(float));
+  return backend_->Synchronize();
+}
+
+}  // namespace gqa

@@ -1,0 +1,57 @@
+// One device's share of a model and its forward pass over a StepBatch.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "worker/communicator.h"
+#include "worker/config.h"
+#include "worker/kv_cache.h"
+#include "worker/step_batch.h"
+#include "worker/weights.h"
+
+namespace gqa {
+
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const ModelConfig& config, const Checkpoint& ckpt,
+                                                     const ShardRanges& shard, Backend* backend,
+                                                     Communicator* comm);
+
+  // Runs one step: writes the step's K/V into `cache` and returns in
+  // *logits the f32 logits of batch.logits_rows, [rows, vocab slice of this
+  // rank] row-major. Invalid batches are refused before any device work.
+  absl::Status Forward(const StepBatch& batch, const KvCache& cache, std::vector<float>* logits);
+
+  const ModelConfig& config() const { return config_; }
+  const ShardRanges& shard() const { return shard_; }
+  const ModelWeights& weights() const { return weights_; }
+  // The KV cache geometry this rank needs for `num_blocks` blocks.
+  KvCacheLayout CacheLayout(int num_blocks, int block_size) const;
+  // The attention shape of this rank.
+  AttentionShape Shape() const;
+
+ private:
+  Model(const ModelConfig& c, const ShardRanges& s, Backend* b, Communicator* comm)
+      : config_(c), shard_(s), backend_(b), comm_(comm) {}
+  absl::Status Validate(const StepBatch& batch, const KvCache& cache) const;
+  absl::Status Reserve(int num_tokens, int num_logits, size_t meta_ints);
+
+  ModelConfig config_;
+  ShardRanges shard_;
+  Backend* backend_;
+  Communicator* comm_;
+  ModelWeights weights_;
+  DeviceBuffer inv_freq_;
+
+  // Activations, sized for the largest step seen so far.
+  struct Workspace {
+    int tokens = 0, logits = 0;
+    size_t meta_ints = 0;
+    DeviceBuffer meta;  // step metadata: ids, positions, seq, slots, tables, logits rows
+    DeviceBuffer hidden, normed, q, k, v, attn, proj, gate, up, last, logits_out;
+  } ws_;
+};
+
+}  // namespace gqa
