@@ -1,2 +1,370 @@
-#include <gtest/gtest.h>
-TEST(Placeholder, Builds) {}
+// Every CPU op against a float64 reference on fresh random inputs, with odd
+// sizes and GQA group sizes 1, 2, 4, 8 and MHA.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "tests/test_util.h"
+
+namespace gqa {
+namespace {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : gen_(seed) {}
+  std::vector<float> Floats(size_t n, float scale = 1.0f) {
+    std::normal_distribution<float> d(0.0f, scale);
+    std::vector<float> v(n);
+    for (float& x : v) x = d(gen_);
+    return v;
+  }
+  int Int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(gen_); }
+  std::mt19937_64& gen() { return gen_; }
+
+ private:
+  std::mt19937_64 gen_;
+};
+
+// Weights stored in `dtype` plus their exact values as doubles.
+struct StoredMatrix {
+  std::vector<uint8_t> bytes;
+  std::vector<double> exact;
+  MatrixView view;
+};
+
+StoredMatrix Store(const std::vector<float>& values, int64_t rows, int64_t cols, DType dtype) {
+  StoredMatrix m;
+  m.bytes.resize(values.size() * DTypeSize(dtype));
+  m.exact.resize(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(m.bytes.data() + 4 * i, &values[i], 4);
+      m.exact[i] = values[i];
+    } else {
+      const uint16_t h = dtype == DType::kBF16 ? cpu::FloatToBf16(values[i]) : cpu::FloatToF16(values[i]);
+      std::memcpy(m.bytes.data() + 2 * i, &h, 2);
+      m.exact[i] = dtype == DType::kBF16 ? cpu::Bf16ToFloat(h) : cpu::F16ToFloat(h);
+    }
+  }
+  m.view = MatrixView{m.bytes.data(), dtype, rows, cols, cols};
+  return m;
+}
+
+// |got - want| <= tol * (1 + |want|) elementwise; reports the worst.
+void ExpectClose(const std::vector<float>& got, const std::vector<double>& want, double tol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(got[i] - want[i]) / (1.0 + std::abs(want[i]));
+    if (!(e <= worst)) {
+      worst = e;
+      at = i;
+    }
+  }
+  EXPECT_LE(worst, tol) << what << ": worst at " << at << " got " << got[at] << " want " << want[at];
+}
+
+TEST(ConvertTest, KnownValues) {
+  EXPECT_EQ(cpu::FloatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(cpu::FloatToF16(1.0f), 0x3c00);
+  EXPECT_EQ(cpu::FloatToF16(65504.0f), 0x7bff);
+  EXPECT_EQ(cpu::FloatToF16(1e6f), 0x7c00);
+  EXPECT_EQ(cpu::FloatToF16(-2.0f), 0xc000);
+  EXPECT_EQ(cpu::FloatToF16(5.960464477539063e-08f), 0x0001);  // smallest subnormal
+  EXPECT_FLOAT_EQ(cpu::F16ToFloat(0x0001), 5.960464477539063e-08f);
+  EXPECT_FLOAT_EQ(cpu::F16ToFloat(0x3555), 0.333251953125f);
+  EXPECT_FLOAT_EQ(cpu::Bf16ToFloat(0xc040), -3.0f);
+  // Round to nearest even: 1 + 2^-8 lies halfway between two bf16 values.
+  EXPECT_EQ(cpu::FloatToBf16(1.00390625f), 0x3f80);
+  EXPECT_EQ(cpu::FloatToBf16(1.01171875f), 0x3f82);
+}
+
+TEST(ConvertTest, F16RoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const uint16_t v = static_cast<uint16_t>(h);
+    const float f = cpu::F16ToFloat(v);
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(cpu::FloatToF16(f), v) << std::hex << h;
+  }
+}
+
+TEST(ThreadPoolTest, CoversEveryTaskOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 3, 5, 17, 1000}) {
+    std::vector<std::atomic<int>> hits(n);
+    for (int rep = 0; rep < 50; ++rep) {
+      pool.ParallelFor(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[i]++;
+      });
+    }
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 50) << n << " " << i;
+  }
+}
+
+class MatMulTest : public ::testing::TestWithParam<DType> {};
+
+TEST_P(MatMulTest, MatchesFloat64) {
+  const DType dtype = GetParam();
+  Rng rng(42 + int(dtype));
+  CpuBackend backend(2);
+  for (int n : {1, 2, 3, 4, 7}) {
+    for (auto [rows, cols] : {std::pair{1, 1}, {9, 13}, {33, 64}, {67, 200}, {260, 301}}) {
+      StoredMatrix w = Store(rng.Floats(size_t(rows) * cols, 0.5f), rows, cols, dtype);
+      const std::vector<float> x = rng.Floats(size_t(n) * cols);
+      const std::vector<float> bias = rng.Floats(rows);
+      for (bool with_bias : {false, true}) {
+        std::vector<float> y(size_t(n) * rows);
+        backend.MatMul(x.data(), n, w.view, with_bias ? bias.data() : nullptr, y.data());
+        std::vector<double> want(y.size());
+        for (int t = 0; t < n; ++t) {
+          for (int r = 0; r < rows; ++r) {
+            double s = with_bias ? bias[r] : 0.0;
+            for (int k = 0; k < cols; ++k) s += w.exact[size_t(r) * cols + k] * x[size_t(t) * cols + k];
+            want[size_t(t) * rows + r] = s;
+          }
+        }
+        ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), "matmul");
+      }
+    }
+  }
+}
+
+TEST_P(MatMulTest, StridedColumnSliceIsAView) {
+  const DType dtype = GetParam();
+  Rng rng(7);
+  CpuBackend backend(2);
+  const int rows = 19, cols = 45, c0 = 11, nc = 21, n = 3;
+  StoredMatrix w = Store(rng.Floats(size_t(rows) * cols), rows, cols, dtype);
+  const MatrixView slice = w.view.ColSlice(c0, nc).RowSlice(2, 15);
+  const std::vector<float> x = rng.Floats(size_t(n) * nc);
+  std::vector<float> y(size_t(n) * 15);
+  backend.MatMul(x.data(), n, slice, nullptr, y.data());
+  std::vector<double> want(y.size());
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < 15; ++r) {
+      double s = 0;
+      for (int k = 0; k < nc; ++k) s += w.exact[size_t(r + 2) * cols + c0 + k] * x[t * nc + k];
+      want[t * 15 + r] = s;
+    }
+  ExpectClose(y, want, 1e-5 * std::sqrt(double(nc)), "strided matmul");
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, MatMulTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
+                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(DTypeName(i.param)); });
+
+TEST(ElementwiseTest, RmsNormSiluAddEmbeddingGather) {
+  Rng rng(3);
+  CpuBackend backend(2);
+  const int n = 5, dim = 37;
+  const std::vector<float> x = rng.Floats(n * dim, 3.0f), w = rng.Floats(dim);
+  std::vector<float> out(n * dim);
+  backend.RmsNorm(x.data(), w.data(), n, dim, 1e-5f, out.data());
+  std::vector<double> want(n * dim);
+  for (int r = 0; r < n; ++r) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += double(x[r * dim + i]) * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (int i = 0; i < dim; ++i) want[r * dim + i] = x[r * dim + i] * inv * w[i];
+  }
+  ExpectClose(out, want, 1e-6, "rmsnorm");
+
+  const std::vector<float> g = rng.Floats(n * dim, 4.0f), u = rng.Floats(n * dim);
+  backend.SiluMul(g.data(), u.data(), n * dim, out.data());
+  for (int i = 0; i < n * dim; ++i) want[i] = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+  ExpectClose(out, want, 1e-6, "silu*mul");
+
+  std::vector<float> acc = x;
+  backend.Add(acc.data(), g.data(), n * dim);
+  for (int i = 0; i < n * dim; ++i) want[i] = double(x[i]) + g[i];
+  ExpectClose(acc, want, 1e-7, "add");
+
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const int vocab = 23;
+    StoredMatrix table = Store(rng.Floats(vocab * dim), vocab, dim, dt);
+    const std::vector<int32_t> ids = {22, 0, 5, 5, 13};
+    backend.Embedding(table.view, ids.data(), n, out.data());
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < dim; ++i) want[t * dim + i] = table.exact[size_t(ids[t]) * dim + i];
+    ExpectClose(out, want, 0, "embedding");
+  }
+
+  const std::vector<int32_t> rows = {4, 1};
+  std::vector<float> picked(2 * dim);
+  backend.GatherRows(x.data(), rows.data(), 2, dim, picked.data());
+  std::vector<double> want_rows;
+  for (int r : rows)
+    for (int i = 0; i < dim; ++i) want_rows.push_back(x[r * dim + i]);
+  ExpectClose(picked, want_rows, 0, "gather");
+}
+
+TEST(RopeTest, RotateHalfMatchesFloat64) {
+  Rng rng(5);
+  CpuBackend backend(1);
+  for (int head_dim : {2, 8, 22, 64}) {
+    const int n = 6, heads = 3, half = head_dim / 2;
+    const int64_t stride = heads * head_dim + 5;  // rows may be padded
+    std::vector<float> x = rng.Floats(n * stride);
+    const std::vector<int32_t> pos = {0, 1, 7, 100, 1023, 40000};
+    std::vector<float> inv(half);
+    for (int i = 0; i < half; ++i) inv[i] = 1.0f / std::pow(10000.0f, 2.0f * i / head_dim);
+    std::vector<double> want(x.begin(), x.end());
+    for (int t = 0; t < n; ++t)
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < half; ++i) {
+          const double angle = double(float(pos[t]) * inv[i]);  // the f32 angle both sides use
+          const size_t a = t * stride + h * head_dim + i, b = a + half;
+          want[a] = x[a] * std::cos(angle) - x[b] * std::sin(angle);
+          want[b] = x[b] * std::cos(angle) + x[a] * std::sin(angle);
+        }
+    backend.Rope(x.data(), n, heads, head_dim, stride, pos.data(), inv.data());
+    ExpectClose(x, want, 2e-6, "rope");
+  }
+}
+
+// Attention through a paged cache with shuffled block tables, several
+// sequences of odd lengths, and prefill and decode tokens in one step.
+struct AttentionCase {
+  int q_heads, kv_heads, head_dim, window;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
+
+void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_heads, uint64_t seed) {
+  Rng rng(seed);
+  CpuBackend backend(2);
+  const int block_size = 5, num_blocks = 64, hd = c.head_dim;
+  const int group = c.q_heads / c.kv_heads;
+  // Local heads: local_q_heads query heads starting q_head_offset into KV group 0.
+  const int local_kv = (q_head_offset + local_q_heads + group - 1) / group;
+  const std::vector<int> seq_lens = {1, 54, 97, 13};
+  const int max_blocks = (97 + block_size - 1) / block_size;
+  std::vector<int> free_blocks(num_blocks);
+  std::iota(free_blocks.begin(), free_blocks.end(), 0);
+  std::shuffle(free_blocks.begin(), free_blocks.end(), rng.gen());
+  std::vector<int32_t> tables(seq_lens.size() * max_blocks, -1);
+  for (size_t s = 0, next = 0; s < seq_lens.size(); ++s)
+    for (int b = 0; b < (seq_lens[s] + block_size - 1) / block_size; ++b) tables[s * max_blocks + b] = free_blocks[next++];
+
+  // Fill the cache for all positions; query tokens: every position of seq 3
+  // (a prefill) and the last position of each other sequence (decodes).
+  KvCacheLayout layout{num_blocks, block_size, local_kv, hd};
+  std::vector<float> k_cache(layout.Elements()), v_cache(layout.Elements());
+  std::vector<std::vector<float>> keys(seq_lens.size()), vals(seq_lens.size());
+  std::vector<int32_t> token_seq, token_pos, slots;
+  for (size_t s = 0; s < seq_lens.size(); ++s) {
+    keys[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
+    vals[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
+    for (int p = 0; p < seq_lens[s]; ++p) {
+      const int64_t slot = int64_t(tables[s * max_blocks + p / block_size]) * block_size + p % block_size;
+      std::copy_n(keys[s].begin() + size_t(p) * local_kv * hd, local_kv * hd, k_cache.begin() + slot * local_kv * hd);
+      std::copy_n(vals[s].begin() + size_t(p) * local_kv * hd, local_kv * hd, v_cache.begin() + slot * local_kv * hd);
+      if (s == 3 || p == seq_lens[s] - 1) {
+        token_seq.push_back(int(s));
+        token_pos.push_back(p);
+        slots.push_back(int32_t(slot));
+      }
+    }
+  }
+  const int n = int(token_seq.size());
+  AttentionMeta meta;
+  meta.num_tokens = n;
+  meta.token_seq = token_seq.data();
+  meta.token_pos = token_pos.data();
+  meta.slot_mapping = slots.data();
+  meta.block_tables = tables.data();
+  meta.max_blocks_per_seq = max_blocks;
+  AttentionShape shape;
+  shape.num_q_heads = local_q_heads;
+  shape.num_kv_heads = local_kv;
+  shape.group_size = group;
+  shape.q_head_offset = q_head_offset;
+  shape.head_dim = hd;
+  shape.scale = 1.0f / std::sqrt(float(hd));
+  shape.sliding_window = c.window;
+  const std::vector<float> q = rng.Floats(size_t(n) * local_q_heads * hd);
+  std::vector<float> out(q.size());
+  backend.Attention(q.data(), meta, layout, k_cache.data(), v_cache.data(), shape, out.data());
+
+  std::vector<double> want(out.size());
+  for (int t = 0; t < n; ++t) {
+    const int s = token_seq[t], pos = token_pos[t];
+    const int start = c.window > 0 ? std::max(0, pos - c.window + 1) : 0;
+    for (int h = 0; h < local_q_heads; ++h) {
+      const int g = (q_head_offset + h) / group;
+      std::vector<double> sc;
+      for (int j = start; j <= pos; ++j) {
+        double d = 0;
+        for (int i = 0; i < hd; ++i) d += double(q[(size_t(t) * local_q_heads + h) * hd + i]) * keys[s][(size_t(j) * local_kv + g) * hd + i];
+        sc.push_back(d / std::sqrt(double(hd)));
+      }
+      const double mx = *std::max_element(sc.begin(), sc.end());
+      double sum = 0;
+      for (double& e : sc) sum += (e = std::exp(e - mx));
+      for (int i = 0; i < hd; ++i) {
+        double acc = 0;
+        for (int j = start; j <= pos; ++j) acc += sc[j - start] / sum * vals[s][(size_t(j) * local_kv + g) * hd + i];
+        want[(size_t(t) * local_q_heads + h) * hd + i] = acc;
+      }
+    }
+  }
+  ExpectClose(out, want, 2e-6, "attention");
+}
+
+TEST_P(AttentionTest, PagedMatchesFloat64) {
+  const AttentionCase& c = GetParam();
+  RunAttentionCase(c, 0, c.q_heads, 11);
+}
+
+// A tensor-parallel rank whose query heads start inside a group and straddle
+// groups (e.g. Qwen2-7B's 28/4 heads over 8 ranks).
+TEST_P(AttentionTest, StraddlingShardMatchesFloat64) {
+  const AttentionCase& c = GetParam();
+  const int group = c.q_heads / c.kv_heads;
+  if (group == 1 || c.q_heads < 3) GTEST_SKIP() << "no straddling possible with group size 1";
+  RunAttentionCase(c, group - 1, std::min(c.q_heads - group + 1, group + 1), 13);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Groups, AttentionTest,
+    ::testing::Values(AttentionCase{4, 4, 16, 0},   // MHA
+                      AttentionCase{6, 6, 10, 0},   // MHA, odd head_dim
+                      AttentionCase{8, 4, 16, 0},   // group 2
+                      AttentionCase{8, 2, 24, 0},   // group 4
+                      AttentionCase{16, 2, 8, 0},   // group 8
+                      AttentionCase{8, 1, 32, 0},   // MQA
+                      AttentionCase{28, 4, 12, 0},  // group 7 (Qwen2-7B ratio)
+                      AttentionCase{8, 2, 16, 7}),  // sliding window
+    [](const ::testing::TestParamInfo<AttentionCase>& i) {
+      return absl::StrCat("q", i.param.q_heads, "_kv", i.param.kv_heads, "_d", i.param.head_dim, "_w",
+                          i.param.window);
+    });
+
+TEST(WriteKvTest, StoresRowsAtSlots) {
+  CpuBackend backend(1);
+  KvCacheLayout layout{3, 4, 2, 3};
+  std::vector<float> kc(layout.Elements(), -1), vc(layout.Elements(), -1);
+  const int n = 2, row = 6;
+  std::vector<float> k(n * row), v(n * row);
+  std::iota(k.begin(), k.end(), 0.0f);
+  std::iota(v.begin(), v.end(), 100.0f);
+  const std::vector<int32_t> slots = {9, 2};
+  AttentionMeta meta;
+  meta.num_tokens = n;
+  meta.slot_mapping = slots.data();
+  backend.WriteKv(k.data(), v.data(), meta, layout, kc.data(), vc.data());
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < row; ++i) {
+      EXPECT_EQ(kc[slots[t] * row + i], k[t * row + i]);
+      EXPECT_EQ(vc[slots[t] * row + i], v[t * row + i]);
+    }
+  EXPECT_EQ(std::count(kc.begin(), kc.end(), -1.0f), layout.Elements() - n * row);
+}
+
+}  // namespace
+}  // namespace gqa

@@ -1,0 +1,93 @@
+// Golden tests: checkpoints written by Hugging Face transformers with its own
+// classes, and the logits / greedy tokens transformers computed for them
+// (tests/reference/make_golden.py, run by hand; outputs committed).
+#include <cmath>
+#include <fstream>
+
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+#include "tools/local_model.h"
+#include "worker/generate.h"
+
+namespace gqa {
+namespace {
+
+using testing::FixturePath;
+
+struct Expected {
+  std::vector<std::vector<int>> prompts;
+  std::vector<std::vector<float>> last_logits;
+  std::vector<std::vector<int>> greedy;
+};
+
+Expected ReadExpected(const std::string& dir) {
+  std::ifstream in(dir + "/expected.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  Expected e;
+  e.prompts = j["prompts"].get<std::vector<std::vector<int>>>();
+  e.last_logits = j["last_logits"].get<std::vector<std::vector<float>>>();
+  e.greedy = j["greedy_tokens"].get<std::vector<std::vector<int>>>();
+  return e;
+}
+
+class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenTest, MatchesTransformers) {
+  const std::string dir = FixturePath("golden/" + GetParam());
+  const Expected e = ReadExpected(dir);
+  ASSERT_EQ(e.prompts.size(), 3u);
+  auto loaded = LoadLocalModel(dir, 2);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  LocalModel& m = *loaded;
+  auto cache = KvCache::Create(m.backend.get(), m.config.num_layers, m.model->CacheLayout(8, 16));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  for (size_t p = 0; p < e.prompts.size(); ++p) {
+    GenerateOptions opts;
+    opts.max_new_tokens = 16;
+    opts.stop_at_eos = false;
+    auto r = GenerateOne(*m.model, *cache, e.prompts[p], opts, ArgMax);
+    ASSERT_TRUE(r.ok()) << r.status();
+    // Logits within 1e-4 relative to each reference value (absolute 1e-4
+    // for reference values below 1 in magnitude).
+    ASSERT_EQ(r->prompt_last_logits.size(), e.last_logits[p].size());
+    double worst = 0;
+    for (size_t i = 0; i < e.last_logits[p].size(); ++i) {
+      const double ref = e.last_logits[p][i];
+      const double err = std::abs(r->prompt_last_logits[i] - ref) / std::max(1.0, std::abs(ref));
+      worst = std::max(worst, err);
+    }
+    EXPECT_LE(worst, 1e-4) << "prompt " << p;
+    EXPECT_EQ(r->tokens, e.greedy[p]) << "prompt " << p;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, GoldenTest,
+    ::testing::Values("llama_gqa", "llama_mqa", "llama_mha", "qwen2_bias", "llama_head_dim", "llama_tied",
+                      "llama_bf16", "llama3_rope", "llama_linear_rope", "mistral_sliding", "llama_sharded",
+                      "llama_attn_bias"),
+    [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// The same model gives bit-identical logits whatever the thread count: every
+// output element is reduced by one thread in a fixed order.
+TEST(GoldenInvariance, ThreadCountDoesNotChangeLogits) {
+  const std::string dir = FixturePath("golden/llama_gqa");
+  const Expected e = ReadExpected(dir);
+  std::vector<std::vector<float>> logits;
+  for (int threads : {1, 2, 3}) {
+    auto m = LoadLocalModel(dir, threads);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(8, 16));
+    ASSERT_TRUE(cache.ok());
+    GenerateOptions opts;
+    opts.max_new_tokens = 0;
+    auto r = GenerateOne(*m->model, *cache, e.prompts[2], opts, ArgMax);
+    ASSERT_TRUE(r.ok()) << r.status();
+    logits.push_back(r->prompt_last_logits);
+  }
+  EXPECT_EQ(logits[0], logits[1]);
+  EXPECT_EQ(logits[0], logits[2]);
+}
+
+}  // namespace
+}  // namespace gqa

@@ -1,0 +1,101 @@
+// The engine against the independent float64 reference (reference_model.cc)
+// on checkpoints written by transformers and by gqa-make-model's generator,
+// across architectures, head layouts, dtypes and options.
+#include <cmath>
+
+#include "tests/reference_model.h"
+#include "tests/test_util.h"
+#include "tools/local_model.h"
+#include "tools/synthetic_model.h"
+#include "worker/generate.h"
+
+namespace gqa {
+namespace {
+
+using testing::FixturePath;
+using testing::ReferenceModel;
+
+void ExpectEngineMatchesReference(const std::string& dir, const std::vector<std::vector<int>>& prompts,
+                                  int new_tokens) {
+  auto ref = ReferenceModel::Load(dir);
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto m = LoadLocalModel(dir, 2);
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(16, 4));
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  for (const std::vector<int>& prompt : prompts) {
+    GenerateOptions opts;
+    opts.max_new_tokens = new_tokens;
+    opts.stop_at_eos = false;
+    auto r = GenerateOne(*m->model, *cache, prompt, opts, ArgMax);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const std::vector<double> logits = ref->LastLogits(prompt);
+    ASSERT_EQ(logits.size(), r->prompt_last_logits.size());
+    double worst = 0;
+    for (size_t i = 0; i < logits.size(); ++i) {
+      worst = std::max(worst, std::abs(r->prompt_last_logits[i] - logits[i]) / std::max(1.0, std::abs(logits[i])));
+    }
+    EXPECT_LE(worst, 1e-4) << dir << " prompt of " << prompt.size();
+    EXPECT_EQ(r->tokens, ref->Greedy(prompt, new_tokens)) << dir << " prompt of " << prompt.size();
+  }
+}
+
+// Checkpoints no project tool wrote.
+TEST(ReferenceTest, TransformersCheckpoints) {
+  for (const char* c : {"llama_gqa", "llama_mqa", "qwen2_bias", "llama_head_dim", "llama_tied", "llama_bf16",
+                        "llama3_rope", "mistral_sliding", "llama_sharded", "llama_attn_bias"}) {
+    ExpectEngineMatchesReference(FixturePath(std::string("golden/") + c), {{5}, {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}},
+                                 10);
+  }
+}
+
+struct SyntheticCase {
+  std::string name;
+  SyntheticModelSpec spec;
+  int shards = 1;
+};
+
+class SyntheticReferenceTest : public ::testing::TestWithParam<SyntheticCase> {};
+
+TEST_P(SyntheticReferenceTest, EngineMatchesFloat64) {
+  const SyntheticCase& c = GetParam();
+  const std::string dir = testing::TempDir("model");
+  ASSERT_OK(WriteSyntheticModel(c.spec, dir, c.shards));
+  ExpectEngineMatchesReference(dir, {{3}, {4, 9, 1, 7, 30, 2, 5, 11, 13}}, 12);
+}
+
+std::vector<SyntheticCase> Cases() {
+  std::vector<SyntheticCase> out;
+  auto add = [&](std::string name, auto mutate, int shards = 1) {
+    SyntheticCase c;
+    c.name = std::move(name);
+    c.spec.vocab = 97;
+    c.spec.hidden = 48;
+    c.spec.heads = 6;
+    c.spec.kv_heads = 2;
+    c.spec.intermediate = 77;
+    c.spec.seed = out.size() + 17;
+    mutate(c.spec);
+    c.shards = shards;
+    out.push_back(c);
+  };
+  add("gqa_f32", [](SyntheticModelSpec&) {});
+  add("gqa_bf16", [](SyntheticModelSpec& s) { s.dtype = DType::kBF16; });
+  add("gqa_f16", [](SyntheticModelSpec& s) { s.dtype = DType::kF16; });
+  add("mqa", [](SyntheticModelSpec& s) { s.kv_heads = 1; });
+  add("mha", [](SyntheticModelSpec& s) { s.kv_heads = 6; });
+  add("group8", [](SyntheticModelSpec& s) { s.heads = 8; s.kv_heads = 1; s.hidden = 64; });
+  add("qwen2_bf16", [](SyntheticModelSpec& s) { s.arch = Architecture::kQwen2; s.dtype = DType::kBF16; });
+  add("head_dim_24_of_hidden_40", [](SyntheticModelSpec& s) { s.hidden = 40; s.heads = 4; s.head_dim = 24; });
+  add("tied_sharded", [](SyntheticModelSpec& s) { s.tie_embeddings = true; }, 3);
+  add("mistral_window_5", [](SyntheticModelSpec& s) { s.arch = Architecture::kMistral; s.sliding_window = 5; });
+  add("llama3_rope", [](SyntheticModelSpec& s) { s.rope_scaling = "llama3"; s.max_position = 64; s.rope_theta = 500000; });
+  add("three_layers_odd_sizes", [](SyntheticModelSpec& s) { s.layers = 3; s.hidden = 36; s.heads = 9; s.kv_heads = 3; s.intermediate = 53; });
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, SyntheticReferenceTest, ::testing::ValuesIn(Cases()),
+                         [](const ::testing::TestParamInfo<SyntheticCase>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace gqa
