@@ -1,0 +1,295 @@
+// Malformed checkpoints and unsupported configs: each gets an error that
+// names the file, tensor or field, never a crash or an out-of-bounds read.
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+#include "tools/local_model.h"
+#include "tools/synthetic_model.h"
+#include "worker/generate.h"
+
+namespace gqa {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), bytes.size());
+}
+
+// A safetensors file from a raw header and data section.
+std::string RawSafetensors(const std::string& header, size_t data_bytes) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+  return out + header + std::string(data_bytes, '\x01');
+}
+
+std::string ErrorOpening(const std::string& path) {
+  auto f = SafetensorsFile::Open(path);
+  return f.ok() ? "(opened)" : std::string(f.status().message());
+}
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::TempDir("model");
+    spec_.layers = 2;
+    ASSERT_OK(WriteSyntheticModel(spec_, dir_));
+    file_ = dir_ + "/model.safetensors";
+  }
+  std::string LoadError() {
+    auto m = LoadLocalModel(dir_, 1);
+    return m.ok() ? "(loaded)" : std::string(m.status().message());
+  }
+  std::string dir_, file_;
+  SyntheticModelSpec spec_;
+};
+
+TEST_F(CheckpointTest, ValidModelLoads) { EXPECT_EQ(LoadError(), "(loaded)"); }
+
+TEST_F(CheckpointTest, TruncatedFile) {
+  const std::string bytes = ReadFile(file_);
+  WriteFile(file_, bytes.substr(0, bytes.size() - 100));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("tensor '"), HasSubstr("truncated")));
+}
+
+TEST_F(CheckpointTest, TruncatedInsideHeader) {
+  WriteFile(file_, ReadFile(file_).substr(0, 40));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("past the end")));
+}
+
+TEST_F(CheckpointTest, TooSmallFile) {
+  WriteFile(file_, "abc");
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("too small")));
+}
+
+TEST_F(CheckpointTest, EmptyFile) {
+  WriteFile(file_, "");
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("too small")));
+}
+
+TEST_F(CheckpointTest, HeaderNotJson) {
+  WriteFile(file_, RawSafetensors("{not json", 16));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr("not a JSON object")));
+}
+
+TEST_F(CheckpointTest, HugeHeaderLength) {
+  std::string bytes = ReadFile(file_);
+  for (int i = 0; i < 8; ++i) bytes[i] = '\xff';
+  WriteFile(file_, bytes);
+  EXPECT_THAT(ErrorOpening(file_), HasSubstr("exceeds"));
+}
+
+TEST_F(CheckpointTest, RangeDisagreesWithShape) {
+  WriteFile(file_, RawSafetensors(R"({"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,20]}})", 20));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr("tensor 'w'"), HasSubstr("needs 24")));
+}
+
+TEST_F(CheckpointTest, RangePastDataSection) {
+  WriteFile(file_, RawSafetensors(R"({"w":{"dtype":"BF16","shape":[8],"data_offsets":[4,20]}})", 16));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr("tensor 'w'"), HasSubstr("runs past")));
+}
+
+TEST_F(CheckpointTest, OverlappingRanges) {
+  WriteFile(file_, RawSafetensors(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                                  16));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr("overlaps"), HasSubstr("'a'"), HasSubstr("'b'")));
+}
+
+TEST_F(CheckpointTest, BadEntries) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})", "unknown dtype 'Q4'"},
+      {R"({"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", "non-negative"},
+      {R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", "begin after"},
+      {R"({"w":{"dtype":"F32","shape":[1]}})", "data_offsets"},
+      {R"({"w":{"shape":[1],"data_offsets":[0,4]}})", "missing dtype"},
+      {R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}})", "too large"},
+      {R"({"w":7})", "not an object"},
+  };
+  for (const auto& [header, message] : cases) {
+    WriteFile(file_, RawSafetensors(header, 16));
+    EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr("tensor 'w'"), HasSubstr(message))) << header;
+  }
+}
+
+TEST_F(CheckpointTest, MissingTensor) {
+  std::vector<TensorToWrite> tensors = SyntheticTensors(spec_);
+  std::erase_if(tensors, [](const TensorToWrite& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; });
+  ASSERT_OK(WriteSafetensors(file_, tensors));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.layers.1.mlp.up_proj.weight"), HasSubstr("missing")));
+}
+
+TEST_F(CheckpointTest, MissingLmHeadWhenUntied) {
+  std::vector<TensorToWrite> tensors = SyntheticTensors(spec_);
+  std::erase_if(tensors, [](const TensorToWrite& t) { return t.name == "lm_head.weight"; });
+  ASSERT_OK(WriteSafetensors(file_, tensors));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr("lm_head.weight"), HasSubstr("tie_word_embeddings")));
+}
+
+TEST_F(CheckpointTest, MisshapenTensor) {
+  SyntheticModelSpec other = spec_;
+  other.kv_heads = 4;  // k_proj rows double
+  std::vector<TensorToWrite> tensors = SyntheticTensors(spec_);
+  for (TensorToWrite& t : tensors) {
+    if (t.name == "model.layers.0.self_attn.k_proj.weight") {
+      for (TensorToWrite& o : SyntheticTensors(other))
+        if (o.name == t.name) t = o;
+    }
+  }
+  ASSERT_OK(WriteSafetensors(file_, tensors));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("model.layers.0.self_attn.k_proj.weight"),
+                                 HasSubstr("[32, 64]"), HasSubstr("expected [16, 64]")));
+}
+
+TEST_F(CheckpointTest, NonFloatWeight) {
+  std::vector<TensorToWrite> tensors = SyntheticTensors(spec_);
+  for (TensorToWrite& t : tensors)
+    if (t.name == "model.norm.weight") t.dtype_name = "I32";  // same byte size as F32
+  ASSERT_OK(WriteSafetensors(file_, tensors));
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr("model.norm.weight"), HasSubstr("I32")));
+}
+
+TEST_F(CheckpointTest, ShardIndexProblems) {
+  const std::string sharded = testing::TempDir("sharded");
+  ASSERT_OK(WriteSyntheticModel(spec_, sharded, 3));
+  ASSERT_TRUE(LoadLocalModel(sharded, 1).ok());
+  const std::string index_path = sharded + "/model.safetensors.index.json";
+  const nlohmann::json index = nlohmann::json::parse(ReadFile(index_path));
+
+  nlohmann::json missing_file = index;
+  missing_file["weight_map"]["model.norm.weight"] = "model-00009-of-00009.safetensors";
+  WriteFile(index_path, missing_file.dump());
+  auto m = LoadLocalModel(sharded, 1);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("model-00009-of-00009.safetensors"));
+
+  nlohmann::json wrong_file = index;
+  const std::string norm_file = index["weight_map"]["model.norm.weight"];
+  const std::string other = norm_file == "model-00001-of-00003.safetensors" ? "model-00002-of-00003.safetensors"
+                                                                             : "model-00001-of-00003.safetensors";
+  wrong_file["weight_map"]["model.norm.weight"] = other;
+  WriteFile(index_path, wrong_file.dump());
+  m = LoadLocalModel(sharded, 1);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(other), HasSubstr("model.norm.weight"), HasSubstr("not stored")));
+
+  nlohmann::json escape = index;
+  escape["weight_map"]["model.norm.weight"] = "../model.safetensors";
+  WriteFile(index_path, escape.dump());
+  m = LoadLocalModel(sharded, 1);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a file in the directory"));
+}
+
+TEST_F(CheckpointTest, NoWeights) {
+  fs::remove(file_);
+  EXPECT_THAT(LoadError(), HasSubstr("neither model.safetensors nor model.safetensors.index.json"));
+}
+
+// Random corruption of a valid file never crashes: it loads or fails cleanly.
+TEST_F(CheckpointTest, RandomByteCorruption) {
+  const std::string bytes = ReadFile(file_);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | uint8_t(bytes[i]);
+  std::mt19937 rng(1234);
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string b = bytes;
+    const int flips = 1 + iter % 4;
+    for (int f = 0; f < flips; ++f) {
+      const size_t at = rng() % (8 + header_len);  // the length and the header
+      b[at] = char(rng());
+    }
+    WriteFile(file_, b);
+    auto m = LoadLocalModel(dir_, 1);
+    if (!m.ok()) {
+      EXPECT_THAT(std::string(m.status().message()), HasSubstr(dir_)) << "iteration " << iter;
+      continue;
+    }
+    // Whatever still loads was validated: a forward step reads every weight.
+    auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(1, 4));
+    ASSERT_TRUE(cache.ok());
+    GenerateOptions opts;
+    opts.max_new_tokens = 1;
+    EXPECT_TRUE(GenerateOne(*m->model, *cache, {1, 2}, opts, ArgMax).ok()) << "iteration " << iter;
+  }
+}
+
+// ---- config.json ----
+
+std::string ConfigError(nlohmann::json j) {
+  auto c = ParseModelConfig(j.dump(), "config.json");
+  return c.ok() ? "(ok)" : std::string(c.status().message());
+}
+
+TEST(ConfigTest, RefusesWhatItCannotServeNamingTheField) {
+  SyntheticModelSpec spec;
+  const nlohmann::json base = SyntheticConfigJson(spec);
+  ASSERT_EQ(ConfigError(base), "(ok)");
+  auto with = [&](auto mutate) {
+    nlohmann::json j = base;
+    mutate(j);
+    return ConfigError(j);
+  };
+  EXPECT_THAT(with([](auto& j) { j["architectures"] = {"GPT2LMHeadModel"}; }),
+              AllOf(HasSubstr("'architectures'"), HasSubstr("GPT2LMHeadModel")));
+  EXPECT_THAT(with([](auto& j) { j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}}; }),
+              AllOf(HasSubstr("rope_scaling.rope_type"), HasSubstr("yarn")));
+  EXPECT_THAT(with([](auto& j) { j["rope_parameters"] = {{"rope_type", "dynamic"}, {"rope_theta", 1e4}, {"factor", 2.0}}; }),
+              HasSubstr("rope_parameters.rope_type"));
+  EXPECT_THAT(with([](auto& j) { j["num_key_value_heads"] = 3; }), HasSubstr("'num_key_value_heads'"));
+  EXPECT_THAT(with([](auto& j) { j.erase("hidden_size"); }), AllOf(HasSubstr("'hidden_size'"), HasSubstr("missing")));
+  EXPECT_THAT(with([](auto& j) { j["hidden_act"] = "gelu"; }), HasSubstr("'hidden_act'"));
+  EXPECT_THAT(with([](auto& j) { j["eos_token_id"] = "x"; }), HasSubstr("'eos_token_id'"));
+  EXPECT_THAT(with([](auto& j) { j["eos_token_id"] = 100000; }), HasSubstr("'eos_token_id'"));
+  EXPECT_THAT(with([](auto& j) { j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}}; }),
+              HasSubstr("'original_max_position_embeddings'"));
+  EXPECT_THAT(with([](auto& j) {
+                j["architectures"] = {"Qwen2ForCausalLM"};
+                j["use_sliding_window"] = true;
+                j["sliding_window"] = 64;
+              }),
+              HasSubstr("'use_sliding_window'"));
+}
+
+TEST(ConfigTest, ReadsTheFieldsItHonours) {
+  SyntheticModelSpec spec;
+  nlohmann::json j = SyntheticConfigJson(spec);
+  j["eos_token_id"] = {2, 7};
+  j["head_dim"] = 24;
+  j.erase("rope_theta");
+  j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 5e5}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  auto c = ParseModelConfig(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int>{2, 7}));
+  EXPECT_EQ(c->head_dim, 24);
+  EXPECT_EQ(c->rope_theta, 5e5);
+  EXPECT_EQ(c->rope_scaling, RopeScaling::kLlama3);
+  EXPECT_EQ(c->rope_factor, 32.0);
+  EXPECT_EQ(c->rope_original_max_position, 8192);
+
+  j["architectures"] = {"MistralForCausalLM"};
+  j["sliding_window"] = 4096;
+  j["max_position_embeddings"] = 32768;
+  c = ParseModelConfig(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sliding_window, 4096);
+  j["sliding_window"] = nullptr;
+  c = ParseModelConfig(j.dump(), "config.json");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->sliding_window, 0);
+}
+
+}  // namespace
+}  // namespace gqa
