@@ -14,6 +14,7 @@ class CpuBackend final : public Backend {
   explicit CpuBackend(int num_threads);
   std::string Name() const override;
   int num_threads() const { return pool_.size(); }
+  ThreadPool* pool() { return &pool_; }
 
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   absl::StatusOr<DeviceBuffer> ImportHost(const void* host, size_t bytes) override;

@@ -1,0 +1,28 @@
+// Memory-bandwidth probes for roofline figures, run with the same thread
+// count as the work they are compared with.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/thread_pool.h"
+
+namespace gqa {
+
+class BandwidthProbe {
+ public:
+  // bytes: size of each buffer; pick well above the last-level cache.
+  BandwidthProbe(ThreadPool* pool, size_t bytes);
+  // STREAM-style copy: (bytes read + bytes written) / seconds.
+  double CopyBytesPerSecond();
+  // Read-only sweep (a vectorised sum): bytes read / seconds.
+  double ReadBytesPerSecond();
+
+ private:
+  ThreadPool* pool_;
+  std::vector<float> src_, dst_;
+};
+
+double MonotonicSeconds();
+
+}  // namespace gqa
