@@ -118,8 +118,10 @@ class Backend {
   virtual absl::Status Synchronize() = 0;
 
   // ---- ops (f32 activations; weights in their stored dtype) ----
-  // out[i, :] = table[ids[i], :]; ids were validated by the caller.
-  virtual void Embedding(const MatrixView& table, const int32_t* ids, int n, float* out) = 0;
+  // out[i, :] = table[ids[i] - first_row, :] when that row is in the table
+  // (a vocabulary slice starting at first_row), else zeros.
+  virtual void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n,
+                         float* out) = 0;
   // out[i, :] = x[i, :] / sqrt(mean(x[i, :]^2) + eps) * weight
   virtual void RmsNorm(const float* x, const float* weight, int n, int dim, float eps,
                        float* out) = 0;

@@ -6,7 +6,6 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/local_model.h"
 #include "tools/synthetic_model.h"
 #include "worker/generate.h"
 
@@ -34,6 +33,14 @@ std::string RawSafetensors(const std::string& header, size_t data_bytes) {
   return out + header + std::string(data_bytes, '\x01');
 }
 
+absl::StatusOr<std::unique_ptr<Executor>> Open(const std::string& dir, int threads) {
+  ExecutorOptions eo;
+  eo.threads_per_rank = threads;
+  eo.num_kv_blocks = 1;
+  eo.block_size = 4;
+  return Executor::Open(dir, eo);
+}
+
 std::string ErrorOpening(const std::string& path) {
   auto f = SafetensorsFile::Open(path);
   return f.ok() ? "(opened)" : std::string(f.status().message());
@@ -48,7 +55,7 @@ class CheckpointTest : public ::testing::Test {
     file_ = dir_ + "/model.safetensors";
   }
   std::string LoadError() {
-    auto m = LoadLocalModel(dir_, 1);
+    auto m = Open(dir_, 1);
     return m.ok() ? "(loaded)" : std::string(m.status().message());
   }
   std::string dir_, file_;
@@ -163,14 +170,14 @@ TEST_F(CheckpointTest, NonFloatWeight) {
 TEST_F(CheckpointTest, ShardIndexProblems) {
   const std::string sharded = testing::TempDir("sharded");
   ASSERT_OK(WriteSyntheticModel(spec_, sharded, 3));
-  ASSERT_TRUE(LoadLocalModel(sharded, 1).ok());
+  ASSERT_TRUE(Open(sharded, 1).ok());
   const std::string index_path = sharded + "/model.safetensors.index.json";
   const nlohmann::json index = nlohmann::json::parse(ReadFile(index_path));
 
   nlohmann::json missing_file = index;
   missing_file["weight_map"]["model.norm.weight"] = "model-00009-of-00009.safetensors";
   WriteFile(index_path, missing_file.dump());
-  auto m = LoadLocalModel(sharded, 1);
+  auto m = Open(sharded, 1);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("model-00009-of-00009.safetensors"));
 
@@ -180,14 +187,14 @@ TEST_F(CheckpointTest, ShardIndexProblems) {
                                                                              : "model-00001-of-00003.safetensors";
   wrong_file["weight_map"]["model.norm.weight"] = other;
   WriteFile(index_path, wrong_file.dump());
-  m = LoadLocalModel(sharded, 1);
+  m = Open(sharded, 1);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(other), HasSubstr("model.norm.weight"), HasSubstr("not stored")));
 
   nlohmann::json escape = index;
   escape["weight_map"]["model.norm.weight"] = "../model.safetensors";
   WriteFile(index_path, escape.dump());
-  m = LoadLocalModel(sharded, 1);
+  m = Open(sharded, 1);
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a file in the directory"));
 }
@@ -211,17 +218,15 @@ TEST_F(CheckpointTest, RandomByteCorruption) {
       b[at] = char(rng());
     }
     WriteFile(file_, b);
-    auto m = LoadLocalModel(dir_, 1);
+    auto m = Open(dir_, 1);
     if (!m.ok()) {
       EXPECT_THAT(std::string(m.status().message()), HasSubstr(dir_)) << "iteration " << iter;
       continue;
     }
     // Whatever still loads was validated: a forward step reads every weight.
-    auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(1, 4));
-    ASSERT_TRUE(cache.ok());
     GenerateOptions opts;
     opts.max_new_tokens = 1;
-    EXPECT_TRUE(GenerateOne(*m->model, *cache, {1, 2}, opts, ArgMax).ok()) << "iteration " << iter;
+    EXPECT_TRUE(GenerateOne(**m, {1, 2}, opts, ArgMax).ok()) << "iteration " << iter;
   }
 }
 

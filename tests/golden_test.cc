@@ -6,7 +6,6 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/local_model.h"
 #include "worker/generate.h"
 
 namespace gqa {
@@ -36,16 +35,16 @@ TEST_P(GoldenTest, MatchesTransformers) {
   const std::string dir = FixturePath("golden/" + GetParam());
   const Expected e = ReadExpected(dir);
   ASSERT_EQ(e.prompts.size(), 3u);
-  auto loaded = LoadLocalModel(dir, 2);
-  ASSERT_TRUE(loaded.ok()) << loaded.status();
-  LocalModel& m = *loaded;
-  auto cache = KvCache::Create(m.backend.get(), m.config.num_layers, m.model->CacheLayout(8, 16));
-  ASSERT_TRUE(cache.ok()) << cache.status();
+  ExecutorOptions eo;
+  eo.threads_per_rank = 2;
+  eo.num_kv_blocks = 8;
+  auto ex = Executor::Open(dir, eo);
+  ASSERT_TRUE(ex.ok()) << ex.status();
   for (size_t p = 0; p < e.prompts.size(); ++p) {
     GenerateOptions opts;
     opts.max_new_tokens = 16;
     opts.stop_at_eos = false;
-    auto r = GenerateOne(*m.model, *cache, e.prompts[p], opts, ArgMax);
+    auto r = GenerateOne(**ex, e.prompts[p], opts, ArgMax);
     ASSERT_TRUE(r.ok()) << r.status();
     // Logits within 1e-4 relative to each reference value (absolute 1e-4
     // for reference values below 1 in magnitude).
@@ -75,13 +74,13 @@ TEST(GoldenInvariance, ThreadCountDoesNotChangeLogits) {
   const Expected e = ReadExpected(dir);
   std::vector<std::vector<float>> logits;
   for (int threads : {1, 2, 3}) {
-    auto m = LoadLocalModel(dir, threads);
-    ASSERT_TRUE(m.ok()) << m.status();
-    auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(8, 16));
-    ASSERT_TRUE(cache.ok());
+    ExecutorOptions eo;
+    eo.threads_per_rank = threads;
+    auto ex = Executor::Open(dir, eo);
+    ASSERT_TRUE(ex.ok()) << ex.status();
     GenerateOptions opts;
     opts.max_new_tokens = 0;
-    auto r = GenerateOne(*m->model, *cache, e.prompts[2], opts, ArgMax);
+    auto r = GenerateOne(**ex, e.prompts[2], opts, ArgMax);
     ASSERT_TRUE(r.ok()) << r.status();
     logits.push_back(r->prompt_last_logits);
   }

@@ -188,10 +188,16 @@ TEST(ElementwiseTest, RmsNormSiluAddEmbeddingGather) {
     const int vocab = 23;
     StoredMatrix table = Store(rng.Floats(vocab * dim), vocab, dim, dt);
     const std::vector<int32_t> ids = {22, 0, 5, 5, 13};
-    backend.Embedding(table.view, ids.data(), n, out.data());
+    backend.Embedding(table.view, 0, ids.data(), n, out.data());
     for (int t = 0; t < n; ++t)
       for (int i = 0; i < dim; ++i) want[t * dim + i] = table.exact[size_t(ids[t]) * dim + i];
     ExpectClose(out, want, 0, "embedding");
+    // A vocabulary slice [5, 14): rows outside it are zeros.
+    backend.Embedding(table.view.RowSlice(5, 9), 5, ids.data(), n, out.data());
+    for (int t = 0; t < n; ++t)
+      for (int i = 0; i < dim; ++i)
+        want[t * dim + i] = ids[t] >= 5 && ids[t] < 14 ? table.exact[size_t(ids[t]) * dim + i] : 0.0;
+    ExpectClose(out, want, 0, "embedding slice");
   }
 
   const std::vector<int32_t> rows = {4, 1};

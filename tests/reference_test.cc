@@ -5,7 +5,6 @@
 
 #include "tests/reference_model.h"
 #include "tests/test_util.h"
-#include "tools/local_model.h"
 #include "tools/synthetic_model.h"
 #include "worker/generate.h"
 
@@ -19,15 +18,17 @@ void ExpectEngineMatchesReference(const std::string& dir, const std::vector<std:
                                   int new_tokens) {
   auto ref = ReferenceModel::Load(dir);
   ASSERT_TRUE(ref.ok()) << ref.status();
-  auto m = LoadLocalModel(dir, 2);
-  ASSERT_TRUE(m.ok()) << m.status();
-  auto cache = KvCache::Create(m->backend.get(), m->config.num_layers, m->model->CacheLayout(16, 4));
-  ASSERT_TRUE(cache.ok()) << cache.status();
+  ExecutorOptions eo;
+  eo.threads_per_rank = 2;
+  eo.num_kv_blocks = 16;
+  eo.block_size = 4;
+  auto ex = Executor::Open(dir, eo);
+  ASSERT_TRUE(ex.ok()) << ex.status();
   for (const std::vector<int>& prompt : prompts) {
     GenerateOptions opts;
     opts.max_new_tokens = new_tokens;
     opts.stop_at_eos = false;
-    auto r = GenerateOne(*m->model, *cache, prompt, opts, ArgMax);
+    auto r = GenerateOne(**ex, prompt, opts, ArgMax);
     ASSERT_TRUE(r.ok()) << r.status();
     const std::vector<double> logits = ref->LastLogits(prompt);
     ASSERT_EQ(logits.size(), r->prompt_last_logits.size());

@@ -8,9 +8,9 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
-#include "tools/local_model.h"
 #include "tools/membw.h"
 #include "tools/synthetic_model.h"
+#include "worker/executor.h"
 #include "worker/generate.h"
 
 namespace gqa {
@@ -22,8 +22,8 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-absl::StatusOr<LocalModel> BenchModel(const Flags& f, int threads) {
-  if (f.Has("model")) return LoadLocalModel(f.Get("model"), threads);
+absl::StatusOr<std::unique_ptr<Executor>> BenchModel(const Flags& f, const ExecutorOptions& eo) {
+  if (f.Has("model")) return Executor::Open(f.Get("model"), eo);
   SyntheticModelSpec s;
   struct IntFlag { const char* name; int* dst; };
   for (IntFlag fl : {IntFlag{"layers", &s.layers}, IntFlag{"hidden", &s.hidden}, IntFlag{"heads", &s.heads},
@@ -39,7 +39,7 @@ absl::StatusOr<LocalModel> BenchModel(const Flags& f, int threads) {
   s.max_position = 131072;
   std::fprintf(stderr, "building a synthetic %s model in memory...\n", dtype.c_str());
   ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(SyntheticConfigJson(s).dump(), "<synthetic config>"));
-  return LoadLocalModel(config, SyntheticCheckpoint(s), threads);
+  return Executor::Create(config, SyntheticCheckpoint(s), eo);
 }
 
 absl::Status Run(const Flags& f) {
@@ -49,13 +49,16 @@ absl::Status Run(const Flags& f) {
   ASSIGN_OR_RETURN(int64_t steps, f.GetInt("steps-per-sample"));
   ASSIGN_OR_RETURN(int64_t probe_mib, f.GetInt("probe-mib"));
   if (context < 1 || samples < 1 || steps < 1 || probe_mib < 1) return absl::InvalidArgumentError("sizes must be positive");
-  ASSIGN_OR_RETURN(LocalModel m, BenchModel(f, static_cast<int>(threads)));
-  const ModelConfig& c = m.config;
   const int block_size = 16;
   const int64_t max_len = context + samples * steps + 1;
-  if (max_len > c.max_position_embeddings) return absl::InvalidArgumentError("context + steps exceed max_position_embeddings");
   const int blocks = static_cast<int>((max_len + block_size - 1) / block_size);
-  ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(m.backend.get(), c.num_layers, m.model->CacheLayout(blocks, block_size)));
+  ExecutorOptions eo;
+  eo.threads_per_rank = static_cast<int>(threads);
+  eo.block_size = block_size;
+  eo.num_kv_blocks = blocks;
+  ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, BenchModel(f, eo));
+  const ModelConfig& c = ex->config();
+  if (max_len > c.max_position_embeddings) return absl::InvalidArgumentError("context + steps exceed max_position_embeddings");
 
   // Prefill `context` tokens, then decode one token per timed step.
   StepBatch step;
@@ -72,18 +75,18 @@ absl::Status Run(const Flags& f) {
     }
     step.token_seq.assign(count, 0);
     step.logits_rows = {count - 1};
-    return m.model->Forward(step, cache, &logits);
+    return ex->Step(step, &logits);
   };
   const double t_prefill = MonotonicSeconds();
   RETURN_IF_ERROR(run_tokens(0, static_cast<int>(context), 1));
   const double prefill_s = MonotonicSeconds() - t_prefill;
 
-  BandwidthProbe probe(m.backend->pool(), size_t(probe_mib) << 20);
+  BandwidthProbe probe(ex->rank0_pool(), size_t(probe_mib) << 20);
   probe.CopyBytesPerSecond();  // first touch
   std::vector<double> copy_bw, read_bw, step_s;
   std::vector<double> step_bytes;
   int pos = static_cast<int>(context);
-  const int64_t weight_bytes = m.model->weights().matrix_bytes;
+  const int64_t weight_bytes = ex->WeightBytes(0);
   for (int s = 0; s < samples; ++s) {
     copy_bw.push_back(probe.CopyBytesPerSecond());
     read_bw.push_back(probe.ReadBytesPerSecond());
@@ -92,8 +95,7 @@ absl::Status Run(const Flags& f) {
       RETURN_IF_ERROR(run_tokens(pos, 1, ArgMax(logits.data(), c.vocab_size)));
       step_s.push_back(MonotonicSeconds() - t0);
       // KV read by this step: positions 0..pos of every layer, K and V, f32.
-      step_bytes.push_back(double(weight_bytes) + double(c.KvBytesPerToken(4)) * (pos + 1) *
-                                                      m.model->shard().num_kv_heads() / c.num_kv_heads);
+      step_bytes.push_back(double(weight_bytes) + double(c.KvBytesPerToken(4)) * (pos + 1));
     }
   }
   // Per-step bandwidth achieved, then summaries.
@@ -105,7 +107,7 @@ absl::Status Run(const Flags& f) {
   const double med_read = Median(read_bw), best_read = *std::max_element(read_bw.begin(), read_bw.end());
 
   nlohmann::json j;
-  j["backend"] = m.backend->Name();
+  j["backend"] = ex->BackendName();
   j["model"] = {{"layers", c.num_layers}, {"hidden", c.hidden_size}, {"q_heads", c.num_q_heads},
                 {"kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim}, {"intermediate", c.intermediate_size},
                 {"vocab", c.vocab_size}, {"dtype", f.Has("model") ? "as stored" : f.Get("dtype")}};

@@ -14,11 +14,10 @@ int ArgMax(const float* logits, int vocab) {
   return best;
 }
 
-absl::StatusOr<GenerateResult> GenerateOne(Model& model, const KvCache& cache,
-                                           const std::vector<int>& prompt,
+absl::StatusOr<GenerateResult> GenerateOne(Executor& executor, const std::vector<int>& prompt,
                                            const GenerateOptions& options, const TokenPicker& pick) {
-  const ModelConfig& c = model.config();
-  const int bs = cache.layout().block_size;
+  const ModelConfig& c = executor.config();
+  const int bs = executor.options().block_size;
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   if (options.max_new_tokens < 0) return absl::InvalidArgumentError("max_new_tokens is negative");
   const int64_t total = int64_t(prompt.size()) + options.max_new_tokens;
@@ -28,12 +27,9 @@ absl::StatusOr<GenerateResult> GenerateOne(Model& model, const KvCache& cache,
                                                    c.max_position_embeddings, ")"));
   }
   const int blocks = static_cast<int>((total + bs - 1) / bs);
-  if (blocks > cache.layout().num_blocks) {
+  if (blocks > executor.options().num_kv_blocks) {
     return absl::ResourceExhaustedError(absl::StrCat(total, " tokens need ", blocks, " KV blocks; the cache has ",
-                                                     cache.layout().num_blocks));
-  }
-  if (c.vocab_size != model.weights().lm_head.w.rows) {
-    return absl::FailedPreconditionError("GenerateOne needs the full vocabulary on this rank");
+                                                     executor.options().num_kv_blocks));
   }
   StepBatch step;
   step.max_blocks_per_seq = blocks;
@@ -53,7 +49,7 @@ absl::StatusOr<GenerateResult> GenerateOne(Model& model, const KvCache& cache,
     }
     step.token_seq.assign(pending.size(), 0);
     step.logits_rows = {static_cast<int32_t>(pending.size()) - 1};
-    RETURN_IF_ERROR(model.Forward(step, cache, &logits));
+    RETURN_IF_ERROR(executor.Step(step, &logits));
     if (result.tokens.empty() && result.prompt_last_logits.empty()) result.prompt_last_logits = logits;
     if (int(result.tokens.size()) == options.max_new_tokens) break;
     const int next = pick(logits.data(), c.vocab_size);

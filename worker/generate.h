@@ -7,7 +7,7 @@
 #include <functional>
 #include <vector>
 
-#include "worker/model.h"
+#include "worker/executor.h"
 
 namespace gqa {
 
@@ -19,7 +19,6 @@ int ArgMax(const float* logits, int vocab);
 
 struct GenerateOptions {
   int max_new_tokens = 16;
-  int block_size = 16;
   bool stop_at_eos = true;  // stop after emitting one of config.eos_token_ids
 };
 
@@ -29,10 +28,10 @@ struct GenerateResult {
   bool stopped_at_eos = false;
 };
 
-// Runs the model over `prompt` and generates up to max_new_tokens tokens.
-// The cache must have enough blocks for prompt + max_new_tokens.
-absl::StatusOr<GenerateResult> GenerateOne(Model& model, const KvCache& cache,
-                                           const std::vector<int>& prompt,
+// Runs the model over `prompt` and generates up to max_new_tokens tokens,
+// using KV blocks 0, 1, ... of the executor's cache (which must have enough
+// blocks for prompt + max_new_tokens).
+absl::StatusOr<GenerateResult> GenerateOne(Executor& executor, const std::vector<int>& prompt,
                                            const GenerateOptions& options, const TokenPicker& pick);
 
 }  // namespace gqa

@@ -7,15 +7,25 @@
 namespace gqa {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelConfig& config, const Checkpoint& ckpt,
-                                                   const ShardRanges& shard, Backend* backend,
+                                                   const ShardPlan& plan, Backend* backend,
                                                    Communicator* comm) {
-  auto m = std::unique_ptr<Model>(new Model(config, shard, backend, comm));
-  ASSIGN_OR_RETURN(m->weights_, LoadWeights(config, ckpt, shard, backend));
+  if (plan.num_ranks != comm->size() || plan.num_q_heads != config.num_q_heads ||
+      plan.num_kv_heads != config.num_kv_heads) {
+    return absl::InvalidArgumentError("shard plan does not match the model or the communicator");
+  }
+  auto m = std::unique_ptr<Model>(new Model(config, plan, backend, comm));
+  ASSIGN_OR_RETURN(m->weights_, LoadWeights(config, ckpt, m->shard_, comm->rank() == 0, backend));
   const std::vector<float> inv = RopeInverseFrequencies(config);
   ASSIGN_OR_RETURN(m->inv_freq_, backend->Allocate(inv.size() * sizeof(float)));
   backend->CopyToDevice(m->inv_freq_.data(), inv.data(), inv.size() * sizeof(float));
   RETURN_IF_ERROR(backend->Synchronize());
   return m;
+}
+
+int Model::MaxVocabSlice() const {
+  int s = 0;
+  for (const RankShard& r : plan_.ranks) s = std::max(s, r.vocab_size());
+  return s;
 }
 
 KvCacheLayout Model::CacheLayout(int num_blocks, int block_size) const {
@@ -106,8 +116,10 @@ absl::Status Model::Reserve(int n, int m, size_t meta_ints) {
     ws_.tokens = n;
   }
   if (m > ws_.logits) {
+    const size_t slice = size_t(m) * MaxVocabSlice();
     ASSIGN_OR_RETURN(ws_.last, backend_->Allocate(size_t(m) * hidden * sizeof(float)));
-    ASSIGN_OR_RETURN(ws_.logits_out, backend_->Allocate(size_t(m) * weights_.lm_head.w.rows * sizeof(float)));
+    ASSIGN_OR_RETURN(ws_.logits_out, backend_->Allocate(slice * sizeof(float)));
+    ASSIGN_OR_RETURN(ws_.logits_all, backend_->Allocate(slice * comm_->size() * sizeof(float)));
     ws_.logits = m;
   }
   return absl::OkStatus();
@@ -153,7 +165,9 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vecto
   float* up = ws_.up.as<float>();
   const float* inv_freq = inv_freq_.as<float>();
 
-  backend_->Embedding(weights_.embedding, d_ids, n, x);
+  // Vocabulary-parallel embedding: each rank fills the rows of its slice.
+  backend_->Embedding(weights_.embedding, shard_.vocab_begin, d_ids, n, x);
+  if (comm_->size() > 1) RETURN_IF_ERROR(comm_->AllReduceSum(x, int64_t{n} * hidden));
   for (int l = 0; l < config_.num_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     backend_->RmsNorm(x, w.input_norm, n, hidden, config_.rms_norm_eps, h);
@@ -183,11 +197,29 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vecto
   float* last = ws_.last.as<float>();
   backend_->GatherRows(x, d_logits_rows, m, hidden, h);
   backend_->RmsNorm(h, weights_.final_norm, m, hidden, config_.rms_norm_eps, last);
-  const int64_t vocab = weights_.lm_head.w.rows;
+  // Each rank computes its vocabulary slice; slices (padded to the largest)
+  // are gathered and rank 0 reassembles full rows on the host.
   backend_->MatMul(last, m, weights_.lm_head.w, nullptr, ws_.logits_out.as<float>());
+  const int64_t padded = int64_t{m} * MaxVocabSlice();
+  RETURN_IF_ERROR(comm_->AllGather(ws_.logits_out.as<float>(), padded, ws_.logits_all.as<float>()));
+  if (comm_->rank() != 0) {
+    logits->clear();
+    return backend_->Synchronize();
+  }
+  std::vector<float> all(size_t(padded) * comm_->size());
+  backend_->CopyToHost(all.data(), ws_.logits_all.data(), all.size() * sizeof(float));
+  RETURN_IF_ERROR(backend_->Synchronize());
+  const int vocab = config_.vocab_size;
   logits->resize(size_t(m) * vocab);
-  backend_->CopyToHost(logits->data(), ws_.logits_out.data(), logits->size() * sizeof(float));
-  return backend_->Synchronize();
+  for (int r = 0; r < comm_->size(); ++r) {
+    const RankShard& s = plan_.ranks[r];
+    const float* src = all.data() + r * padded;
+    for (int row = 0; row < m; ++row) {
+      std::copy_n(src + int64_t{row} * s.vocab_size(), s.vocab_size(),
+                  logits->data() + int64_t{row} * vocab + s.vocab_begin);
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace gqa

@@ -9,6 +9,7 @@
 #include "worker/config.h"
 #include "worker/kv_cache.h"
 #include "worker/step_batch.h"
+#include "worker/shard_plan.h"
 #include "worker/weights.h"
 
 namespace gqa {
@@ -16,16 +17,19 @@ namespace gqa {
 class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const ModelConfig& config, const Checkpoint& ckpt,
-                                                     const ShardRanges& shard, Backend* backend,
+                                                     const ShardPlan& plan, Backend* backend,
                                                      Communicator* comm);
 
-  // Runs one step: writes the step's K/V into `cache` and returns in
-  // *logits the f32 logits of batch.logits_rows, [rows, vocab slice of this
-  // rank] row-major. Invalid batches are refused before any device work.
+  // Runs one step: writes the step's K/V into `cache` and, on rank 0,
+  // returns in *logits the f32 full-vocabulary logits of batch.logits_rows,
+  // [rows, vocab] row-major (other ranks leave it empty). Every rank of the
+  // group must call Forward with the same batch. Invalid batches are refused
+  // before any device work or collective.
   absl::Status Forward(const StepBatch& batch, const KvCache& cache, std::vector<float>* logits);
 
   const ModelConfig& config() const { return config_; }
-  const ShardRanges& shard() const { return shard_; }
+  const RankShard& shard() const { return shard_; }
+  const ShardPlan& plan() const { return plan_; }
   const ModelWeights& weights() const { return weights_; }
   // The KV cache geometry this rank needs for `num_blocks` blocks.
   KvCacheLayout CacheLayout(int num_blocks, int block_size) const;
@@ -33,13 +37,15 @@ class Model {
   AttentionShape Shape() const;
 
  private:
-  Model(const ModelConfig& c, const ShardRanges& s, Backend* b, Communicator* comm)
-      : config_(c), shard_(s), backend_(b), comm_(comm) {}
+  Model(const ModelConfig& c, const ShardPlan& p, Backend* b, Communicator* comm)
+      : config_(c), plan_(p), shard_(p.ranks[comm->rank()]), backend_(b), comm_(comm) {}
   absl::Status Validate(const StepBatch& batch, const KvCache& cache) const;
   absl::Status Reserve(int num_tokens, int num_logits, size_t meta_ints);
+  int MaxVocabSlice() const;
 
   ModelConfig config_;
-  ShardRanges shard_;
+  ShardPlan plan_;
+  RankShard shard_;
   Backend* backend_;
   Communicator* comm_;
   ModelWeights weights_;
@@ -50,7 +56,7 @@ class Model {
     int tokens = 0, logits = 0;
     size_t meta_ints = 0;
     DeviceBuffer meta;  // step metadata: ids, positions, seq, slots, tables, logits rows
-    DeviceBuffer hidden, normed, q, k, v, attn, proj, gate, up, last, logits_out;
+    DeviceBuffer hidden, normed, q, k, v, attn, proj, gate, up, last, logits_out, logits_all;
   } ws_;
 };
 

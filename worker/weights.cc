@@ -80,24 +80,15 @@ class Loader {
 
 }  // namespace
 
-ShardRanges ShardRanges::Full(const ModelConfig& c) {
-  ShardRanges s;
-  s.q_head_end = c.num_q_heads;
-  s.kv_head_end = c.num_kv_heads;
-  s.mlp_end = c.intermediate_size;
-  s.vocab_end = c.vocab_size;
-  return s;
-}
-
 absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint& ckpt,
-                                         const ShardRanges& s, Backend* backend) {
+                                         const RankShard& s, bool first_rank, Backend* backend) {
   ModelWeights w;
   Loader load(c, ckpt, backend, w);
   const int64_t hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
   const int64_t q_rows = int64_t{c.num_q_heads} * hd, kv_rows = int64_t{c.num_kv_heads} * hd;
 
-  ASSIGN_OR_RETURN(w.embedding, load.Matrix("model.embed_tokens.weight", c.vocab_size, hidden, 0,
-                                            c.vocab_size, 0, hidden, /*count_bytes=*/false));
+  ASSIGN_OR_RETURN(w.embedding, load.Matrix("model.embed_tokens.weight", c.vocab_size, hidden, s.vocab_begin,
+                                            s.vocab_size(), 0, hidden, /*count_bytes=*/false));
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights lw;
@@ -110,12 +101,12 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
     ASSIGN_OR_RETURN(lw.v, load.ColumnParallel(p + "self_attn.v_proj", kv_rows, hidden,
                                                s.kv_head_begin * hd, s.num_kv_heads() * hd, c.attention_bias));
     ASSIGN_OR_RETURN(lw.o, load.RowParallel(p + "self_attn.o_proj", hidden, q_rows, s.q_head_begin * hd,
-                                            s.num_q_heads() * hd, c.o_proj_bias, s.first_rank));
+                                            s.num_q_heads() * hd, c.o_proj_bias, first_rank));
     const int64_t m0 = s.mlp_begin, mn = s.mlp_end - s.mlp_begin;
     ASSIGN_OR_RETURN(lw.gate, load.ColumnParallel(p + "mlp.gate_proj", inter, hidden, m0, mn, c.mlp_bias));
     ASSIGN_OR_RETURN(lw.up, load.ColumnParallel(p + "mlp.up_proj", inter, hidden, m0, mn, c.mlp_bias));
     ASSIGN_OR_RETURN(lw.down, load.RowParallel(p + "mlp.down_proj", hidden, inter, m0, mn, c.mlp_bias,
-                                               s.first_rank));
+                                               first_rank));
     w.layers.push_back(lw);
   }
   ASSIGN_OR_RETURN(w.final_norm, load.Vector("model.norm.weight", hidden, 0, hidden));
@@ -125,8 +116,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
                                             ": tensor 'lm_head.weight' is missing (config.json has "
                                             "tie_word_embeddings false)"));
   }
-  ASSIGN_OR_RETURN(w.lm_head, load.ColumnParallel(head, c.vocab_size, hidden, s.vocab_begin,
-                                                  s.vocab_end - s.vocab_begin, false));
+  ASSIGN_OR_RETURN(w.lm_head, load.ColumnParallel(head, c.vocab_size, hidden, s.vocab_begin, s.vocab_size(), false));
   return w;
 }
 

@@ -8,21 +8,9 @@
 #include "kernels/backend.h"
 #include "worker/config.h"
 #include "worker/safetensors.h"
+#include "worker/shard_plan.h"
 
 namespace gqa {
-
-// The slice of every layer one rank holds; the whole model at TP=1.
-struct ShardRanges {
-  int q_head_begin = 0, q_head_end = 0;    // query heads [begin, end)
-  int kv_head_begin = 0, kv_head_end = 0;  // KV heads read by those query heads
-  int mlp_begin = 0, mlp_end = 0;          // intermediate (MLP) columns
-  int vocab_begin = 0, vocab_end = 0;      // LM-head rows
-  bool first_rank = true;                  // adds the row-parallel biases (o_proj, down_proj)
-
-  static ShardRanges Full(const ModelConfig& c);
-  int num_q_heads() const { return q_head_end - q_head_begin; }
-  int num_kv_heads() const { return kv_head_end - kv_head_begin; }
-};
 
 struct Linear {
   MatrixView w;                   // [out, in] on the device
@@ -39,7 +27,7 @@ struct LayerWeights {
 };
 
 struct ModelWeights {
-  MatrixView embedding;          // [vocab, hidden], replicated
+  MatrixView embedding;          // [vocab slice, hidden]: vocabulary-parallel
   const float* final_norm = nullptr;
   Linear lm_head;                // [vocab slice, hidden]
   std::vector<LayerWeights> layers;
@@ -49,7 +37,8 @@ struct ModelWeights {
 
 // Takes this rank's slices out of the checkpoint (never a full copy of a
 // sharded matrix); every tensor is checked for presence, shape and dtype.
+// The first rank also adds the biases of row-parallel projections.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint& ckpt,
-                                         const ShardRanges& shard, Backend* backend);
+                                         const RankShard& shard, bool first_rank, Backend* backend);
 
 }  // namespace gqa

@@ -69,8 +69,17 @@ void CpuBackend::ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::
   }
 }
 
-void CpuBackend::Embedding(const MatrixView& table, const int32_t* ids, int n, float* out) {
-  for (int i = 0; i < n; ++i) cpu::LoadRow(table, ids[i], out + int64_t{i} * table.cols);
+void CpuBackend::Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n,
+                           float* out) {
+  for (int i = 0; i < n; ++i) {
+    const int64_t row = ids[i] - first_row;
+    float* o = out + int64_t{i} * table.cols;
+    if (row >= 0 && row < table.rows) {
+      cpu::LoadRow(table, row, o);
+    } else {
+      std::fill(o, o + table.cols, 0.0f);
+    }
+  }
 }
 
 void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, float eps,

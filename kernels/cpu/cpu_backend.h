@@ -24,7 +24,8 @@ class CpuBackend final : public Backend {
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
-  void Embedding(const MatrixView& table, const int32_t* ids, int n, float* out) override;
+  void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n,
+                 float* out) override;
   void RmsNorm(const float* x, const float* weight, int n, int dim, float eps,
                float* out) override;
   void MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) override;

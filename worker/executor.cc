@@ -1,0 +1,124 @@
+#include "worker/executor.h"
+
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+
+namespace gqa {
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Open(const std::string& dir, const ExecutorOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((std::filesystem::path(dir) / "config.json").string()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::OpenDirectory(dir));
+  return Create(config, std::move(ckpt), options);
+}
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& config,
+                                                           std::unique_ptr<Checkpoint> checkpoint,
+                                                           const ExecutorOptions& options) {
+  if (options.tp < 1 || options.tp > 64) return absl::InvalidArgumentError(absl::StrCat("--tp ", options.tp, " must be in 1..64"));
+  if (options.num_kv_blocks < 1 || options.block_size < 1) {
+    return absl::InvalidArgumentError("the KV cache needs at least one block of at least one token");
+  }
+  auto ex = std::unique_ptr<Executor>(new Executor());
+  ex->config_ = config;
+  ex->options_ = options;
+  if (ex->options_.threads_per_rank <= 0) {
+    ex->options_.threads_per_rank = std::max(1, int(std::thread::hardware_concurrency()) / options.tp);
+  }
+  ASSIGN_OR_RETURN(ex->plan_, MakeShardPlan(config.num_q_heads, config.num_kv_heads, options.tp,
+                                            config.intermediate_size, config.vocab_size));
+  ex->checkpoint_ = std::move(checkpoint);
+  ex->group_ = std::make_unique<InProcessGroup>(options.tp);
+  for (int r = 0; r < options.tp; ++r) {
+    auto w = std::make_unique<Worker>();
+    w->backend = std::make_unique<CpuBackend>(ex->options_.threads_per_rank);
+    ASSIGN_OR_RETURN(w->model, Model::Load(config, *ex->checkpoint_, ex->plan_, w->backend.get(), ex->group_->rank(r)));
+    ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w->backend.get(), config.num_layers,
+                                                    w->model->CacheLayout(options.num_kv_blocks, options.block_size)));
+    w->cache = std::make_unique<KvCache>(std::move(cache));
+    ex->workers_.push_back(std::move(w));
+  }
+  for (int r = 1; r < options.tp; ++r) {
+    Executor* self = ex.get();
+    ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
+  }
+  return ex;
+}
+
+Executor::~Executor() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  start_cv_.notify_all();
+  for (auto& w : workers_) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+int64_t Executor::KvCacheBytes(int rank) const {
+  return int64_t{config_.num_layers} * workers_[rank]->cache->BytesPerLayer();
+}
+
+void Executor::InjectFaultForTesting(int rank, absl::Status error) {
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_[rank]->injected_fault = std::move(error);
+}
+
+void Executor::RunRank(int rank) {
+  Worker& w = *workers_[rank];
+  absl::Status st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    st = std::exchange(w.injected_fault, absl::OkStatus());
+  }
+  if (st.ok()) st = w.model->Forward(*batch_, *w.cache, &w.logits);
+  // A failed rank releases the others from the collectives they wait in.
+  if (!st.ok()) group_->Abort(st);
+  w.result = st;
+}
+
+void Executor::WorkerLoop(int rank) {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      start_cv_.wait(lock, [&] { return stopping_ || step_generation_ != seen; });
+      if (stopping_) return;
+      seen = step_generation_;
+    }
+    RunRank(rank);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (--pending_ == 0) done_cv_.notify_all();
+  }
+}
+
+absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch_ = &batch;
+    pending_ = options_.tp - 1;
+    ++step_generation_;
+  }
+  start_cv_.notify_all();
+  RunRank(0);
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    done_cv_.wait(lock, [&] { return pending_ == 0; });
+    batch_ = nullptr;
+  }
+  // Report the root cause: a rank's own error rather than the aborts it caused.
+  absl::Status first;
+  for (const auto& w : workers_) {
+    if (w->result.ok()) continue;
+    if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
+  }
+  if (!first.ok()) {
+    group_->Reset();
+    return first;
+  }
+  *logits = std::move(workers_[0]->logits);
+  return absl::OkStatus();
+}
+
+}  // namespace gqa

@@ -1,0 +1,84 @@
+// Owns the tensor-parallel workers of one model: one per rank, each with its
+// own backend, weight shard and KV-cache shard. Rank 0 runs on the caller's
+// thread, the others on their own threads; every rank gets the same step.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "worker/inprocess_communicator.h"
+#include "worker/model.h"
+
+namespace gqa {
+
+struct ExecutorOptions {
+  int tp = 1;                 // tensor-parallel ranks (simulated devices on the CPU)
+  int threads_per_rank = 0;   // 0: hardware threads / tp, at least 1
+  int num_kv_blocks = 64;     // KV blocks per rank (the same block ids on every rank)
+  int block_size = 16;        // tokens per block
+};
+
+class Executor {
+ public:
+  // Takes ownership of the checkpoint: weights are views into it.
+  static absl::StatusOr<std::unique_ptr<Executor>> Create(const ModelConfig& config,
+                                                          std::unique_ptr<Checkpoint> checkpoint,
+                                                          const ExecutorOptions& options);
+  // Reads config.json and the safetensors of a model directory.
+  static absl::StatusOr<std::unique_ptr<Executor>> Open(const std::string& dir, const ExecutorOptions& options);
+  ~Executor();
+
+  // Runs one step on every rank and returns the full-vocabulary logits of
+  // batch.logits_rows. A failing rank aborts the others' collectives, so the
+  // call returns that rank's error instead of hanging.
+  absl::Status Step(const StepBatch& batch, std::vector<float>* logits);
+
+  const ModelConfig& config() const { return config_; }
+  const ShardPlan& plan() const { return plan_; }
+  const ExecutorOptions& options() const { return options_; }
+  int tp() const { return options_.tp; }
+  const Model& model(int rank) const { return *workers_[rank]->model; }
+  // Bytes allocated for rank r's KV cache.
+  int64_t KvCacheBytes(int rank) const;
+  // Bytes of weight matrices rank r reads per decode step.
+  int64_t WeightBytes(int rank) const { return workers_[rank]->model->weights().matrix_bytes; }
+  std::string BackendName() const { return workers_[0]->backend->Name(); }
+  ThreadPool* rank0_pool() { return workers_[0]->backend->pool(); }
+
+  // Makes `rank` fail its next step with `error` before running it.
+  void InjectFaultForTesting(int rank, absl::Status error);
+
+ private:
+  struct Worker {
+    std::unique_ptr<CpuBackend> backend;
+    std::unique_ptr<Model> model;
+    std::unique_ptr<KvCache> cache;
+    std::thread thread;
+    absl::Status result;
+    absl::Status injected_fault;
+    std::vector<float> logits;
+  };
+  Executor() = default;
+  void RunRank(int rank);
+  void WorkerLoop(int rank);
+
+  ModelConfig config_;
+  ShardPlan plan_;
+  ExecutorOptions options_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+  std::unique_ptr<InProcessGroup> group_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+
+  std::mutex mu_;
+  std::condition_variable start_cv_, done_cv_;
+  const StepBatch* batch_ = nullptr;
+  uint64_t step_generation_ = 0;
+  int pending_ = 0;
+  bool stopping_ = false;
+};
+
+}  // namespace gqa
