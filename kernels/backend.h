@@ -53,15 +53,17 @@ struct MatrixView {
 };
 
 // Geometry of one layer's paged KV cache. K and V each have the layout
-// [num_blocks, block_size, num_kv_heads, head_dim], f32.
+// [num_blocks, block_size, num_kv_heads, head_dim] of `dtype` (f32 or bf16).
 struct KvCacheLayout {
   int num_blocks = 0;
   int block_size = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
+  DType dtype = DType::kF32;
 
   int64_t ElementsPerBlock() const { return int64_t{block_size} * num_kv_heads * head_dim; }
   int64_t Elements() const { return ElementsPerBlock() * num_blocks; }
+  int64_t Bytes() const { return Elements() * int64_t(DTypeSize(dtype)); }
 };
 
 // Per-step metadata in device memory, built once per step and read by every
@@ -141,12 +143,12 @@ class Backend {
   virtual void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) = 0;
   // Stores k, v ([n, num_kv_heads * head_dim]) into the cache slots of meta.
   virtual void WriteKv(const float* k, const float* v, const AttentionMeta& meta,
-                       const KvCacheLayout& layout, float* k_cache, float* v_cache) = 0;
+                       const KvCacheLayout& layout, void* k_cache, void* v_cache) = 0;
   // out[t, h * head_dim + i] = softmax(q_t,h . K / scale) V over the visible
   // positions of t's sequence, read through the block table. Each K/V row is
   // read once for all query heads of its group.
   virtual void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                         const float* k_cache, const float* v_cache, const AttentionShape& shape,
+                         const void* k_cache, const void* v_cache, const AttentionShape& shape,
                          float* out) = 0;
 };
 

@@ -241,7 +241,8 @@ struct AttentionCase {
 
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
-void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_heads, uint64_t seed) {
+void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_heads, uint64_t seed,
+                      DType kv_dtype = DType::kF32) {
   Rng rng(seed);
   CpuBackend backend(2);
   const int block_size = 5, num_blocks = 64, hd = c.head_dim;
@@ -259,17 +260,26 @@ void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_hea
 
   // Fill the cache for all positions; query tokens: every position of seq 3
   // (a prefill) and the last position of each other sequence (decodes).
-  KvCacheLayout layout{num_blocks, block_size, local_kv, hd};
-  std::vector<float> k_cache(layout.Elements()), v_cache(layout.Elements());
+  KvCacheLayout layout{num_blocks, block_size, local_kv, hd, kv_dtype};
+  std::vector<uint8_t> k_cache(layout.Bytes()), v_cache(layout.Bytes());
   std::vector<std::vector<float>> keys(seq_lens.size()), vals(seq_lens.size());
   std::vector<int32_t> token_seq, token_pos, slots;
   for (size_t s = 0; s < seq_lens.size(); ++s) {
     keys[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
     vals[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
+    if (kv_dtype == DType::kBF16) {  // the reference sees what the cache holds
+      for (float& x : keys[s]) x = cpu::Bf16ToFloat(cpu::FloatToBf16(x));
+      for (float& x : vals[s]) x = cpu::Bf16ToFloat(cpu::FloatToBf16(x));
+    }
     for (int p = 0; p < seq_lens[s]; ++p) {
       const int64_t slot = int64_t(tables[s * max_blocks + p / block_size]) * block_size + p % block_size;
-      std::copy_n(keys[s].begin() + size_t(p) * local_kv * hd, local_kv * hd, k_cache.begin() + slot * local_kv * hd);
-      std::copy_n(vals[s].begin() + size_t(p) * local_kv * hd, local_kv * hd, v_cache.begin() + slot * local_kv * hd);
+      // Stored through WriteKv, the op under test for the cache format.
+      AttentionMeta w;
+      w.num_tokens = 1;
+      const int32_t slot32 = int32_t(slot);
+      w.slot_mapping = &slot32;
+      backend.WriteKv(keys[s].data() + size_t(p) * local_kv * hd, vals[s].data() + size_t(p) * local_kv * hd, w,
+                      layout, k_cache.data(), v_cache.data());
       if (s == 3 || p == seq_lens[s] - 1) {
         token_seq.push_back(int(s));
         token_pos.push_back(p);
@@ -325,6 +335,11 @@ void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_hea
 TEST_P(AttentionTest, PagedMatchesFloat64) {
   const AttentionCase& c = GetParam();
   RunAttentionCase(c, 0, c.q_heads, 11);
+}
+
+TEST_P(AttentionTest, Bf16CacheMatchesFloat64) {
+  const AttentionCase& c = GetParam();
+  RunAttentionCase(c, 0, c.q_heads, 12, DType::kBF16);
 }
 
 // A tensor-parallel rank whose query heads start inside a group and straddle

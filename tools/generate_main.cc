@@ -1,67 +1,189 @@
-// gqa-generate: prefill a prompt and decode tokens on the CPU backend.
+// gqa-generate: runs one prompt (--prompt-ids) or a file of requests
+// (--prompts-file, one JSON object a line) through the serving engine on the
+// CPU backend and prints one JSON line per request, in input order.
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
-#include <random>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "tools/flags.h"
-#include "worker/generate.h"
+#include "tools/engine_flags.h"
 
 namespace gqa {
 namespace {
 
-absl::Status Run(const Flags& f) {
-  if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
-  ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp"));
-  ASSIGN_OR_RETURN(std::vector<int> prompt, f.GetIntList("prompt-ids"));
-  if (prompt.empty()) return absl::InvalidArgumentError("--prompt-ids must list at least one token id");
-  ASSIGN_OR_RETURN(int64_t max_new, f.GetInt("max-new-tokens"));
-  ASSIGN_OR_RETURN(double temperature, f.GetDouble("temperature"));
-  ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
-  ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
-  ASSIGN_OR_RETURN(int64_t block_size, f.GetInt("block-size"));
-  const std::string output = f.Get("output");
-  if (output != "json" && output != "text") return absl::InvalidArgumentError("--output must be json or text");
-  if (temperature < 0 || !std::isfinite(temperature)) return absl::InvalidArgumentError("--temperature must be >= 0");
-  if (max_new < 0 || max_new > (1 << 24)) return absl::InvalidArgumentError("--max-new-tokens must be >= 0");
-  if (block_size <= 0 || block_size > 4096) return absl::InvalidArgumentError("--block-size must be in 1..4096");
+using Json = nlohmann::json;
 
-  ExecutorOptions eo;
-  eo.tp = static_cast<int>(tp);
-  eo.threads_per_rank = static_cast<int>(threads);
-  eo.block_size = static_cast<int>(block_size);
-  eo.num_kv_blocks = static_cast<int>((int64_t(prompt.size()) + max_new + block_size - 1) / block_size);
-  ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, Executor::Open(f.Get("model"), eo));
-  for (int id : prompt) {
-    if (id < 0 || id >= ex->config().vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ",
-                                                     ex->config().vocab_size, ")"));
-    }
-  }
-  GenerateOptions opts;
-  opts.max_new_tokens = static_cast<int>(max_new);
-  opts.stop_at_eos = !f.GetBool("ignore-eos");
+// Defaults of a request line: the command line's values.
+struct Defaults {
+  int max_new_tokens = 16;
+  double temperature = 0;
+  std::optional<uint64_t> seed;
+  bool ignore_eos = false;
+};
 
-  std::mt19937_64 rng(static_cast<uint64_t>(seed));
-  TokenPicker pick = [&](const float* logits, int vocab) {
-    if (temperature == 0) return ArgMax(logits, vocab);
-    const float mx = logits[ArgMax(logits, vocab)];
-    std::vector<double> p(vocab);
-    for (int i = 0; i < vocab; ++i) p[i] = std::exp((double(logits[i]) - mx) / temperature);
-    std::discrete_distribution<int> dist(p.begin(), p.end());
-    return dist(rng);
-  };
-  ASSIGN_OR_RETURN(GenerateResult r, GenerateOne(*ex, prompt, opts, pick));
-  const char* reason = r.stopped_at_eos ? "stop" : "length";
-  if (output == "json") {
-    nlohmann::json j;
-    j["token_ids"] = r.tokens;
-    j["finish_reason"] = reason;
-    std::printf("%s\n", j.dump().c_str());
+absl::Status FieldError(const std::string& field, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("'", field, "' ", what));
+}
+
+template <typename T>
+absl::Status Read(const Json& j, const char* field, T* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!it->is_boolean()) return FieldError(field, "must be true or false");
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer()) return FieldError(field, "must be an integer");
   } else {
-    for (size_t i = 0; i < r.tokens.size(); ++i) std::printf("%s%d", i ? " " : "", r.tokens[i]);
-    std::printf("\n");
+    if (!it->is_number()) return FieldError(field, "must be a number");
+  }
+  *out = it->get<T>();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int32_t>> ReadIds(const Json& j, const char* field) {
+  std::vector<int32_t> ids;
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return ids;
+  if (!it->is_array()) return FieldError(field, "must be a list of token ids");
+  for (const Json& e : *it) {
+    if (!e.is_number_integer()) return FieldError(field, "must hold integers");
+    const int64_t v = e.get<int64_t>();
+    if (v < INT32_MIN || v > INT32_MAX) return FieldError(field, "holds an id out of range");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+absl::StatusOr<GenerationRequest> ParseRequest(const std::string& line, const Defaults& d) {
+  const Json j = Json::parse(line, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError("the line is not a JSON object");
+  static const std::set<std::string> known = {"prompt_ids", "max_new_tokens", "max_tokens", "temperature", "top_k", "top_p",
+                                              "min_p", "seed", "presence_penalty", "frequency_penalty",
+                                              "repetition_penalty", "stop_token_ids", "ignore_eos", "logprobs"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (!known.count(it.key())) return FieldError(it.key(), "is not a known field");
+  }
+  GenerationRequest r;
+  ASSIGN_OR_RETURN(r.prompt, ReadIds(j, "prompt_ids"));
+  if (r.prompt.empty()) return FieldError("prompt_ids", "must be a non-empty list of token ids");
+  r.max_tokens = d.max_new_tokens;
+  RETURN_IF_ERROR(Read(j, "max_tokens", &r.max_tokens));
+  RETURN_IF_ERROR(Read(j, "max_new_tokens", &r.max_tokens));
+  SamplingParams& s = r.sampling;
+  s.temperature = d.temperature;
+  s.seed = d.seed;
+  RETURN_IF_ERROR(Read(j, "temperature", &s.temperature));
+  RETURN_IF_ERROR(Read(j, "top_k", &s.top_k));
+  RETURN_IF_ERROR(Read(j, "top_p", &s.top_p));
+  RETURN_IF_ERROR(Read(j, "min_p", &s.min_p));
+  RETURN_IF_ERROR(Read(j, "presence_penalty", &s.presence_penalty));
+  RETURN_IF_ERROR(Read(j, "frequency_penalty", &s.frequency_penalty));
+  RETURN_IF_ERROR(Read(j, "repetition_penalty", &s.repetition_penalty));
+  RETURN_IF_ERROR(Read(j, "logprobs", &s.logprobs));
+  if (j.contains("seed") && !j["seed"].is_null()) {
+    uint64_t seed = 0;
+    if (!j["seed"].is_number_unsigned()) return FieldError("seed", "must be a non-negative integer");
+    seed = j["seed"].get<uint64_t>();
+    s.seed = seed;
+  }
+  r.ignore_eos = d.ignore_eos;
+  RETURN_IF_ERROR(Read(j, "ignore_eos", &r.ignore_eos));
+  ASSIGN_OR_RETURN(r.stop_token_ids, ReadIds(j, "stop_token_ids"));
+  return r;
+}
+
+struct Outcome {
+  Json line;
+  bool done = false;
+};
+
+absl::Status Run(const Flags& f) {
+  const bool batch = f.Has("prompts-file");
+  if (batch == f.Has("prompt-ids")) return absl::InvalidArgumentError("give exactly one of --prompt-ids and --prompts-file");
+  Defaults d;
+  ASSIGN_OR_RETURN(int64_t max_new, f.GetInt("max-new-tokens"));
+  ASSIGN_OR_RETURN(d.temperature, f.GetDouble("temperature"));
+  if (max_new < 1 || max_new > (1 << 24)) return absl::InvalidArgumentError("--max-new-tokens must be >= 1");
+  d.max_new_tokens = static_cast<int>(max_new);
+  d.ignore_eos = f.GetBool("ignore-eos");
+  if (f.Has("seed")) {
+    ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
+    d.seed = static_cast<uint64_t>(seed);
+  }
+  const bool text = f.Get("output") == "text";
+  if (!text && f.Get("output") != "json") return absl::InvalidArgumentError("--output must be json or text");
+
+  std::vector<std::string> lines;
+  if (batch) {
+    std::ifstream in(f.Get("prompts-file"));
+    if (!in) return absl::NotFoundError(absl::StrCat(f.Get("prompts-file"), ": cannot open"));
+    for (std::string line; std::getline(in, line);) {
+      if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+    }
+  } else {
+    ASSIGN_OR_RETURN(std::vector<int> ids, f.GetIntList("prompt-ids"));
+    lines.push_back(Json{{"prompt_ids", ids}}.dump());
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f));
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<Outcome> outcomes(lines.size());
+  std::vector<std::vector<int32_t>> tokens(lines.size());
+  std::vector<Json> logprobs(lines.size(), Json::array());
+  int pending = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    absl::StatusOr<GenerationRequest> req = ParseRequest(lines[i], d);
+    if (req.ok()) {
+      const bool want_logprobs = req->sampling.logprobs > 0;
+      std::lock_guard<std::mutex> lock(mu);
+      absl::StatusOr<int64_t> id = engine->Submit(*req, [&, i, want_logprobs](const RequestOutput& out) {
+        std::lock_guard<std::mutex> lock(mu);
+        for (const SampledToken& t : out.tokens) {
+          tokens[i].push_back(t.token);
+          if (want_logprobs) {
+            Json top = Json::array();
+            for (const auto& [tok, lp] : t.top_logprobs) top.push_back({{"token_id", tok}, {"logprob", lp}});
+            logprobs[i].push_back({{"token_id", t.token}, {"logprob", t.logprob}, {"top_logprobs", top}});
+          }
+        }
+        if (!out.finished) return;
+        Json line;
+        if (out.reason == FinishReason::kError) {
+          line["error"] = std::string(out.error.message());
+        } else {
+          line["token_ids"] = tokens[i];
+          line["finish_reason"] = FinishReasonName(out.reason);
+          if (want_logprobs) line["logprobs"] = logprobs[i];
+        }
+        outcomes[i] = {line, true};
+        --pending;
+        cv.notify_all();
+      });
+      if (id.ok()) {
+        ++pending;
+        continue;
+      }
+      req = id.status();
+    }
+    outcomes[i] = {Json{{"error", std::string(req.status().message())}}, true};
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return pending == 0; });
+  for (size_t i = 0; i < outcomes.size(); ++i) {
+    const Json& line = outcomes[i].line;
+    if (text && line.contains("token_ids")) {
+      std::string s;
+      for (int t : line["token_ids"]) absl::StrAppend(&s, s.empty() ? "" : " ", t);
+      std::printf("%s\n", s.c_str());
+    } else {
+      std::printf("%s\n", line.dump().c_str());
+    }
   }
   return absl::OkStatus();
 }
@@ -70,17 +192,20 @@ absl::Status Run(const Flags& f) {
 }  // namespace gqa
 
 int main(int argc, char** argv) {
-  gqa::Flags f("gqa-generate", "Generates tokens for one prompt with a Hugging Face model directory on the CPU.");
-  f.Add("model", "", "model directory (config.json + safetensors)");
-  f.Add("tp", "1", "tensor-parallel degree: simulated devices, one thread each, sharing the CPU cores");
+  gqa::Flags f("gqa-generate",
+               "Generates tokens with a Hugging Face model directory on the CPU, through the serving engine:\n"
+               "one prompt (--prompt-ids) or a JSONL file of requests (--prompts-file), each line\n"
+               "{\"prompt_ids\":[...], \"max_new_tokens\":N, plus any of temperature, top_k, top_p, min_p, seed,\n"
+               "presence_penalty, frequency_penalty, repetition_penalty, stop_token_ids, ignore_eos, logprobs}.\n"
+               "Prints one JSON line per request in input order: {\"token_ids\":[...],\"finish_reason\":...}\n"
+               "or {\"error\":\"...\"}.");
+  gqa::AddEngineFlags(f);
   f.Add("prompt-ids", "", "comma-separated prompt token ids, e.g. 1,2,3");
-  f.Add("max-new-tokens", "16", "tokens to generate");
-  f.Add("temperature", "0", "0 for greedy decoding; > 0 samples from softmax(logits / T)");
-  f.Add("seed", "0", "random seed for sampling");
-  f.AddBool("ignore-eos", "keep generating after an end-of-sequence token");
-  f.Add("threads", "0", "CPU threads per rank; 0 means hardware threads / tp");
-  f.Add("block-size", "16", "KV cache block size in tokens");
-  f.Add("output", "json", "json: one line {\"token_ids\":[...],\"finish_reason\":...}; text: ids separated by spaces");
+  f.Add("prompts-file", "", "JSONL file of requests, run together");
+  f.Add("max-new-tokens", "16", "tokens to generate (default for every request)");
+  f.Add("temperature", "0", "0 for greedy decoding (default for every request)");
+  f.AddBool("ignore-eos", "keep generating after an end-of-sequence token (default for every request)");
+  f.Add("output", "json", "json: one object per line; text: token ids separated by spaces");
   gqa::ParseFlagsOrExit(f, argc, argv);
   absl::Status st = gqa::Run(f);
   if (!st.ok()) {

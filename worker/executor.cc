@@ -34,7 +34,8 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     w->backend = std::make_unique<CpuBackend>(ex->options_.threads_per_rank);
     ASSIGN_OR_RETURN(w->model, Model::Load(config, *ex->checkpoint_, ex->plan_, w->backend.get(), ex->group_->rank(r)));
     ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w->backend.get(), config.num_layers,
-                                                    w->model->CacheLayout(options.num_kv_blocks, options.block_size)));
+                                                    w->model->CacheLayout(options.num_kv_blocks, options.block_size,
+                                                                          options.kv_dtype)));
     w->cache = std::make_unique<KvCache>(std::move(cache));
     ex->workers_.push_back(std::move(w));
   }

@@ -20,6 +20,7 @@ struct ExecutorOptions {
   int threads_per_rank = 0;   // 0: hardware threads / tp, at least 1
   int num_kv_blocks = 64;     // KV blocks per rank (the same block ids on every rank)
   int block_size = 16;        // tokens per block
+  DType kv_dtype = DType::kF32;  // f32 or bf16
 };
 
 class Executor {

@@ -31,7 +31,10 @@ absl::StatusOr<KvCache> KvCache::Create(Backend* backend, int num_layers, const 
   }
   KvCache c;
   c.layout_ = layout;
-  const size_t bytes = size_t(layout.Elements()) * sizeof(float);
+  if (layout.dtype != DType::kF32 && layout.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("the KV cache dtype must be f32 or bf16");
+  }
+  const size_t bytes = size_t(layout.Bytes());
   for (int l = 0; l < num_layers; ++l) {
     ASSIGN_OR_RETURN(DeviceBuffer k, backend->Allocate(bytes));
     ASSIGN_OR_RETURN(DeviceBuffer v, backend->Allocate(bytes));

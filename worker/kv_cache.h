@@ -30,9 +30,9 @@ class KvCache {
   static absl::StatusOr<KvCache> Create(Backend* backend, int num_layers, const KvCacheLayout& layout);
 
   const KvCacheLayout& layout() const { return layout_; }
-  float* k(int layer) const { return k_[layer].as<float>(); }
-  float* v(int layer) const { return v_[layer].as<float>(); }
-  int64_t BytesPerLayer() const { return 2 * layout_.Elements() * int64_t(sizeof(float)); }
+  void* k(int layer) const { return k_[layer].data(); }
+  void* v(int layer) const { return v_[layer].data(); }
+  int64_t BytesPerLayer() const { return 2 * layout_.Bytes(); }
 
  private:
   KvCacheLayout layout_;

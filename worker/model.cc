@@ -28,8 +28,9 @@ int Model::MaxVocabSlice() const {
   return s;
 }
 
-KvCacheLayout Model::CacheLayout(int num_blocks, int block_size) const {
+KvCacheLayout Model::CacheLayout(int num_blocks, int block_size, DType dtype) const {
   KvCacheLayout l;
+  l.dtype = dtype;
   l.num_blocks = num_blocks;
   l.block_size = block_size;
   l.num_kv_heads = shard_.num_kv_heads();

@@ -32,7 +32,7 @@ class Model {
   const ShardPlan& plan() const { return plan_; }
   const ModelWeights& weights() const { return weights_; }
   // The KV cache geometry this rank needs for `num_blocks` blocks.
-  KvCacheLayout CacheLayout(int num_blocks, int block_size) const;
+  KvCacheLayout CacheLayout(int num_blocks, int block_size, DType dtype = DType::kF32) const;
   // The attention shape of this rank.
   AttentionShape Shape() const;
 

@@ -46,16 +46,27 @@ void Axpy(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// A cache row as f32: the row itself for an f32 cache, converted into
+// `scratch` (head_dim floats) for bf16.
+inline const float* CacheRow(const void* cache, DType dtype, int64_t offset, int hd, float* scratch) {
+  if (dtype == DType::kF32) return static_cast<const float*>(cache) + offset;
+  const uint16_t* row = static_cast<const uint16_t*>(cache) + offset;
+  for (int i = 0; i < hd; ++i) scratch[i] = Bf16ToFloat(row[i]);
+  return scratch;
+}
+
 }  // namespace
 
 void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                    const float* k_cache, const float* v_cache, const AttentionShape& shape,
+                    const void* k_cache, const void* v_cache, const AttentionShape& shape,
                     float* out, int64_t item_begin, int64_t item_end) {
   const int hd = shape.head_dim;
   const int num_kv = shape.num_kv_heads;
   const int bs = layout.block_size;
   const int64_t row_stride = int64_t{layout.num_kv_heads} * hd;  // floats per cache slot
   thread_local std::vector<float> scores;
+  thread_local std::vector<float> row_buf;
+  if (row_buf.size() < size_t(hd)) row_buf.resize(hd);
 
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int t = static_cast<int>(item / num_kv);
@@ -75,8 +86,9 @@ void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayo
     // Scores: each K row once for the whole group.
     for (int j = 0; j < ctx; ++j) {
       const int p = start + j;
-      const float* k_row =
-          k_cache + (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd;
+      const float* k_row = CacheRow(k_cache, layout.dtype,
+                                    (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd, hd,
+                                    row_buf.data());
       for (int h = 0; h < group; ++h) scores[size_t(h) * ctx + j] = Dot(q_group + h * hd, k_row, hd) * shape.scale;
     }
     // Softmax per query head.
@@ -96,8 +108,9 @@ void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayo
     // Weighted sum: each V row once for the whole group.
     for (int j = 0; j < ctx; ++j) {
       const int p = start + j;
-      const float* v_row =
-          v_cache + (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd;
+      const float* v_row = CacheRow(v_cache, layout.dtype,
+                                    (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd, hd,
+                                    row_buf.data());
       for (int h = 0; h < group; ++h) Axpy(scores[size_t(h) * ctx + j], v_row, out_group + h * hd, hd);
     }
   }

@@ -135,17 +135,27 @@ void CpuBackend::GatherRows(const float* x, const int32_t* rows, int n, int dim,
 }
 
 void CpuBackend::WriteKv(const float* k, const float* v, const AttentionMeta& meta,
-                         const KvCacheLayout& layout, float* k_cache, float* v_cache) {
+                         const KvCacheLayout& layout, void* k_cache, void* v_cache) {
   const int64_t row = int64_t{layout.num_kv_heads} * layout.head_dim;
   for (int t = 0; t < meta.num_tokens; ++t) {
     const int64_t slot = meta.slot_mapping[t];
-    std::memcpy(k_cache + slot * row, k + t * row, sizeof(float) * row);
-    std::memcpy(v_cache + slot * row, v + t * row, sizeof(float) * row);
+    if (layout.dtype == DType::kF32) {
+      std::memcpy(static_cast<float*>(k_cache) + slot * row, k + t * row, sizeof(float) * row);
+      std::memcpy(static_cast<float*>(v_cache) + slot * row, v + t * row, sizeof(float) * row);
+    } else {
+      GQA_CHECK(layout.dtype == DType::kBF16, "KV cache dtype must be f32 or bf16");
+      uint16_t* kc = static_cast<uint16_t*>(k_cache) + slot * row;
+      uint16_t* vc = static_cast<uint16_t*>(v_cache) + slot * row;
+      for (int64_t i = 0; i < row; ++i) {
+        kc[i] = cpu::FloatToBf16(k[t * row + i]);
+        vc[i] = cpu::FloatToBf16(v[t * row + i]);
+      }
+    }
   }
 }
 
 void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                           const float* k_cache, const float* v_cache,
+                           const void* k_cache, const void* v_cache,
                            const AttentionShape& shape, float* out) {
   const int64_t items = int64_t{meta.num_tokens} * shape.num_kv_heads;
   pool_.ParallelFor(items, [&](int64_t b, int64_t e) {

@@ -35,9 +35,9 @@ class CpuBackend final : public Backend {
   void Add(float* x, const float* y, int64_t count) override;
   void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override;
   void WriteKv(const float* k, const float* v, const AttentionMeta& meta,
-               const KvCacheLayout& layout, float* k_cache, float* v_cache) override;
+               const KvCacheLayout& layout, void* k_cache, void* v_cache) override;
   void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                 const float* k_cache, const float* v_cache, const AttentionShape& shape,
+                 const void* k_cache, const void* v_cache, const AttentionShape& shape,
                  float* out) override;
 
  private:

@@ -31,7 +31,7 @@ void RmsNormRows(const float* x, const float* weight, int dim, float eps, float*
 // Attention for the (token, kv head) work items [item_begin, item_end), item =
 // token * num_kv_heads + kv_head. scratch holds group_size * (max context) floats.
 void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                    const float* k_cache, const float* v_cache, const AttentionShape& shape,
+                    const void* k_cache, const void* v_cache, const AttentionShape& shape,
                     float* out, int64_t item_begin, int64_t item_end);
 
 }  // namespace gqa::cpu

@@ -1,0 +1,117 @@
+#include "tools/engine_flags.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace gqa {
+namespace {
+
+// MemAvailable from /proc/meminfo, or 0 when unknown.
+int64_t AvailableMemoryBytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  int64_t kb = 0;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddEngineFlags(Flags& f) {
+  f.Add("model", "", "model directory (config.json + safetensors)");
+  f.Add("tp", "1", "tensor-parallel degree: simulated devices, one thread each, sharing the CPU cores");
+  f.Add("threads", "0", "CPU threads per rank; 0 means hardware threads / tp");
+  f.Add("block-size", "16", "KV cache block size in tokens");
+  f.Add("num-kv-blocks", "0", "KV cache blocks; 0 sizes the cache from --kv-cache-memory");
+  f.Add("kv-cache-memory", "0", "bytes for the KV cache of all ranks; 0 means min(4 GiB, 20% of available memory)");
+  f.Add("kv-cache-dtype", "f32", "KV cache element type: f32 or bf16");
+  f.Add("max-num-seqs", "256", "sequences running at once at most");
+  f.Add("max-num-batched-tokens", "2048", "tokens per step at most; longer prompts are prefilled in chunks");
+  f.Add("max-model-len", "0", "prompt + generated tokens at most; 0 means max_position_embeddings");
+  f.Add("seed", "", "seed for requests without one (default: random, printed at start-up)");
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
+  if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
+  const std::string dir = f.Get("model");
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((std::filesystem::path(dir) / "config.json").string()));
+  ExecutorOptions eo;
+  ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp"));
+  ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
+  ASSIGN_OR_RETURN(int64_t block_size, f.GetInt("block-size"));
+  ASSIGN_OR_RETURN(int64_t blocks, f.GetInt("num-kv-blocks"));
+  ASSIGN_OR_RETURN(int64_t budget, f.GetInt("kv-cache-memory"));
+  if (tp < 1 || tp > 64) return absl::InvalidArgumentError("--tp must be in 1..64");
+  if (block_size < 1 || block_size > 1024) return absl::InvalidArgumentError("--block-size must be in 1..1024");
+  if (blocks < 0 || budget < 0) return absl::InvalidArgumentError("--num-kv-blocks and --kv-cache-memory must be >= 0");
+  const std::string kv_dtype = f.Get("kv-cache-dtype");
+  if (kv_dtype != "f32" && kv_dtype != "bf16") return absl::InvalidArgumentError("--kv-cache-dtype must be f32 or bf16");
+  eo.tp = static_cast<int>(tp);
+  eo.threads_per_rank = static_cast<int>(threads);
+  eo.block_size = static_cast<int>(block_size);
+  eo.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+
+  ASSIGN_OR_RETURN(ShardPlan plan, MakeShardPlan(config.num_q_heads, config.num_kv_heads, eo.tp,
+                                                 config.intermediate_size, config.vocab_size));
+  // Bytes of one block summed over ranks (they share host memory here).
+  const int64_t block_bytes = int64_t{2} * config.num_layers * plan.KvHeadsHeld() * config.head_dim * block_size *
+                              int64_t(DTypeSize(eo.kv_dtype));
+  if (blocks == 0) {
+    if (budget == 0) {
+      const int64_t avail = AvailableMemoryBytes();
+      budget = std::min<int64_t>(int64_t{4} << 30, avail > 0 ? avail / 5 : int64_t{1} << 30);
+    }
+    blocks = budget / block_bytes;
+    if (blocks < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--kv-cache-memory ", budget, " bytes holds no block of ",
+                                                     block_bytes, " bytes"));
+    }
+  }
+  EngineOptions o;
+  ASSIGN_OR_RETURN(int64_t max_seqs, f.GetInt("max-num-seqs"));
+  ASSIGN_OR_RETURN(int64_t max_tokens, f.GetInt("max-num-batched-tokens"));
+  ASSIGN_OR_RETURN(int64_t max_len, f.GetInt("max-model-len"));
+  if (max_seqs < 1 || max_tokens < 1 || max_len < 0) {
+    return absl::InvalidArgumentError("--max-num-seqs and --max-num-batched-tokens must be >= 1, --max-model-len >= 0");
+  }
+  o.max_num_seqs = static_cast<int>(max_seqs);
+  o.max_num_batched_tokens = static_cast<int>(max_tokens);
+  if (max_len == 0 || max_len > config.max_position_embeddings) max_len = config.max_position_embeddings;
+  o.max_model_len = static_cast<int>(max_len);
+  // A budget-sized cache never needs more than every sequence at full length.
+  if (!f.Has("num-kv-blocks") || f.Get("num-kv-blocks") == "0") {
+    blocks = std::min(blocks, max_seqs * ((max_len + block_size - 1) / block_size));
+  }
+  if (blocks > (int64_t{1} << 30) / block_size) return absl::InvalidArgumentError("too many KV blocks");
+  eo.num_kv_blocks = static_cast<int>(blocks);
+  if (f.Has("seed")) {
+    ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
+    o.seed = static_cast<uint64_t>(seed);
+  } else {
+    o.seed = std::random_device()();
+  }
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, Executor::Open(dir, eo));
+  auto engine = std::make_unique<Engine>(std::move(ex), o);
+  const int64_t tokens = blocks * block_size;
+  const int64_t len = engine->max_model_len();
+  std::fprintf(stderr,
+               "gqa: %s, %d query / %d KV heads, tp=%d (kv_replication_factor %g), %s\n"
+               "gqa: KV cache: %lld blocks of %lld tokens (%s) = %lld tokens, %.1f MiB; %lld sequences of "
+               "max_model_len %lld fit; sampling seed %llu\n",
+               std::string(ArchitectureName(config.arch)).c_str(), config.num_q_heads, config.num_kv_heads, eo.tp,
+               plan.KvReplicationFactor(), engine->executor().BackendName().c_str(), static_cast<long long>(blocks),
+               static_cast<long long>(block_size), kv_dtype.c_str(), static_cast<long long>(tokens),
+               double(blocks * block_bytes) / (1 << 20), static_cast<long long>(blocks / ((len + block_size - 1) / block_size)),
+               static_cast<long long>(len), static_cast<unsigned long long>(o.seed));
+  return engine;
+}
+
+}  // namespace gqa
