@@ -12,6 +12,9 @@
 #include "tools/synthetic_model.h"
 #include "worker/executor.h"
 #include "worker/generate.h"
+#include "server/engine.h"
+#include <condition_variable>
+#include <mutex>
 
 namespace gqa {
 namespace {
@@ -22,8 +25,7 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-absl::StatusOr<std::unique_ptr<Executor>> BenchModel(const Flags& f, const ExecutorOptions& eo) {
-  if (f.Has("model")) return Executor::Open(f.Get("model"), eo);
+absl::StatusOr<SyntheticModelSpec> SpecFromFlags(const Flags& f) {
   SyntheticModelSpec s;
   struct IntFlag { const char* name; int* dst; };
   for (IntFlag fl : {IntFlag{"layers", &s.layers}, IntFlag{"hidden", &s.hidden}, IntFlag{"heads", &s.heads},
@@ -37,12 +39,101 @@ absl::StatusOr<std::unique_ptr<Executor>> BenchModel(const Flags& f, const Execu
   if (dtype != "f32" && dtype != "f16" && dtype != "bf16") return absl::InvalidArgumentError("--dtype must be f32, f16 or bf16");
   s.tie_embeddings = !f.GetBool("untied");
   s.max_position = 131072;
-  std::fprintf(stderr, "building a synthetic %s model in memory...\n", dtype.c_str());
+  return s;
+}
+
+absl::StatusOr<std::unique_ptr<Executor>> SyntheticExecutor(const SyntheticModelSpec& s, const ExecutorOptions& eo) {
+  std::fprintf(stderr, "building a synthetic %s model with %d KV heads in memory...\n",
+               std::string(DTypeName(s.dtype)).c_str(), s.kv_heads);
   ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(SyntheticConfigJson(s).dump(), "<synthetic config>"));
   return Executor::Create(config, SyntheticCheckpoint(s), eo);
 }
 
+absl::StatusOr<std::unique_ptr<Executor>> BenchModel(const Flags& f, const ExecutorOptions& eo) {
+  if (f.Has("model")) return Executor::Open(f.Get("model"), eo);
+  ASSIGN_OR_RETURN(SyntheticModelSpec s, SpecFromFlags(f));
+  return SyntheticExecutor(s, eo);
+}
+
+// Throughput against batch size for the model shape as MHA, GQA and MQA under
+// one KV-cache budget: every batch runs `batch` requests of prompt-len +
+// gen-len tokens through the engine at once; batches whose sequences do not
+// all fit in the KV cache are reported as such and end the variant's sweep.
+absl::Status RunSweep(const Flags& f) {
+  ASSIGN_OR_RETURN(SyntheticModelSpec base, SpecFromFlags(f));
+  ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
+  ASSIGN_OR_RETURN(int64_t budget_mib, f.GetInt("kv-budget-mib"));
+  ASSIGN_OR_RETURN(int64_t prompt_len, f.GetInt("prompt-len"));
+  ASSIGN_OR_RETURN(int64_t gen_len, f.GetInt("gen-len"));
+  ASSIGN_OR_RETURN(int64_t max_batch, f.GetInt("max-batch"));
+  ASSIGN_OR_RETURN(int64_t gqa_kv, f.GetInt("gqa-kv-heads"));
+  if (budget_mib < 1 || prompt_len < 1 || gen_len < 1 || max_batch < 1) return absl::InvalidArgumentError("sizes must be positive");
+  const int block_size = 16;
+  const int64_t blocks_per_seq = (prompt_len + gen_len - 1 + block_size - 1) / block_size;
+  nlohmann::json results = nlohmann::json::array();
+  struct Variant { const char* name; int kv_heads; };
+  for (Variant v : {Variant{"MHA", base.heads}, Variant{"GQA", static_cast<int>(gqa_kv)}, Variant{"MQA", 1}}) {
+    SyntheticModelSpec s = base;
+    s.kv_heads = v.kv_heads;
+    const int64_t block_bytes = int64_t{2} * s.layers * s.kv_heads * s.ResolvedHeadDim() * block_size * 4;
+    ExecutorOptions eo;
+    eo.threads_per_rank = static_cast<int>(threads);
+    eo.block_size = block_size;
+    eo.num_kv_blocks = static_cast<int>((budget_mib << 20) / block_bytes);
+    if (eo.num_kv_blocks < 1) return absl::InvalidArgumentError("--kv-budget-mib holds no block");
+    const int64_t capacity = eo.num_kv_blocks / blocks_per_seq;
+    ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, SyntheticExecutor(s, eo));
+    EngineOptions o;
+    o.max_num_seqs = static_cast<int>(max_batch);
+    o.max_num_batched_tokens = 8192;
+    Engine engine(std::move(ex), o);
+    for (int64_t batch = 1; batch <= max_batch; batch *= 2) {
+      nlohmann::json row = {{"variant", v.name}, {"kv_heads", v.kv_heads}, {"batch", batch},
+                            {"kv_blocks", eo.num_kv_blocks}, {"max_concurrent_sequences", capacity}};
+      if (batch > capacity) {
+        row["fits"] = false;
+        results.push_back(row);
+        std::fprintf(stderr, "%s batch %lld: KV cache full (%lld sequences fit)\n", v.name,
+                     static_cast<long long>(batch), static_cast<long long>(capacity));
+        break;
+      }
+      std::mutex mu;
+      std::condition_variable cv;
+      int64_t pending = batch, preempted_before = engine.Stats().preemptions;
+      const double t0 = MonotonicSeconds();
+      for (int64_t i = 0; i < batch; ++i) {
+        GenerationRequest r;
+        for (int64_t j = 0; j < prompt_len; ++j) r.prompt.push_back(int32_t((i * 131 + j * 7) % s.vocab));
+        r.max_tokens = static_cast<int>(gen_len);
+        r.sampling.temperature = 0;
+        r.ignore_eos = true;
+        RETURN_IF_ERROR(engine.Submit(r, [&](const RequestOutput& out) {
+          if (!out.finished) return;
+          std::lock_guard<std::mutex> lock(mu);
+          if (--pending == 0) cv.notify_all();
+        }).status());
+      }
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return pending == 0; });
+      }
+      const double secs = MonotonicSeconds() - t0;
+      row["fits"] = true;
+      row["seconds"] = secs;
+      row["output_tokens_per_s"] = double(batch * gen_len) / secs;
+      row["preemptions"] = engine.Stats().preemptions - preempted_before;
+      results.push_back(row);
+      std::fprintf(stderr, "%s batch %lld: %.1f output tokens/s\n", v.name, static_cast<long long>(batch),
+                   row["output_tokens_per_s"].get<double>());
+    }
+  }
+  std::printf("%s\n", results.dump(2).c_str());
+  return absl::OkStatus();
+}
+
 absl::Status Run(const Flags& f) {
+  if (f.Get("mode") == "sweep") return RunSweep(f);
+  if (f.Get("mode") != "decode") return absl::InvalidArgumentError("--mode must be decode or sweep");
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t context, f.GetInt("context"));
   ASSIGN_OR_RETURN(int64_t samples, f.GetInt("samples"));
@@ -137,7 +228,8 @@ int main(int argc, char** argv) {
   gqa::Flags f("gqa-bench",
                "Offline decode benchmark: tokens/s and fraction of the memory-bandwidth roofline measured in the "
                "same run. Defaults: a Llama-3.2-1B-shaped model in BF16 with random weights.");
-  f.Add("model", "", "benchmark this model directory instead of a synthetic shape");
+  f.Add("mode", "decode", "decode: batch-1 decode vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA");
+  f.Add("model", "", "decode mode: benchmark this model directory instead of a synthetic shape");
   f.Add("layers", "16", "synthetic model: layers");
   f.Add("hidden", "2048", "synthetic model: hidden size");
   f.Add("heads", "32", "synthetic model: query heads");
@@ -152,6 +244,11 @@ int main(int argc, char** argv) {
   f.Add("samples", "8", "bandwidth probes, each followed by --steps-per-sample decode steps");
   f.Add("steps-per-sample", "4", "decode steps timed after each probe");
   f.Add("probe-mib", "512", "size of each bandwidth-probe buffer in MiB");
+  f.Add("kv-budget-mib", "64", "sweep: KV-cache budget (f32) shared by every variant");
+  f.Add("prompt-len", "16", "sweep: prompt tokens per request");
+  f.Add("gen-len", "112", "sweep: generated tokens per request");
+  f.Add("max-batch", "256", "sweep: largest batch tried (powers of two)");
+  f.Add("gqa-kv-heads", "8", "sweep: KV heads of the GQA variant");
   gqa::ParseFlagsOrExit(f, argc, argv);
   absl::Status st = gqa::Run(f);
   if (!st.ok()) {
