@@ -64,7 +64,8 @@ absl::StatusOr<int64_t> Engine::Submit(GenerationRequest request, OutputCallback
   // Unseeded requests get a seed derived from the engine's seed and the id.
   const uint64_t fallback = options_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
   Sampler sampler(request.sampling, fallback);
-  requests_.emplace(id, Request{std::move(request), std::move(sampler), std::move(callback)});
+  requests_.emplace(id, Request{std::move(request), std::move(sampler), std::move(callback),
+                               std::chrono::steady_clock::now()});
   cv_.notify_all();
   return id;
 }
@@ -154,6 +155,10 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
       batch.slot_mapping.push_back(s.seq->blocks[p / bs] * bs + p % bs);
     }
     if (s.samples) batch.logits_rows.push_back(batch.num_tokens() - 1);
+    Request& req = requests_.at(s.seq->id);
+    if (req.queue_seconds < 0) {
+      req.queue_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - req.submitted).count();
+    }
   }
 
   // The step runs without the lock: Submit and Abort stay responsive.
@@ -188,6 +193,10 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
     ++stats_.generated_tokens;
     RequestOutput ev;
     ev.id = id;
+    if (!req.queue_reported) {
+      ev.queue_seconds = req.queue_seconds;
+      req.queue_reported = true;
+    }
     ev.prompt_tokens = s.seq->prompt_len;
     ev.completion_tokens = s.seq->num_generated();
     const int32_t t = tok.token;

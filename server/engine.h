@@ -4,6 +4,7 @@
 // thread, outside the engine's lock, and may call Submit or Abort.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -38,6 +39,7 @@ struct RequestOutput {
   absl::Status error;  // set when reason is kError
   int prompt_tokens = 0;
   int completion_tokens = 0;  // generated so far
+  double queue_seconds = -1;  // on the first event: time from Submit to first scheduling
 };
 using OutputCallback = std::function<void(const RequestOutput&)>;
 
@@ -82,6 +84,9 @@ class Engine {
     GenerationRequest params;
     Sampler sampler;
     OutputCallback callback;
+    std::chrono::steady_clock::time_point submitted;
+    double queue_seconds = -1;  // set when first scheduled, reported once
+    bool queue_reported = false;
   };
   using Events = std::vector<std::pair<OutputCallback, RequestOutput>>;
 

@@ -11,7 +11,6 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
-#include "server/tokenizer/chat_template.h"
 #include "server/tokenizer/tokenizer.h"
 
 namespace {
@@ -90,16 +89,13 @@ int main(int argc, char** argv) {
       }
       out["text"] = *text;
     } else if (chat) {
-      const gqa::ChatTemplate* t = (*tok)->chat_template();
-      if (t == nullptr) {
+      if ((*tok)->chat_template() == nullptr) {
         std::cerr << "gqa-tokenize: " << dir << "/tokenizer_config.json has no chat_template\n";
         return 1;
       }
       nlohmann::ordered_json vars = j;
       if (!vars.contains("add_generation_prompt")) vars["add_generation_prompt"] = generation_prompt;
-      if (!vars.contains("bos_token")) vars["bos_token"] = (*tok)->bos_token();
-      if (!vars.contains("eos_token")) vars["eos_token"] = (*tok)->eos_token();
-      auto text = t->Render(vars);
+      auto text = (*tok)->ApplyChatTemplate(vars);
       if (!text.ok()) {
         std::cerr << "line " << lineno << ": " << text.status() << "\n";
         ++errors;

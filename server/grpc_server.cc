@@ -1,0 +1,339 @@
+#include "server/grpc_server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "gqa/v1/gqa.grpc.pb.h"
+
+namespace gqa {
+namespace {
+
+grpc::Status ToGrpc(const absl::Status& st) {
+  if (st.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbers.
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
+}
+
+v1::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop: return v1::FINISH_REASON_STOP;
+    case FinishReason::kLength: return v1::FINISH_REASON_LENGTH;
+    case FinishReason::kAborted: return v1::FINISH_REASON_ABORTED;
+    default: return v1::FINISH_REASON_UNSPECIFIED;
+  }
+}
+
+absl::StatusOr<ApiRequest> FromProto(const v1::GenerateRequest& p, int max_model_len) {
+  ApiRequest r;
+  r.request_id = p.request_id();
+  if (p.has_text()) {
+    r.prompt_text = p.text();
+  } else if (p.has_token_ids()) {
+    r.prompt_ids.assign(p.token_ids().ids().begin(), p.token_ids().ids().end());
+  } else {
+    return absl::InvalidArgumentError("the request has no prompt (text or token_ids)");
+  }
+  r.add_special_tokens = !p.has_add_special_tokens() || p.add_special_tokens();
+  const uint32_t max_tokens = p.max_tokens() == 0 ? 16 : p.max_tokens();
+  if (max_tokens > uint32_t(max_model_len)) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens ", max_tokens, " exceeds the maximum model length ", max_model_len));
+  }
+  r.gen.max_tokens = static_cast<int>(max_tokens);
+  const v1::SamplingParams& s = p.sampling();
+  SamplingParams& o = r.gen.sampling;
+  o.temperature = s.has_temperature() ? s.temperature() : 1.0;
+  o.top_k = s.top_k();
+  o.top_p = s.has_top_p() ? s.top_p() : 1.0;
+  o.min_p = s.min_p();
+  if (s.has_seed()) o.seed = s.seed();
+  o.presence_penalty = s.presence_penalty();
+  o.frequency_penalty = s.frequency_penalty();
+  o.repetition_penalty = s.has_repetition_penalty() ? s.repetition_penalty() : 1.0;
+  o.logprobs = s.logprobs();
+  for (const std::string& stop : p.stop()) {
+    if (stop.empty()) return absl::InvalidArgumentError("stop strings must not be empty");
+    r.stop.push_back(stop);
+  }
+  r.gen.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
+  r.gen.ignore_eos = p.ignore_eos();
+  return r;
+}
+
+template <typename Msg>
+void AddTokens(const std::vector<SampledToken>& tokens, bool with_logprobs, Msg* m) {
+  for (const SampledToken& t : tokens) {
+    m->add_token_ids(t.token);
+    if (!with_logprobs) continue;
+    v1::TokenLogprob* lp = m->add_logprobs();
+    lp->set_token_id(t.token);
+    lp->set_logprob(t.logprob);
+    for (const auto& [id, l] : t.top_logprobs) {
+      v1::TopLogprob* top = lp->add_top_logprobs();
+      top->set_token_id(id);
+      top->set_logprob(l);
+    }
+  }
+}
+
+}  // namespace
+
+class GrpcServer::Service final : public v1::Generation::CallbackService {
+ public:
+  Service(Frontend* fe, std::string api_key) : fe_(fe), api_key_(std::move(api_key)) {}
+
+  grpc::Status Authorize(grpc::CallbackServerContext* ctx) const {
+    if (api_key_.empty()) return grpc::Status::OK;
+    const auto& md = ctx->client_metadata();
+    auto it = md.find("authorization");
+    if (it == md.end() || std::string(it->second.data(), it->second.size()) != "Bearer " + api_key_) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or invalid API key (metadata 'authorization: Bearer <key>')");
+    }
+    return grpc::Status::OK;
+  }
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
+                                     v1::GenerateResponse* resp) override {
+    class Reactor final : public grpc::ServerUnaryReactor {
+     public:
+      Reactor(Frontend* fe, grpc::CallbackServerContext* ctx) : fe_(fe), ctx_(ctx) {}
+      void Begin(absl::StatusOr<ApiRequest> r, v1::GenerateResponse* resp) {
+        if (!r.ok()) return Finish(ToGrpc(r.status()));
+        const bool logprobs = r->gen.sampling.logprobs > 0;
+        absl::StatusOr<int64_t> id = fe_->Start(std::move(*r), nullptr, [this, resp, logprobs](const FinalResult& f) {
+          resp->set_text(f.text);
+          AddTokens(f.tokens, logprobs, resp);
+          resp->set_finish_reason(ToProto(f.reason));
+          resp->mutable_usage()->set_prompt_tokens(f.prompt_tokens);
+          resp->mutable_usage()->set_completion_tokens(f.completion_tokens);
+          grpc::Status st = grpc::Status::OK;
+          if (f.reason == FinishReason::kError) {
+            st = ToGrpc(f.error);
+          } else if (f.reason == FinishReason::kAborted && ctx_->IsCancelled()) {
+            st = std::chrono::system_clock::now() >= ctx_->deadline()
+                     ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed; generation was aborted")
+                     : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled; generation was aborted");
+          }
+          Finish(st);
+        });
+        if (!id.ok()) return Finish(ToGrpc(id.status()));
+        std::lock_guard<std::mutex> lock(mu_);
+        id_ = *id;
+        if (cancelled_) fe_->Cancel(id_);
+      }
+      void OnCancel() override {
+        std::lock_guard<std::mutex> lock(mu_);
+        cancelled_ = true;
+        if (id_ >= 0) fe_->Cancel(id_);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      Frontend* fe_;
+      grpc::CallbackServerContext* ctx_;
+      std::mutex mu_;
+      int64_t id_ = -1;
+      bool cancelled_ = false;
+    };
+    auto* reactor = new Reactor(fe_, ctx);
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    reactor->Begin(FromProto(*req, fe_->info().max_model_len), resp);
+    return reactor;
+  }
+
+  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                                      const v1::GenerateRequest* req) override {
+    class Reactor final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+     public:
+      Reactor(Frontend* fe, grpc::CallbackServerContext* ctx) : fe_(fe), ctx_(ctx) {}
+      void Begin(absl::StatusOr<ApiRequest> r) {
+        if (!r.ok()) return Finish(ToGrpc(r.status()));
+        const bool logprobs = r->gen.sampling.logprobs > 0;
+        absl::StatusOr<int64_t> id = fe_->Start(
+            std::move(*r),
+            [this, logprobs](const StreamDelta& d) {
+              v1::GenerateStreamResponse m;
+              m.set_text(d.text);
+              AddTokens(d.tokens, logprobs, &m);
+              Enqueue(std::move(m), std::nullopt);
+            },
+            [this](const FinalResult& f) {
+              v1::GenerateStreamResponse m;
+              m.set_finish_reason(ToProto(f.reason));
+              m.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
+              m.mutable_usage()->set_completion_tokens(f.completion_tokens);
+              grpc::Status st = grpc::Status::OK;
+              if (f.reason == FinishReason::kError) {
+                st = ToGrpc(f.error);
+              } else if (f.reason == FinishReason::kAborted && ctx_->IsCancelled()) {
+                st = std::chrono::system_clock::now() >= ctx_->deadline()
+                         ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed; generation was aborted")
+                         : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled; generation was aborted");
+              }
+              Enqueue(std::move(m), st);
+            });
+        if (!id.ok()) return Finish(ToGrpc(id.status()));
+        std::lock_guard<std::mutex> lock(mu_);
+        id_ = *id;
+        if (cancelled_) fe_->Cancel(id_);
+      }
+      void OnWriteDone(bool ok) override {
+        std::lock_guard<std::mutex> lock(mu_);
+        writing_ = false;
+        if (!ok) {  // the stream broke: stop writing, abort the request
+          broken_ = true;
+          if (id_ >= 0) fe_->Cancel(id_);
+        }
+        Pump();
+      }
+      void OnCancel() override {
+        std::lock_guard<std::mutex> lock(mu_);
+        cancelled_ = true;
+        if (id_ >= 0) fe_->Cancel(id_);
+      }
+      void OnDone() override { delete this; }
+
+     private:
+      // Queues a message (and, for the last one, the final status).
+      void Enqueue(v1::GenerateStreamResponse m, std::optional<grpc::Status> final_status) {
+        std::lock_guard<std::mutex> lock(mu_);
+        queue_.push_back(std::move(m));
+        if (final_status) final_ = *final_status;
+        Pump();
+      }
+      // One write in flight at a time; Finish after the last.
+      void Pump() {
+        if (writing_ || finished_) return;
+        if (broken_ || (final_ && !final_->ok())) {
+          if (final_) {
+            finished_ = true;
+            Finish(*final_);
+          }
+          return;
+        }
+        if (!queue_.empty()) {
+          current_ = std::move(queue_.front());
+          queue_.pop_front();
+          writing_ = true;
+          StartWrite(&current_);
+          return;
+        }
+        if (final_) {
+          finished_ = true;
+          Finish(*final_);
+        }
+      }
+
+      Frontend* fe_;
+      grpc::CallbackServerContext* ctx_;
+      std::mutex mu_;
+      std::deque<v1::GenerateStreamResponse> queue_;
+      v1::GenerateStreamResponse current_;
+      std::optional<grpc::Status> final_;
+      bool writing_ = false, finished_ = false, broken_ = false, cancelled_ = false;
+      int64_t id_ = -1;
+    };
+    auto* reactor = new Reactor(fe_, ctx);
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    reactor->Begin(FromProto(*req, fe_->info().max_model_len));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
+                                     v1::TokenizeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    absl::StatusOr<std::vector<int32_t>> ids =
+        fe_->Tokenize(req->text(), !req->has_add_special_tokens() || req->add_special_tokens());
+    if (ids.ok()) {
+      for (int32_t id : *ids) resp->add_token_ids(id);
+    }
+    reactor->Finish(ToGrpc(ids.status()));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
+                                       v1::DetokenizeResponse* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    absl::StatusOr<std::string> text = fe_->Detokenize({req->token_ids().begin(), req->token_ids().end()});
+    if (text.ok()) resp->set_text(*text);
+    reactor->Finish(ToGrpc(text.status()));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
+                                         v1::ModelInfo* resp) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    const ModelInfo& i = fe_->info();
+    resp->set_name(i.name);
+    resp->set_architecture(i.architecture);
+    resp->set_num_attention_heads(i.num_q_heads);
+    resp->set_num_key_value_heads(i.num_kv_heads);
+    resp->set_head_dim(i.head_dim);
+    resp->set_num_layers(i.num_layers);
+    resp->set_vocab_size(i.vocab_size);
+    resp->set_tensor_parallel_size(i.tp);
+    resp->set_kv_replication_factor(i.kv_replication_factor);
+    resp->set_max_model_len(i.max_model_len);
+    resp->set_has_tokenizer(i.has_tokenizer);
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+
+ private:
+  Frontend* fe_;
+  std::string api_key_;
+};
+
+GrpcServer::GrpcServer(const GrpcOptions& options, Frontend* frontend)
+    : options_(options), frontend_(frontend), service_(std::make_unique<Service>(frontend, options.api_key)) {}
+
+GrpcServer::~GrpcServer() { Shutdown(); }
+
+absl::Status GrpcServer::Start() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port), grpc::InsecureServerCredentials(), &port_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port_ == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot bind gRPC on ", options_.host, ":", options_.port));
+  }
+  server_->GetHealthCheckService()->SetServingStatus(true);
+  return absl::OkStatus();
+}
+
+void GrpcServer::SetNotServing() {
+  if (server_) server_->GetHealthCheckService()->SetServingStatus(false);
+}
+
+void GrpcServer::Shutdown() {
+  if (!server_) return;
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  server_->Wait();
+  server_.reset();
+}
+
+}  // namespace gqa

@@ -1,0 +1,48 @@
+// The OpenAI-compatible HTTP API on cpp-httplib: /v1/completions,
+// /v1/chat/completions (both with server-sent-event streaming), /v1/models,
+// /health, /metrics, /tokenize, /detokenize. Errors use OpenAI's JSON shape.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "server/frontend.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace gqa {
+
+struct HttpOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;  // 0: pick a free port (tests)
+  std::string api_key;  // empty: no authentication
+  size_t max_body_bytes = 8u << 20;
+  int max_connections = 1024;  // worker threads: one per open connection
+};
+
+class HttpServer {
+ public:
+  explicit HttpServer(const HttpOptions& options);
+  ~HttpServer();
+
+  // Binds and starts serving on a background thread. Until SetFrontend is
+  // called, requests get 503 (loading).
+  absl::Status Start();
+  void SetFrontend(Frontend* frontend) { frontend_.store(frontend); }
+  int port() const { return port_; }
+  void Stop();
+
+ private:
+  void Routes();
+  HttpOptions options_;
+  std::unique_ptr<httplib::Server> server_;
+  std::atomic<Frontend*> frontend_{nullptr};
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace gqa

@@ -1,0 +1,115 @@
+// gqa-server: the OpenAI-compatible HTTP API and the gqa.v1 gRPC API over
+// one engine. SIGTERM / SIGINT: stop accepting, let running requests finish
+// for up to --shutdown-timeout seconds, abort the rest, exit 0.
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "server/grpc_server.h"
+#include "server/http_server.h"
+#include "tools/engine_flags.h"
+
+namespace gqa {
+namespace {
+
+absl::Status Run(const Flags& f, const sigset_t& signals) {
+  ASSIGN_OR_RETURN(int64_t http_port, f.GetInt("http-port"));
+  ASSIGN_OR_RETURN(int64_t grpc_port, f.GetInt("grpc-port"));
+  ASSIGN_OR_RETURN(int64_t max_queued, f.GetInt("max-queued-requests"));
+  ASSIGN_OR_RETURN(int64_t shutdown_timeout, f.GetInt("shutdown-timeout"));
+  ASSIGN_OR_RETURN(int64_t max_body, f.GetInt("max-body-bytes"));
+  ASSIGN_OR_RETURN(int64_t max_conn, f.GetInt("max-connections"));
+  if (http_port < 0 || http_port > 65535 || grpc_port < 0 || grpc_port > 65535) {
+    return absl::InvalidArgumentError("ports must be in 0..65535");
+  }
+  if (max_queued < 0 || shutdown_timeout < 0 || max_body < 1024 || max_conn < 1) {
+    return absl::InvalidArgumentError("--max-queued-requests, --shutdown-timeout >= 0; --max-body-bytes >= 1024; --max-connections >= 1");
+  }
+  if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
+  const std::string dir = f.Get("model");
+
+  HttpOptions ho;
+  ho.host = f.Get("host");
+  ho.port = static_cast<int>(http_port);
+  ho.api_key = f.Get("api-key");
+  ho.max_body_bytes = static_cast<size_t>(max_body);
+  ho.max_connections = static_cast<int>(max_conn);
+  HttpServer http(ho);
+  RETURN_IF_ERROR(http.Start());  // answers 503 while the model loads
+  std::fprintf(stderr, "gqa: HTTP on http://%s:%d (loading the model)\n", ho.host.c_str(), http.port());
+
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f));
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
+  } else {
+    std::fprintf(stderr, "gqa: %s has no tokenizer.json: token-id prompts only\n", dir.c_str());
+  }
+  FrontendOptions fo;
+  fo.served_model_name = f.Has("served-model-name") ? f.Get("served-model-name")
+                                                    : std::filesystem::path(dir).lexically_normal().filename().string();
+  if (fo.served_model_name.empty()) fo.served_model_name = "model";
+  fo.max_queued_requests = static_cast<int>(max_queued);
+  auto frontend = std::make_unique<Frontend>(std::move(engine), std::move(tokenizer), fo);
+
+  GrpcOptions go;
+  go.host = ho.host;
+  go.port = static_cast<int>(grpc_port);
+  go.api_key = ho.api_key;
+  go.max_message_bytes = static_cast<int>(max_body);
+  GrpcServer grpc(go, frontend.get());
+  RETURN_IF_ERROR(grpc.Start());
+  http.SetFrontend(frontend.get());
+  std::fprintf(stderr, "gqa: serving '%s': HTTP on %s:%d, gRPC on %s:%d\n", fo.served_model_name.c_str(),
+               ho.host.c_str(), http.port(), go.host.c_str(), grpc.port());
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "gqa: signal %d: draining (%d requests in flight, up to %llds)\n", sig, frontend->inflight(),
+               static_cast<long long>(shutdown_timeout));
+  frontend->BeginDrain();
+  grpc.SetNotServing();
+  if (!frontend->WaitIdle(std::chrono::seconds(shutdown_timeout))) {
+    std::fprintf(stderr, "gqa: shutdown timeout: aborting %d requests\n", frontend->inflight());
+    frontend->CancelAll();
+    frontend->WaitIdle(std::chrono::seconds(5));
+  }
+  grpc.Shutdown();
+  http.Stop();
+  frontend.reset();
+  std::fprintf(stderr, "gqa: stopped\n");
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace gqa
+
+int main(int argc, char** argv) {
+  gqa::Flags f("gqa-server", "Serves a Hugging Face model directory over an OpenAI-compatible HTTP API and gRPC (gqa.v1).");
+  gqa::AddEngineFlags(f);
+  f.Add("host", "127.0.0.1", "address to bind (both APIs); 0.0.0.0 to listen on every interface");
+  f.Add("http-port", "8000", "HTTP port");
+  f.Add("grpc-port", "50051", "gRPC port");
+  f.Add("api-key", "", "require 'Authorization: Bearer KEY' (HTTP) / metadata 'authorization: Bearer KEY' (gRPC)");
+  f.Add("served-model-name", "", "model name in the APIs (default: the model directory's name)");
+  f.Add("max-queued-requests", "256", "requests waiting for admission beyond which new ones get 429 / RESOURCE_EXHAUSTED");
+  f.Add("shutdown-timeout", "30", "seconds to let running requests finish after SIGTERM / SIGINT");
+  f.Add("max-body-bytes", "8388608", "largest HTTP body / gRPC message; larger ones get 413 / RESOURCE_EXHAUSTED");
+  f.Add("max-connections", "1024", "HTTP connections served at once (one thread each)");
+  gqa::ParseFlagsOrExit(f, argc, argv);
+  // Signals are taken by sigwait in Run: block them in every thread first.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  absl::Status st = gqa::Run(f, signals);
+  if (!st.ok()) {
+    std::fprintf(stderr, "gqa-server: %s\n", std::string(st.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
