@@ -48,7 +48,7 @@ void SendError(httplib::Response& res, int status, const std::string& message, c
   if (!param.empty()) err["param"] = param;
   if (!code.empty()) err["code"] = code;
   res.status = status;
-  res.set_content(Json{{"error", err}}.dump(), "application/json");
+  res.set_content(Json{{"error", err}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
 }
 
 void SendStatus(httplib::Response& res, const absl::Status& st) {
@@ -252,7 +252,7 @@ void HttpServer::Routes() {
     const ModelInfo& info = frontend_.load()->info();
     Json m = {{"id", info.name}, {"object", "model"}, {"created", NowSeconds()}, {"owned_by", "gqa-serve"},
               {"max_model_len", info.max_model_len}};
-    res.set_content(Json{{"object", "list"}, {"data", {m}}}.dump(), "application/json");
+    res.set_content(Json{{"object", "list"}, {"data", {m}}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
   });
 
   auto parse_body = [](const httplib::Request& req, httplib::Response& res, Json* out) {
@@ -277,7 +277,7 @@ void HttpServer::Routes() {
         ids = fe.Tokenize(Get<std::string>(j, "prompt", ""), Get<bool>(j, "add_special_tokens", true));
       }
       if (!ids.ok()) return SendStatus(res, ids.status());
-      res.set_content(Json{{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", fe.info().max_model_len}}.dump(),
+      res.set_content(Json{{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", fe.info().max_model_len}}.dump(-1, ' ', false, Json::error_handler_t::replace),
                       "application/json");
     } catch (const BadField& b) {
       SendError(res, 400, b.message, b.field);
@@ -291,7 +291,7 @@ void HttpServer::Routes() {
       if (!j.contains("tokens") || !j["tokens"].is_array()) throw BadField{"tokens", "'tokens' must be a list of ids"};
       absl::StatusOr<std::string> text = fe.Detokenize(TokenIds(j["tokens"], "tokens"));
       if (!text.ok()) return SendStatus(res, text.status());
-      res.set_content(Json{{"prompt", *text}}.dump(), "application/json");
+      res.set_content(Json{{"prompt", *text}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
     } catch (const BadField& b) {
       SendError(res, 400, b.message, b.field);
     }
@@ -393,7 +393,7 @@ void HttpServer::Routes() {
       }
       Json body = {{"id", id}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created},
                    {"model", model}, {"choices", {choice}}, {"usage", usage(*out)}};
-      res.set_content(body.dump(), "application/json");
+      res.set_content(body.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
       return;
     }
 
@@ -403,7 +403,7 @@ void HttpServer::Routes() {
       Json body = {{"id", id}, {"object", object}, {"created", created}, {"model", model}, {"choices", Json::array()}};
       if (!choice.is_null()) body["choices"].push_back(std::move(choice));
       if (usage_json) body["usage"] = *usage_json;
-      return absl::StrCat("data: ", body.dump(), "\n\n");
+      return absl::StrCat("data: ", body.dump(-1, ' ', false, Json::error_handler_t::replace), "\n\n");
     };
     if (chat) {
       s->chunks.push_back(chunk({{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr},
@@ -428,7 +428,7 @@ void HttpServer::Routes() {
           std::lock_guard<std::mutex> lock(s->mu);
           if (f.reason == FinishReason::kError) {
             s->chunks.push_back(absl::StrCat(
-                "data: ", Json{{"error", {{"message", std::string(f.error.message())}, {"type", "server_error"}}}}.dump(),
+                "data: ", Json{{"error", {{"message", std::string(f.error.message())}, {"type", "server_error"}}}}.dump(-1, ' ', false, Json::error_handler_t::replace),
                 "\n\n"));
           } else {
             Json choice = {{"index", 0}, {"finish_reason", FinishName(f.reason)}, {"logprobs", nullptr}};

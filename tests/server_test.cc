@@ -1,0 +1,543 @@
+// The front-ends end to end over loopback: HTTP (OpenAI shape, SSE) and gRPC
+// give the tokens gqa-generate gives; streaming concatenates to the unary
+// result; concurrent requests get what they get alone; deadlines, cancels
+// and disconnects free their blocks; bad input gets its 4xx / gRPC code;
+// overload gives 429; metrics move.
+#include <httplib.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "gqa/v1/gqa.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "server/grpc_server.h"
+#include "server/http_server.h"
+#include "tests/test_util.h"
+#include "tools/synthetic_model.h"
+
+namespace gqa {
+namespace {
+
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+// A small random-weight model with the real Mistral tokenizer (32000 ids).
+const std::string& ModelDir() {
+  static const std::string dir = [] {
+    SyntheticModelSpec s;
+    s.layers = 1;
+    s.hidden = 32;
+    s.heads = 4;
+    s.kv_heads = 2;
+    s.intermediate = 48;
+    s.vocab = 32000;
+    s.dtype = DType::kBF16;
+    s.max_position = 512;
+    s.seed = 5;
+    const std::string d = ::testing::TempDir() + "/gqa_server_test_model";
+    EXPECT_TRUE(WriteSyntheticModel(s, d).ok());
+    fs::copy_file(fs::path(GQA_TOKENIZERS_DIR) / "mistral" / "tokenizer.json", fs::path(d) / "tokenizer.json",
+                  fs::copy_options::overwrite_existing);
+    // The shipped Mistral tokenizer_config.json has no chat template: add
+    // Mistral's own (tests/fixtures/tokenizer/templates/mistral.jinja).
+    std::ifstream cfg_in(fs::path(GQA_TOKENIZERS_DIR) / "mistral" / "tokenizer_config.json");
+    Json cfg = Json::parse(cfg_in);
+    std::ifstream tpl(testing::FixturePath("tokenizer/templates/mistral.jinja"));
+    cfg["chat_template"] = std::string(std::istreambuf_iterator<char>(tpl), {});
+    std::ofstream(fs::path(d) / "tokenizer_config.json") << cfg.dump(2);
+    return d;
+  }();
+  return dir;
+}
+
+struct ServerSetup {
+  int tp = 2;
+  int blocks = 512;
+  int max_seqs = 64;
+  int max_queued = 256;
+  std::string api_key;
+  bool tokenizer = true;
+};
+
+// One server: engine, frontend, HTTP and gRPC on free loopback ports.
+class TestServer {
+ public:
+  explicit TestServer(const ServerSetup& setup) {
+    ExecutorOptions eo;
+    eo.tp = setup.tp;
+    eo.threads_per_rank = 1;
+    eo.num_kv_blocks = setup.blocks;
+    eo.block_size = 8;
+    auto ex = Executor::Open(ModelDir(), eo);
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    EngineOptions o;
+    o.max_num_seqs = setup.max_seqs;
+    o.seed = 1;
+    auto engine = std::make_unique<Engine>(std::move(*ex), o);
+    std::unique_ptr<Tokenizer> tok;
+    if (setup.tokenizer) {
+      auto t = Tokenizer::Load(ModelDir());
+      EXPECT_TRUE(t.ok()) << t.status();
+      tok = std::move(*t);
+    }
+    FrontendOptions fo;
+    fo.served_model_name = "test-model";
+    fo.max_queued_requests = setup.max_queued;
+    frontend_ = std::make_unique<Frontend>(std::move(engine), std::move(tok), fo);
+    HttpOptions ho;
+    ho.port = 0;
+    ho.api_key = setup.api_key;
+    ho.max_body_bytes = 1 << 20;
+    http_ = std::make_unique<HttpServer>(ho);
+    EXPECT_TRUE(http_->Start().ok());
+    http_->SetFrontend(frontend_.get());
+    GrpcOptions go;
+    go.port = 0;
+    go.api_key = setup.api_key;
+    grpc_ = std::make_unique<GrpcServer>(go, frontend_.get());
+    EXPECT_TRUE(grpc_->Start().ok());
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_->port()), grpc::InsecureChannelCredentials());
+    stub_ = v1::Generation::NewStub(channel_);
+  }
+  ~TestServer() {
+    grpc_->Shutdown();
+    http_->Stop();
+  }
+  httplib::Client Http() const {
+    httplib::Client c("127.0.0.1", http_->port());
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  v1::Generation::Stub& Grpc() { return *stub_; }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  Frontend& frontend() { return *frontend_; }
+  int free_blocks() const { return frontend_->engine().Stats().free_blocks; }
+  int total_blocks() const { return frontend_->engine().Stats().total_blocks; }
+  // Waits until every block is free again (finishing is asynchronous).
+  bool WaitAllFree() {
+    for (int i = 0; i < 500; ++i) {
+      if (free_blocks() == total_blocks() && frontend_->inflight() == 0) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }
+
+ private:
+  std::unique_ptr<Frontend> frontend_;
+  std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<GrpcServer> grpc_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+};
+
+TestServer& Shared() {
+  static TestServer* s = new TestServer(ServerSetup{});
+  return *s;
+}
+
+Json PostJson(TestServer& s, const std::string& path, const Json& body, int* status = nullptr) {
+  auto res = s.Http().Post(path, body.dump(), "application/json");
+  EXPECT_TRUE(res) << "no HTTP response";
+  if (!res) return Json();
+  if (status) *status = res->status;
+  return Json::parse(res->body, nullptr, false);
+}
+
+std::vector<int32_t> Ids(const Json& choice) { return choice["token_ids"].get<std::vector<int32_t>>(); }
+
+// Server-sent events of a streamed completion: (concatenated text, ids, finish reason, saw [DONE]).
+struct SseResult {
+  std::string text;
+  std::vector<int32_t> ids;
+  std::string finish;
+  bool done = false;
+};
+
+// POSTs and hands the response body to `receive` as it arrives; false stops reading.
+bool PostReceiving(TestServer& s, const std::string& path, const std::string& body,
+                   const std::function<bool(const char*, size_t)>& receive) {
+  httplib::Client c = s.Http();
+  httplib::Request req;
+  req.method = "POST";
+  req.path = path;
+  req.body = body;
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) { return receive(data, len); };
+  httplib::Response res;
+  httplib::Error err;
+  return c.send(req, res, err);
+}
+
+SseResult PostStream(TestServer& s, const std::string& path, Json body, bool chat) {
+  body["stream"] = true;
+  SseResult r;
+  std::string buf;
+  EXPECT_TRUE(PostReceiving(s, path, body.dump(), [&](const char* data, size_t len) {
+    buf.append(data, len);
+    return true;
+  }));
+  for (size_t pos = 0; (pos = buf.find("data: ", pos)) != std::string::npos;) {
+    const size_t end = buf.find("\n\n", pos);
+    const std::string payload = buf.substr(pos + 6, end - pos - 6);
+    pos = end;
+    if (payload == "[DONE]") {
+      r.done = true;
+      continue;
+    }
+    const Json j = Json::parse(payload);
+    if (j["choices"].empty()) continue;
+    const Json& ch = j["choices"][0];
+    r.text += chat ? ch["delta"].value("content", "") : ch["text"].get<std::string>();
+    if (ch.contains("token_ids")) {
+      for (int id : ch["token_ids"]) r.ids.push_back(id);
+    }
+    if (!ch["finish_reason"].is_null()) r.finish = ch["finish_reason"];
+  }
+  return r;
+}
+
+std::vector<int32_t> GenerateCli(const std::vector<int32_t>& prompt, int max_tokens) {
+  std::string ids;
+  for (int32_t t : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+  const std::string cmd = std::string(GQA_BIN_DIR) + "/gqa-generate --model " + ModelDir() +
+                          " --tp 1 --prompt-ids " + ids + " --max-new-tokens " + std::to_string(max_tokens) +
+                          " --temperature 0 --ignore-eos --num-kv-blocks 64 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char b[4096];
+  while (size_t n = fread(b, 1, sizeof(b), p)) out.append(b, n);
+  pclose(p);
+  return Json::parse(out)["token_ids"].get<std::vector<int32_t>>();
+}
+
+TEST(ServerTest, HttpAndGrpcMatchGqaGenerate) {
+  TestServer& s = Shared();
+  const std::vector<int32_t> prompt = {1, 415, 2936, 9060, 285, 1142};
+  const std::vector<int32_t> want = GenerateCli(prompt, 12);
+  ASSERT_EQ(want.size(), 12u);
+
+  int status = 0;
+  const Json http = PostJson(s, "/v1/completions",
+                             {{"model", "test-model"}, {"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0},
+                              {"ignore_eos", true}},
+                             &status);
+  ASSERT_EQ(status, 200) << http.dump();
+  EXPECT_EQ(Ids(http["choices"][0]), want);
+  EXPECT_EQ(http["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(http["object"], "text_completion");
+
+  v1::GenerateRequest req;
+  for (int32_t t : prompt) req.mutable_token_ids()->add_ids(t);
+  req.set_max_tokens(12);
+  req.mutable_sampling()->set_temperature(0);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  ASSERT_TRUE(s.Grpc().Generate(&ctx, req, &resp).ok());
+  EXPECT_EQ(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()), want);
+  EXPECT_EQ(resp.finish_reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(resp.text(), http["choices"][0]["text"]);
+}
+
+TEST(ServerTest, StreamingConcatenatesToUnary) {
+  TestServer& s = Shared();
+  const Json body = {{"prompt", "The quick brown fox"}, {"max_tokens", 20}, {"temperature", 0.7}, {"seed", 9},
+                     {"ignore_eos", true}};
+  const Json unary = PostJson(s, "/v1/completions", body);
+  const SseResult sse = PostStream(s, "/v1/completions", body, false);
+  EXPECT_TRUE(sse.done);
+  EXPECT_EQ(sse.finish, "length");
+  EXPECT_EQ(sse.ids, Ids(unary["choices"][0]));
+  EXPECT_EQ(sse.text, unary["choices"][0]["text"]);
+  EXPECT_FALSE(sse.text.empty());
+
+  const Json chat = {{"messages", {{{"role", "user"}, {"content", "Hi there"}}}}, {"max_tokens", 10}, {"temperature", 0},
+                     {"ignore_eos", true}};
+  const Json chat_unary = PostJson(s, "/v1/chat/completions", chat);
+  ASSERT_TRUE(chat_unary.contains("choices")) << chat_unary.dump();
+  const SseResult chat_sse = PostStream(s, "/v1/chat/completions", chat, true);
+  EXPECT_EQ(chat_sse.text, chat_unary["choices"][0]["message"]["content"]);
+  EXPECT_EQ(chat_sse.ids, Ids(chat_unary["choices"][0]));
+  EXPECT_EQ(chat_unary["object"], "chat.completion");
+
+  // gRPC stream vs unary.
+  v1::GenerateRequest req;
+  req.set_text("The quick brown fox");
+  req.set_max_tokens(20);
+  req.mutable_sampling()->set_temperature(0.7f);
+  req.mutable_sampling()->set_seed(9);
+  req.set_ignore_eos(true);
+  grpc::ClientContext ctx;
+  auto reader = s.Grpc().GenerateStream(&ctx, req);
+  v1::GenerateStreamResponse m;
+  std::string text;
+  std::vector<int32_t> ids;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  while (reader->Read(&m)) {
+    text += m.text();
+    ids.insert(ids.end(), m.token_ids().begin(), m.token_ids().end());
+    if (m.finish_reason() != v1::FINISH_REASON_UNSPECIFIED) finish = m.finish_reason();
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(finish, v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(ids, Ids(unary["choices"][0]));
+  EXPECT_EQ(text, unary["choices"][0]["text"]);
+}
+
+TEST(ServerTest, StopStringsAndTokenize) {
+  TestServer& s = Shared();
+  const Json full = PostJson(s, "/v1/completions", {{"prompt", "Once"}, {"max_tokens", 24}, {"temperature", 0}, {"ignore_eos", true}});
+  const std::string text = full["choices"][0]["text"];
+  ASSERT_GE(text.size(), 6u);
+  // A stop string of two whole UTF-8 characters from the middle of the text.
+  auto char_len = [&](size_t i) {
+    const unsigned char c = text[i];
+    return c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+  };
+  size_t from = text.size() / 2;
+  while (from > 0 && (static_cast<unsigned char>(text[from]) & 0xc0) == 0x80) --from;
+  const size_t len = char_len(from) + (from + char_len(from) < text.size() ? char_len(from + char_len(from)) : 0);
+  const std::string stop = text.substr(from, len);
+  const Json cut = PostJson(s, "/v1/completions", {{"prompt", "Once"}, {"max_tokens", 24}, {"temperature", 0},
+                                                   {"ignore_eos", true}, {"stop", stop}});
+  EXPECT_EQ(cut["choices"][0]["finish_reason"], "stop");
+  EXPECT_EQ(cut["choices"][0]["text"], text.substr(0, text.find(stop)));
+
+  const Json tok = PostJson(s, "/tokenize", {{"prompt", "Hello world"}});
+  ASSERT_TRUE(tok.contains("tokens")) << tok.dump();
+  const Json detok = PostJson(s, "/detokenize", {{"tokens", tok["tokens"]}});
+  EXPECT_NE(detok["prompt"].get<std::string>().find("Hello world"), std::string::npos);
+  v1::TokenizeRequest treq;
+  treq.set_text("Hello world");
+  v1::TokenizeResponse tresp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(s.Grpc().Tokenize(&ctx, treq, &tresp).ok());
+  EXPECT_EQ(Json(std::vector<int32_t>(tresp.token_ids().begin(), tresp.token_ids().end())), tok["tokens"]);
+  grpc::ClientContext ctx2;
+  v1::ModelInfo info;
+  ASSERT_TRUE(s.Grpc().GetModelInfo(&ctx2, v1::GetModelInfoRequest(), &info).ok());
+  EXPECT_EQ(info.num_attention_heads(), 4u);
+  EXPECT_EQ(info.num_key_value_heads(), 2u);
+  EXPECT_EQ(info.tensor_parallel_size(), 2u);
+  EXPECT_EQ(info.kv_replication_factor(), 1.0);
+  EXPECT_EQ(info.max_model_len(), 512u);
+}
+
+TEST(ServerTest, ConcurrentRequestsGetWhatTheyGetAlone) {
+  TestServer& s = Shared();
+  std::vector<Json> bodies;
+  for (int i = 0; i < 32; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j <= i % 9; ++j) prompt.push_back(100 + 37 * i + j);
+    bodies.push_back({{"prompt", prompt}, {"max_tokens", 4 + i % 7}, {"temperature", 0}, {"ignore_eos", true}});
+  }
+  std::vector<std::vector<int32_t>> alone;
+  for (const Json& b : bodies) alone.push_back(Ids(PostJson(s, "/v1/completions", b)["choices"][0]));
+  std::vector<std::vector<int32_t>> together(bodies.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    threads.emplace_back([&, i] {
+      if (i % 2) {
+        together[i] = PostStream(s, "/v1/completions", bodies[i], false).ids;
+      } else {
+        together[i] = Ids(PostJson(s, "/v1/completions", bodies[i])["choices"][0]);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (size_t i = 0; i < bodies.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "request " << i;
+  EXPECT_TRUE(s.WaitAllFree());
+}
+
+TEST(ServerTest, DeadlineCancelAndDisconnectFreeBlocks) {
+  TestServer& s = Shared();
+  v1::GenerateRequest req;
+  req.mutable_token_ids()->add_ids(1);
+  req.set_max_tokens(400);
+  req.set_ignore_eos(true);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+    v1::GenerateResponse resp;
+    EXPECT_EQ(s.Grpc().Generate(&ctx, req, &resp).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  }
+  EXPECT_TRUE(s.WaitAllFree());
+  {
+    grpc::ClientContext ctx;
+    auto reader = s.Grpc().GenerateStream(&ctx, req);
+    v1::GenerateStreamResponse m;
+    ASSERT_TRUE(reader->Read(&m));
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  EXPECT_TRUE(s.WaitAllFree());
+  {
+    // An HTTP client that goes away after the first chunk.
+    int chunks = 0;
+    PostReceiving(s, "/v1/completions",
+                  Json{{"prompt", {1, 2}}, {"max_tokens", 400}, {"ignore_eos", true}, {"stream", true}}.dump(),
+                  [&](const char*, size_t) { return ++chunks < 2; });
+    EXPECT_GE(chunks, 1);
+  }
+  EXPECT_TRUE(s.WaitAllFree());
+  EXPECT_EQ(s.free_blocks(), s.total_blocks());
+}
+
+TEST(ServerTest, BadInputsGetTheirCodes) {
+  TestServer& s = Shared();
+  struct Case {
+    std::string body;
+    int status;
+    std::string needle;
+  };
+  const std::vector<Case> cases = {
+      {"{not json", 400, "not a JSON object"},
+      {"[1,2]", 400, "not a JSON object"},
+      {R"({"prompt": 7})", 400, "'prompt'"},
+      {R"({"prompt": "hi", "max_tokens": "ten"})", 400, "max_tokens"},
+      {R"({"prompt": "hi", "max_tokens": -3})", 400, "max_tokens"},
+      {R"({"prompt": "hi", "max_tokens": 1000000})", 400, "max_tokens"},
+      {R"({"prompt": [1, 32000]})", 400, "vocabulary"},
+      {R"({"prompt": [1, -5]})", 400, "prompt"},
+      {R"({"prompt": "hi", "temperature": -1})", 400, "temperature"},
+      {R"({"prompt": "hi", "n": 3})", 400, "n=1"},
+      {R"({"prompt": "hi", "model": "gpt-9"})", 404, "gpt-9"},
+      {R"({"prompt": "hi", "stop": 5})", 400, "stop"},
+      {"{\"prompt\": \"\xff\xfe\"}", 400, ""},  // invalid UTF-8
+      {R"({"prompt": [1, 2, 3], "max_tokens": 510})", 400, "maximum model length"},
+  };
+  for (const Case& c : cases) {
+    auto res = s.Http().Post("/v1/completions", c.body, "application/json");
+    ASSERT_TRUE(res) << c.body;
+    EXPECT_EQ(res->status, c.status) << c.body << " -> " << res->body;
+    const Json j = Json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(j.contains("error")) << res->body;
+    EXPECT_TRUE(j["error"].contains("message") && j["error"].contains("type") && j["error"].contains("param") &&
+                j["error"].contains("code"));
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(c.needle), std::string::npos) << res->body;
+  }
+  // Oversized body.
+  auto big = s.Http().Post("/v1/completions", std::string(2 << 20, 'x'), "application/json");
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  // Unknown route.
+  EXPECT_EQ(s.Http().Get("/v2/nothing")->status, 404);
+  // gRPC: no prompt, bad ids, unparseable bytes.
+  v1::GenerateRequest req;
+  grpc::ClientContext c1;
+  v1::GenerateResponse resp;
+  EXPECT_EQ(s.Grpc().Generate(&c1, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  req.mutable_token_ids()->add_ids(99999);
+  grpc::ClientContext c2;
+  EXPECT_EQ(s.Grpc().Generate(&c2, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::GenericStub generic(s.channel());
+  grpc::ClientContext c3;
+  const std::string junk = "\xff\xff\xff\xff garbage";
+  grpc::Slice slice(junk);
+  grpc::ByteBuffer send(&slice, 1), recv;
+  grpc::Status status;
+  bool done = false;
+  std::mutex mu;
+  std::condition_variable cv;
+  generic.UnaryCall(&c3, "/gqa.v1.Generation/Generate", grpc::StubOptions(), &send, &recv, [&](grpc::Status st) {
+    std::lock_guard<std::mutex> lock(mu);
+    status = st;
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return done; });
+  EXPECT_FALSE(status.ok());
+  lock.unlock();
+  // The server still serves.
+  const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}});
+  EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
+  EXPECT_TRUE(s.WaitAllFree());
+}
+
+TEST(ServerTest, ApiKey) {
+  ServerSetup setup;
+  setup.api_key = "sekret";
+  TestServer s(setup);
+  auto no_key = s.Http().Post("/v1/completions", R"({"prompt": [1]})", "application/json");
+  EXPECT_EQ(no_key->status, 401);
+  EXPECT_NE(no_key->body.find("authentication_error"), std::string::npos);
+  httplib::Headers h = {{"Authorization", "Bearer sekret"}};
+  EXPECT_EQ(s.Http().Post("/v1/completions", h, R"({"prompt": [1], "max_tokens": 1})", "application/json")->status, 200);
+  grpc::ClientContext c1;
+  v1::ModelInfo info;
+  EXPECT_EQ(s.Grpc().GetModelInfo(&c1, v1::GetModelInfoRequest(), &info).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext c2;
+  c2.AddMetadata("authorization", "Bearer sekret");
+  EXPECT_TRUE(s.Grpc().GetModelInfo(&c2, v1::GetModelInfoRequest(), &info).ok());
+}
+
+TEST(ServerTest, OverloadGets429WithoutTouchingRunningRequests) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.max_seqs = 1;
+  setup.max_queued = 1;
+  TestServer s(setup);
+  // One long request runs; one waits; the next is refused.
+  std::vector<int32_t> running_ids;
+  std::thread running([&] {
+    running_ids = Ids(PostJson(s, "/v1/completions", {{"prompt", {1}}, {"max_tokens", 300}, {"temperature", 0}, {"ignore_eos", true}})["choices"][0]);
+  });
+  while (s.frontend().engine().Stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  std::thread waiting([&] { PostJson(s, "/v1/completions", {{"prompt", {2}}, {"max_tokens", 2}}); });
+  while (s.frontend().engine().Stats().waiting == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  int status = 0;
+  const Json refused = PostJson(s, "/v1/completions", {{"prompt", {3}}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 429) << refused.dump();
+  EXPECT_EQ(refused["error"]["type"], "rate_limit_error");
+  v1::GenerateRequest req;
+  req.mutable_token_ids()->add_ids(3);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  EXPECT_EQ(s.Grpc().Generate(&ctx, req, &resp).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  running.join();
+  waiting.join();
+  EXPECT_EQ(running_ids.size(), 300u);
+  EXPECT_EQ(running_ids, GenerateCli({1}, 300));
+}
+
+TEST(ServerTest, MetricsMove) {
+  TestServer& s = Shared();
+  auto get = [&](const std::string& name) {
+    const std::string body = s.Http().Get("/metrics")->body;
+    const size_t at = body.find("\n" + name + " ");
+    EXPECT_NE(at, std::string::npos) << name;
+    return std::stod(body.substr(at + name.size() + 2));
+  };
+  for (const char* m : {"gqa_num_requests_running", "gqa_num_requests_waiting", "gqa_kv_cache_usage_ratio",
+                        "gqa_kv_replication_factor", "gqa_num_preemptions_total", "gqa_time_to_first_token_seconds_count",
+                        "gqa_time_per_output_token_seconds_count", "gqa_e2e_request_latency_seconds_count",
+                        "gqa_request_queue_time_seconds_count"}) {
+    get(m);
+  }
+  const double gen0 = get("gqa_generation_tokens_total"), prompt0 = get("gqa_prompt_tokens_total");
+  const double e2e0 = get("gqa_e2e_request_latency_seconds_count");
+  PostJson(s, "/v1/completions", {{"prompt", {5, 6, 7}}, {"max_tokens", 5}, {"ignore_eos", true}});
+  EXPECT_EQ(get("gqa_generation_tokens_total"), gen0 + 5);
+  EXPECT_EQ(get("gqa_prompt_tokens_total"), prompt0 + 3);
+  EXPECT_EQ(get("gqa_e2e_request_latency_seconds_count"), e2e0 + 1);
+  EXPECT_EQ(get("gqa_kv_cache_usage_ratio"), 0.0);
+  // While a long request runs, usage is above zero and one request runs.
+  std::thread t([&] { PostJson(s, "/v1/completions", {{"prompt", {5}}, {"max_tokens", 400}, {"ignore_eos", true}}); });
+  double usage = 0;
+  for (int i = 0; i < 500 && usage == 0; ++i) {
+    usage = get("gqa_kv_cache_usage_ratio");
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_GT(usage, 0.0);
+  t.join();
+  EXPECT_TRUE(s.WaitAllFree());
+}
+
+}  // namespace
+}  // namespace gqa
