@@ -191,6 +191,15 @@ absl::Status HttpServer::Start() {
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_keep_alive_max_count(1000);
   Routes();
+  // The library listens with a backlog of 5, compiled into Debian's build;
+  // many clients connecting at once would be refused. Keep the socket and
+  // listen again on it with a deep backlog once it is bound.
+  auto listen_fd = std::make_shared<int>(-1);
+  server_->set_socket_options([listen_fd](socket_t fd) {
+    int yes = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    *listen_fd = fd;
+  });
   if (options_.port == 0) {
     port_ = server_->bind_to_any_port(options_.host);
     if (port_ <= 0) return absl::UnavailableError(absl::StrCat("cannot bind HTTP on ", options_.host));
@@ -200,6 +209,7 @@ absl::Status HttpServer::Start() {
     }
     port_ = options_.port;
   }
+  if (*listen_fd >= 0) ::listen(*listen_fd, 4096);
   thread_ = std::thread([this] { server_->listen_after_bind(); });
   return absl::OkStatus();
 }
