@@ -2,7 +2,11 @@
 // a batch of 32, with chunked prefill and after preemption, at TP 1 and 2;
 // aborts and finishes free every block; seeded sampling does not depend on
 // the batch; impossible requests fail alone.
+#include <unistd.h>
+
 #include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
 #include <mutex>
 #include <random>
 
@@ -66,8 +70,12 @@ std::string ModelDir() {
     s.vocab = 97;
     s.max_position = 256;
     s.seed = 77;
-    std::string d = ::testing::TempDir() + "/gqa_engine_test_model";
+    // One directory per process: ctest runs test cases in parallel processes, and
+    // rewriting a file another process has mapped would crash it.
+    std::string d = ::testing::TempDir() + "/gqa_engine_test_model_" + std::to_string(getpid());
     EXPECT_TRUE(WriteSyntheticModel(s, d).ok());
+    static std::string* cleanup = new std::string(d);
+    std::atexit([] { std::filesystem::remove_all(*cleanup); });
     return d;
   }();
   return dir;
