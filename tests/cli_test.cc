@@ -5,6 +5,7 @@
 #include <fstream>
 #include <memory>
 
+#include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 
@@ -41,9 +42,7 @@ Json Expected(const std::string& name) {
 }
 
 std::string Ids(const Json& ids) {
-  std::string s;
-  for (const Json& id : ids) s += (s.empty() ? "" : ",") + std::to_string(id.get<int>());
-  return s;
+  return absl::StrJoin(ids.get<std::vector<int>>(), ",");
 }
 
 TEST(CliTest, GenerateSinglePromptMatchesTransformers) {

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_join.h"
 #include "gqa/v1/gqa.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "server/grpc_server.h"
@@ -205,8 +206,7 @@ SseResult PostStream(TestServer& s, const std::string& path, Json body, bool cha
 }
 
 std::vector<int32_t> GenerateCli(const std::vector<int32_t>& prompt, int max_tokens) {
-  std::string ids;
-  for (int32_t t : prompt) ids += (ids.empty() ? "" : ",") + std::to_string(t);
+  const std::string ids = absl::StrJoin(prompt, ",");
   const std::string cmd = std::string(GQA_BIN_DIR) + "/gqa-generate --model " + ModelDir() +
                           " --tp 1 --prompt-ids " + ids + " --max-new-tokens " + std::to_string(max_tokens) +
                           " --temperature 0 --ignore-eos --num-kv-blocks 64 2>/dev/null";
