@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a built-in default: installs what is missing, builds, writes
-# a small random-weight demo model (models/demo) unless --model is given, and
-# generates tokens with it. Extra arguments go to gqa-generate.
+# a small random-weight demo model (models/demo, with the Mistral tokenizer)
+# unless --model DIR is given, and serves it with gqa-server on 8 simulated
+# devices. Other arguments go to gqa-server. Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/build.sh
@@ -16,8 +17,19 @@ while [ $# -gt 0 ]; do
 done
 if [ "$model" = models/demo ] && [ ! -f models/demo/config.json ]; then
   ./build/bin/gqa-make-model --out models/demo --layers 4 --hidden 256 --heads 8 --kv-heads 2 \
-    --intermediate 688 --vocab 1024 --dtype bf16 --seed 1
+    --head-dim 32 --intermediate 688 --vocab 32000 --dtype bf16 --max-position 4096 --seed 1
+  cp build/fixtures/tokenizers/mistral/tokenizer.json models/demo/
+  python3 - <<'PY'
+import json
+cfg = json.load(open("build/fixtures/tokenizers/mistral/tokenizer_config.json"))
+cfg["chat_template"] = open("tests/fixtures/tokenizer/templates/mistral.jinja").read()
+json.dump(cfg, open("models/demo/tokenizer_config.json", "w"), indent=1)
+PY
 fi
-set -x
-./build/bin/gqa-generate --model "$model" --tp 1 --prompt-ids 1,15,27,300 --max-new-tokens 16 \
-  --temperature 0 --output json "${args[@]}"
+cat <<'MSG'
+Serving the demo model (random weights: the text is noise). In another terminal:
+  curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \
+       -d '{"prompt": "Hello, my name is", "max_tokens": 16, "temperature": 0}'
+  ./build/bin/gqa-client --prompt "Hello, my name is" --max-tokens 16 --stream
+MSG
+exec ./build/bin/gqa-server --model "$model" --tp 8 "${args[@]}"
