@@ -63,6 +63,18 @@ absl::StatusOr<ApiRequest> FromProto(const v1::GenerateRequest& p, int max_model
   return r;
 }
 
+// The status of a call whose request ended: errors map to their codes; an
+// abort caused by the client (deadline or cancel) says which.
+grpc::Status FinalStatus(const FinalResult& f, grpc::CallbackServerContext* ctx) {
+  if (f.reason == FinishReason::kError) return ToGrpc(f.error);
+  if (f.reason == FinishReason::kAborted && ctx->IsCancelled()) {
+    return std::chrono::system_clock::now() >= ctx->deadline()
+               ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed; generation was aborted")
+               : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled; generation was aborted");
+  }
+  return grpc::Status::OK;
+}
+
 template <typename Msg>
 void AddTokens(const std::vector<SampledToken>& tokens, bool with_logprobs, Msg* m) {
   for (const SampledToken& t : tokens) {
@@ -109,15 +121,7 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
           resp->set_finish_reason(ToProto(f.reason));
           resp->mutable_usage()->set_prompt_tokens(f.prompt_tokens);
           resp->mutable_usage()->set_completion_tokens(f.completion_tokens);
-          grpc::Status st = grpc::Status::OK;
-          if (f.reason == FinishReason::kError) {
-            st = ToGrpc(f.error);
-          } else if (f.reason == FinishReason::kAborted && ctx_->IsCancelled()) {
-            st = std::chrono::system_clock::now() >= ctx_->deadline()
-                     ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed; generation was aborted")
-                     : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled; generation was aborted");
-          }
-          Finish(st);
+          Finish(FinalStatus(f, ctx_));
         });
         if (!id.ok()) return Finish(ToGrpc(id.status()));
         std::lock_guard<std::mutex> lock(mu_);
@@ -168,15 +172,7 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
               m.set_finish_reason(ToProto(f.reason));
               m.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
               m.mutable_usage()->set_completion_tokens(f.completion_tokens);
-              grpc::Status st = grpc::Status::OK;
-              if (f.reason == FinishReason::kError) {
-                st = ToGrpc(f.error);
-              } else if (f.reason == FinishReason::kAborted && ctx_->IsCancelled()) {
-                st = std::chrono::system_clock::now() >= ctx_->deadline()
-                         ? grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the deadline passed; generation was aborted")
-                         : grpc::Status(grpc::StatusCode::CANCELLED, "the call was cancelled; generation was aborted");
-              }
-              Enqueue(std::move(m), st);
+              Enqueue(std::move(m), FinalStatus(f, ctx_));
             });
         if (!id.ok()) return Finish(ToGrpc(id.status()));
         std::lock_guard<std::mutex> lock(mu_);
@@ -248,56 +244,52 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
     return reactor;
   }
 
+  // A unary call answered at once: authorization, then `fill`'s status.
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const std::function<absl::Status()>& fill) {
+    auto* reactor = ctx->DefaultReactor();
+    grpc::Status auth = Authorize(ctx);
+    reactor->Finish(auth.ok() ? ToGrpc(fill()) : auth);
+    return reactor;
+  }
+
   grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
                                      v1::TokenizeResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
-      reactor->Finish(auth);
-      return reactor;
-    }
-    absl::StatusOr<std::vector<int32_t>> ids =
-        fe_->Tokenize(req->text(), !req->has_add_special_tokens() || req->add_special_tokens());
-    if (ids.ok()) {
-      for (int32_t id : *ids) resp->add_token_ids(id);
-    }
-    reactor->Finish(ToGrpc(ids.status()));
-    return reactor;
+    return Answer(ctx, [&] {
+      absl::StatusOr<std::vector<int32_t>> ids =
+          fe_->Tokenize(req->text(), !req->has_add_special_tokens() || req->add_special_tokens());
+      if (ids.ok()) {
+        for (int32_t id : *ids) resp->add_token_ids(id);
+      }
+      return ids.status();
+    });
   }
 
   grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
                                        v1::DetokenizeResponse* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
-      reactor->Finish(auth);
-      return reactor;
-    }
-    absl::StatusOr<std::string> text = fe_->Detokenize({req->token_ids().begin(), req->token_ids().end()});
-    if (text.ok()) resp->set_text(*text);
-    reactor->Finish(ToGrpc(text.status()));
-    return reactor;
+    return Answer(ctx, [&] {
+      absl::StatusOr<std::string> text = fe_->Detokenize({req->token_ids().begin(), req->token_ids().end()});
+      if (text.ok()) resp->set_text(*text);
+      return text.status();
+    });
   }
 
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
                                          v1::ModelInfo* resp) override {
-    auto* reactor = ctx->DefaultReactor();
-    if (grpc::Status auth = Authorize(ctx); !auth.ok()) {
-      reactor->Finish(auth);
-      return reactor;
-    }
-    const ModelInfo& i = fe_->info();
-    resp->set_name(i.name);
-    resp->set_architecture(i.architecture);
-    resp->set_num_attention_heads(i.num_q_heads);
-    resp->set_num_key_value_heads(i.num_kv_heads);
-    resp->set_head_dim(i.head_dim);
-    resp->set_num_layers(i.num_layers);
-    resp->set_vocab_size(i.vocab_size);
-    resp->set_tensor_parallel_size(i.tp);
-    resp->set_kv_replication_factor(i.kv_replication_factor);
-    resp->set_max_model_len(i.max_model_len);
-    resp->set_has_tokenizer(i.has_tokenizer);
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    return Answer(ctx, [&] {
+      const ModelInfo& i = fe_->info();
+      resp->set_name(i.name);
+      resp->set_architecture(i.architecture);
+      resp->set_num_attention_heads(i.num_q_heads);
+      resp->set_num_key_value_heads(i.num_kv_heads);
+      resp->set_head_dim(i.head_dim);
+      resp->set_num_layers(i.num_layers);
+      resp->set_vocab_size(i.vocab_size);
+      resp->set_tensor_parallel_size(i.tp);
+      resp->set_kv_replication_factor(i.kv_replication_factor);
+      resp->set_max_model_len(i.max_model_len);
+      resp->set_has_tokenizer(i.has_tokenizer);
+      return absl::OkStatus();
+    });
   }
 
  private:

@@ -70,12 +70,8 @@ std::string ModelDir() {
     s.vocab = 97;
     s.max_position = 256;
     s.seed = 77;
-    // One directory per process: ctest runs test cases in parallel processes, and
-    // rewriting a file another process has mapped would crash it.
-    std::string d = ::testing::TempDir() + "/gqa_engine_test_model_" + std::to_string(getpid());
+    const std::string d = testing::ProcessTempDir("gqa_engine_test_model");
     EXPECT_TRUE(WriteSyntheticModel(s, d).ok());
-    static std::string* cleanup = new std::string(d);
-    std::atexit([] { std::filesystem::remove_all(*cleanup); });
     return d;
   }();
   return dir;

@@ -40,8 +40,7 @@ const std::string& ModelDir() {
     s.dtype = DType::kBF16;
     s.max_position = 512;
     s.seed = 5;
-    // One directory per process (ctest runs cases in parallel processes).
-    const std::string d = ::testing::TempDir() + "/gqa_server_test_model_" + std::to_string(getpid());
+    const std::string d = testing::ProcessTempDir("gqa_server_test_model");
     EXPECT_TRUE(WriteSyntheticModel(s, d).ok());
     fs::copy_file(fs::path(GQA_TOKENIZERS_DIR) / "mistral" / "tokenizer.json", fs::path(d) / "tokenizer.json",
                   fs::copy_options::overwrite_existing);
@@ -52,8 +51,6 @@ const std::string& ModelDir() {
     std::ifstream tpl(testing::FixturePath("tokenizer/templates/mistral.jinja"));
     cfg["chat_template"] = std::string(std::istreambuf_iterator<char>(tpl), {});
     std::ofstream(fs::path(d) / "tokenizer_config.json") << cfg.dump(2);
-    static std::string* cleanup = new std::string(d);
-    std::atexit([] { std::filesystem::remove_all(*cleanup); });
     return d;
   }();
   return dir;

@@ -1,8 +1,12 @@
 // Helpers shared by the test suites.
 #pragma once
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -23,6 +27,26 @@ inline std::string TempDir(const std::string& name) {
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();
+}
+
+inline std::vector<std::string>& DirsToRemoveAtExit() {
+  static std::vector<std::string>* dirs = [] {
+    auto* v = new std::vector<std::string>();
+    std::atexit([] {
+      for (const std::string& d : DirsToRemoveAtExit()) std::filesystem::remove_all(d);
+    });
+    return v;
+  }();
+  return *dirs;
+}
+
+// A directory private to this process, removed at exit: ctest runs test
+// cases in parallel processes, and rewriting a file another process has
+// mapped would crash it.
+inline std::string ProcessTempDir(const std::string& name) {
+  const std::string d = ::testing::TempDir() + "/" + name + "_" + std::to_string(getpid());
+  DirsToRemoveAtExit().push_back(d);
+  return d;
 }
 
 #define ASSERT_OK(expr)                                   \
