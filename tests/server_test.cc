@@ -7,6 +7,8 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -539,6 +541,72 @@ TEST(ServerTest, MetricsMove) {
   EXPECT_GT(usage, 0.0);
   t.join();
   EXPECT_TRUE(s.WaitAllFree());
+}
+
+}  // namespace
+}  // namespace gqa
+
+namespace gqa {
+namespace {
+
+// The program itself: SIGTERM while a streamed request runs lets it finish,
+// refuses new work, and exits 0.
+TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
+  const std::string log = testing::ProcessTempDir("gqa_server_log");
+  std::filesystem::create_directories(log);
+  const std::string log_file = log + "/server.log";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // free ports picked by the server; it logs them
+    const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
+    if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
+    execl(bin.c_str(), bin.c_str(), "--model", ModelDir().c_str(), "--tp", "2", "--http-port", "0", "--grpc-port",
+          "0", "--num-kv-blocks", "256", "--shutdown-timeout", "60", nullptr);
+    _exit(127);
+  }
+  int http_port = 0;
+  for (int i = 0; i < 600 && http_port == 0; ++i) {
+    std::ifstream in(log_file);
+    const std::string text((std::istreambuf_iterator<char>(in)), {});
+    const size_t at = text.find("HTTP on 127.0.0.1:");
+    if (at != std::string::npos && text.find("gqa: serving") != std::string::npos) {
+      http_port = std::stoi(text.substr(at + 18));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+  if (http_port == 0) kill(pid, SIGKILL);
+  ASSERT_NE(http_port, 0) << "gqa-server did not come up";
+  const int ports[1] = {http_port};
+  std::atomic<int> chunks{0};
+  std::string body;
+  std::thread stream([&] {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = Json{{"prompt", {1, 2}}, {"max_tokens", 150}, {"ignore_eos", true}, {"stream", true}}.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+      body.append(data, len);
+      ++chunks;
+      return true;
+    };
+    httplib::Response res;
+    httplib::Error err;
+    httplib::Client sc("127.0.0.1", ports[0]);
+    sc.set_read_timeout(60, 0);
+    sc.send(req, res, err);
+  });
+  for (int i = 0; i < 10000 && chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_GT(chunks.load(), 0);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  stream.join();
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_NE(body.find("\"finish_reason\":\"length\""), std::string::npos);
+  EXPECT_NE(body.find("data: [DONE]"), std::string::npos);
 }
 
 }  // namespace
