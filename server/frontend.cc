@@ -71,7 +71,8 @@ Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> to
 
 Frontend::~Frontend() { engine_.reset(); }
 
-absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(const std::string& text, bool add_special_tokens) const {
+absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(const std::string& text, bool add_special_tokens,
+                                                        bool parse_special_tokens) const {
   if (!tokenizer_) return absl::InvalidArgumentError("this model directory has no tokenizer files: send token ids");
   if (text.size() > size_t(options_.max_prompt_chars)) {
     return absl::InvalidArgumentError(absl::StrCat("the prompt has ", text.size(), " bytes; the limit is ",
@@ -79,6 +80,7 @@ absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(const std::string& text,
   }
   EncodeOptions opts;
   opts.add_special_tokens = add_special_tokens;
+  opts.parse_special_tokens = parse_special_tokens;
   return tokenizer_->Encode(text, opts);
 }
 
@@ -87,17 +89,15 @@ absl::StatusOr<std::string> Frontend::Detokenize(const std::vector<int32_t>& ids
   return tokenizer_->Decode(ids, /*skip_special_tokens=*/false);
 }
 
-absl::StatusOr<std::string> Frontend::RenderChat(const nlohmann::json& messages) const {
+absl::StatusOr<std::string> Frontend::RenderChat(const nlohmann::json& messages, const nlohmann::json& extra) const {
   if (!tokenizer_) return absl::InvalidArgumentError("this model directory has no tokenizer files: chat needs one");
   if (tokenizer_->chat_template() == nullptr) {
     return absl::InvalidArgumentError("the model's tokenizer_config.json has no chat_template");
   }
-  nlohmann::ordered_json vars;
+  nlohmann::ordered_json vars = nlohmann::ordered_json::parse(extra.dump());
   vars["messages"] = nlohmann::ordered_json::parse(messages.dump());
   vars["add_generation_prompt"] = true;
-  vars["bos_token"] = tokenizer_->bos_token();
-  vars["eos_token"] = tokenizer_->eos_token();
-  return tokenizer_->chat_template()->Render(vars);
+  return tokenizer_->ApplyChatTemplate(vars);  // fills bos_token / eos_token
 }
 
 absl::StatusOr<int64_t> Frontend::Start(ApiRequest req, DeltaFn on_delta, DoneFn on_done) {
@@ -111,7 +111,7 @@ absl::StatusOr<int64_t> Frontend::Start(ApiRequest req, DeltaFn on_delta, DoneFn
                                                             " requests are already waiting; retry later")));
   }
   if (req.prompt_text) {
-    auto ids = Tokenize(*req.prompt_text, req.add_special_tokens);
+    auto ids = Tokenize(*req.prompt_text, req.add_special_tokens, req.parse_special_tokens);
     if (!ids.ok()) return refuse(ids.status());
     req.gen.prompt = std::move(*ids);
   } else {

@@ -30,6 +30,7 @@ struct ApiRequest {
   std::optional<std::string> prompt_text;  // tokenized with the model's tokenizer
   std::vector<int32_t> prompt_ids;         // used when there is no text
   bool add_special_tokens = true;          // BOS etc. for text prompts (not for chat: the template has them)
+  bool parse_special_tokens = false;       // special-token text becomes special ids (rendered chat prompts only)
   GenerationRequest gen;                   // everything but the prompt
   std::vector<std::string> stop;           // stop strings (need a tokenizer)
   std::string request_id;                  // for the log line; made up when empty
@@ -79,10 +80,13 @@ class Frontend {
   // Aborts every request in flight.
   void CancelAll();
 
-  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special_tokens) const;
+  absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special_tokens,
+                                                bool parse_special_tokens = false) const;
   absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& ids) const;
-  // Renders the chat template for OpenAI-style messages, with the generation prompt.
-  absl::StatusOr<std::string> RenderChat(const nlohmann::json& messages) const;
+  // Renders the chat template for OpenAI-style messages, with the generation
+  // prompt; `extra` adds template variables (tools, chat_template_kwargs).
+  absl::StatusOr<std::string> RenderChat(const nlohmann::json& messages,
+                                         const nlohmann::json& extra = nlohmann::json::object()) const;
 
   const ModelInfo& info() const { return info_; }
   Metrics& metrics() { return metrics_; }

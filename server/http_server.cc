@@ -145,6 +145,19 @@ void ParseCommon(const Json& j, const ModelInfo& info, ApiRequest* r, bool* stre
   }
 }
 
+// Template variables a chat request may pass: `tools`, and the entries of
+// `chat_template_kwargs` (e.g. enable_thinking), as vLLM accepts them.
+Json ChatExtras(const Json& j) {
+  Json extra = Json::object();
+  if (j.contains("tools") && !j["tools"].is_null()) extra["tools"] = j["tools"];
+  if (j.contains("chat_template_kwargs") && j["chat_template_kwargs"].is_object()) {
+    for (auto it = j["chat_template_kwargs"].begin(); it != j["chat_template_kwargs"].end(); ++it) {
+      extra[it.key()] = it.value();
+    }
+  }
+  return extra;
+}
+
 const char* FinishName(FinishReason r) {
   switch (r) {
     case FinishReason::kStop: return "stop";
@@ -281,8 +294,8 @@ void HttpServer::Routes() {
     try {
       absl::StatusOr<std::vector<int32_t>> ids;
       if (j.contains("messages")) {
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"]);
-        ids = text.ok() ? fe.Tokenize(*text, false) : text.status();
+        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
+        ids = text.ok() ? fe.Tokenize(*text, false, /*parse_special_tokens=*/true) : text.status();
       } else {
         ids = fe.Tokenize(Get<std::string>(j, "prompt", ""), Get<bool>(j, "add_special_tokens", true));
       }
@@ -327,10 +340,11 @@ void HttpServer::Routes() {
             throw BadField{"messages", "every message needs a string 'role'"};
           }
         }
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"]);
+        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
         if (!text.ok()) return SendStatus(res, text.status());
         r.prompt_text = *text;
         r.add_special_tokens = false;  // the template writes BOS itself
+        r.parse_special_tokens = true;  // and its role markers are special tokens
         if (Get<bool>(j, "logprobs", false)) logprobs = std::max(1, Get<int>(j, "top_logprobs", 0));
       } else {
         if (!j.contains("prompt")) throw BadField{"prompt", "'prompt' is required"};

@@ -314,6 +314,15 @@ TEST(ServerTest, StopStringsAndTokenize) {
   ASSERT_TRUE(tok.contains("tokens")) << tok.dump();
   const Json detok = PostJson(s, "/detokenize", {{"tokens", tok["tokens"]}});
   EXPECT_NE(detok["prompt"].get<std::string>().find("Hello world"), std::string::npos);
+  // A rendered chat prompt is encoded with its special tokens as special
+  // ids: Mistral's template starts with <s> (id 1), not with "<", "s", ">".
+  const Json chat_tok = PostJson(s, "/tokenize", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}});
+  ASSERT_TRUE(chat_tok.contains("tokens")) << chat_tok.dump();
+  EXPECT_EQ(chat_tok["tokens"][0], 1);
+  EXPECT_EQ(std::count(chat_tok["tokens"].begin(), chat_tok["tokens"].end(), 1), 1);
+  // User text that looks like a special token stays text in completions.
+  const Json plain_tok = PostJson(s, "/tokenize", {{"prompt", "<s>"}, {"add_special_tokens", false}});
+  EXPECT_NE(plain_tok["tokens"], Json({1}));
   v1::TokenizeRequest treq;
   treq.set_text("Hello world");
   v1::TokenizeResponse tresp;

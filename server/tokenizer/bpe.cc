@@ -69,28 +69,31 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   const auto& merges = m["merges"];
   model->merges_.reserve(merges.size());
   const size_t plen = model->continuing_subword_prefix_.size();
+  std::string merged;  // reused: a + b without b's subword prefix
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& mg = merges[rank];
-    std::string a, b;
+    std::string_view a, b;
     if (mg.is_string()) {  // legacy "a b"
-      const std::string s = mg.get<std::string>();
+      const std::string& s = mg.get_ref<const std::string&>();
       const size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
         return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " \"", s, "\" is not two tokens separated by one space"));
       }
-      a = s.substr(0, sp);
-      b = s.substr(sp + 1);
+      a = std::string_view(s).substr(0, sp);
+      b = std::string_view(s).substr(sp + 1);
     } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
-      a = mg[0].get<std::string>();
-      b = mg[1].get<std::string>();
+      a = mg[0].get_ref<const std::string&>();
+      b = mg[1].get_ref<const std::string&>();
     } else {
       return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " is neither \"a b\" nor [a, b]"));
     }
     const TokenId ia = model->TokenToId(a), ib = model->TokenToId(b);
-    if (ia < 0 || ib < 0) return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " uses a token not in the vocabulary: \"", ia < 0 ? a : b, "\""));
+    if (ia < 0 || ib < 0) return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " uses a token not in the vocabulary: \"", AV(ia < 0 ? a : b), "\""));
     if (b.size() < plen) return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " is shorter than the subword prefix"));
-    const TokenId inew = model->TokenToId(absl::StrCat(a, b.substr(plen)));
-    if (inew < 0) return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " produces \"", a, b.substr(plen), "\", which is not in the vocabulary"));
+    merged.assign(a);
+    merged.append(b.substr(plen));
+    const TokenId inew = model->TokenToId(merged);
+    if (inew < 0) return absl::InvalidArgumentError(absl::StrCat("model BPE: merge ", rank, " produces \"", merged, "\", which is not in the vocabulary"));
     model->merges_[PairKey(ia, ib)] = MergeTarget{static_cast<uint32_t>(rank), inew};  // later duplicates win, as in HF
   }
   return model;

@@ -84,18 +84,27 @@ class ReplaceStage : public DecoderStage {
     }
     std::string buf = held_;
     for (const std::string& t : tokens) buf += t;
-    // Hold back the longest suffix that is a proper prefix of the pattern.
+    // Replace complete matches left to right (as the whole-string replace
+    // does), then hold back the longest suffix of the rest that is a proper
+    // prefix of the pattern: it may become a match with the next token.
+    std::string out;
+    size_t pos = 0;
+    for (size_t m = buf.find(from_); m != std::string::npos; m = buf.find(from_, pos)) {
+      out.append(buf, pos, m - pos);
+      out += to_;
+      pos = m + from_.size();
+    }
     size_t hold = 0;
-    for (size_t k = std::min(from_.size() - 1, buf.size()); k > 0; --k) {
+    for (size_t k = std::min(from_.size() - 1, buf.size() - pos); k > 0; --k) {
       if (buf.compare(buf.size() - k, k, from_, 0, k) == 0) {
         hold = k;
         break;
       }
     }
+    out.append(buf, pos, buf.size() - pos - hold);
     held_ = buf.substr(buf.size() - hold);
-    buf.resize(buf.size() - hold);
-    if (buf.empty()) return {};
-    return {absl::StrReplaceAll(buf, {{from_, to_}})};
+    if (out.empty()) return {};
+    return {std::move(out)};
   }
   Tokens Flush() override {
     if (held_.empty()) return {};
@@ -176,7 +185,6 @@ class StripStage : public DecoderStage {
     }
     std::string buf;
     for (const std::string& t : tokens) buf += t;
-    std::string out;
     size_t i = 0;
     // Leading part of the whole stream.
     while (i < buf.size() && leading_checked_ < start_) {

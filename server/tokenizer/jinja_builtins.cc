@@ -18,7 +18,8 @@ namespace {
 constexpr std::string_view kFilters[] = {
     "trim", "length", "count", "tojson", "string", "upper", "lower", "capitalize", "title", "first", "last",
     "join", "default", "d", "list", "reverse", "replace", "items", "int", "float", "abs", "safe", "e", "escape",
-    "map", "selectattr", "rejectattr", "select", "reject", "round", "sum", "unique", "min", "max"};
+    "map", "selectattr", "rejectattr", "select", "reject", "round", "sum", "unique", "min", "max", "dictsort",
+    "indent"};
 constexpr std::string_view kTests[] = {
     "defined", "undefined", "none", "boolean", "false", "true", "integer", "float", "number", "string", "mapping",
     "iterable", "sequence", "even", "odd", "divisibleby", "eq", "equalto", "==", "ne", "!=", "lt", "<", "le", "<=",
@@ -498,6 +499,56 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
     }
     return best;
   }
+  if (name == "dictsort") {
+    if (v.type() != Value::Type::kDict) return TypeError("dictsort needs a dict");
+    const Value* cs = Arg(args, kwargs, 0, "case_sensitive");
+    const Value* by = Arg(args, kwargs, 1, "by");
+    const Value* rev = Arg(args, kwargs, 2, "reverse");
+    const bool by_value = by && by->is_string() && by->AsString() == "value";
+    const bool case_sensitive = cs && cs->Truthy();
+    std::vector<std::pair<std::string, Value>> items = v.AsDict();
+    absl::Status error;
+    auto key = [&](const std::pair<std::string, Value>& kv) -> Value {
+      Value k = by_value ? kv.second : Value::Str(kv.first);
+      if (k.is_string() && !case_sensitive) return Value::Str(CaseMap(k.AsString(), 1));
+      return k;
+    };
+    std::stable_sort(items.begin(), items.end(), [&](const auto& x, const auto& y) {
+      auto lt = Less(key(x), key(y));
+      if (!lt.ok()) { error = lt.status(); return false; }
+      return *lt;
+    });
+    if (!error.ok()) return error;
+    if (rev && rev->Truthy()) std::reverse(items.begin(), items.end());
+    List out;
+    for (auto& [k, x] : items) out.push_back(Value::MakeTuple({Value::Str(k), x}));
+    return Value::MakeList(std::move(out));
+  }
+  if (name == "indent") {
+    const Value* width = Arg(args, kwargs, 0, "width");
+    const Value* first = Arg(args, kwargs, 1, "first");
+    const Value* blank = Arg(args, kwargs, 2, "blank");
+    const std::string pad = width && width->is_string() ? width->AsString()
+                                                        : std::string(width ? static_cast<size_t>(std::max<int64_t>(0, width->AsInt())) : 4, ' ');
+    const std::string s = v.Str();
+    // jinja2: indent every line after the first (and the first with first=True);
+    // empty lines only with blank=True. Lines split on "\n" as str.splitlines does for these texts.
+    std::string out;
+    size_t b = 0;
+    bool is_first = true;
+    while (true) {
+      size_t e = s.find('\n', b);
+      std::string line = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+      const bool indent_it = (is_first ? (first && first->Truthy()) : true) && (!line.empty() || (blank && blank->Truthy()));
+      if (indent_it) out += pad;
+      out += line;
+      if (e == std::string::npos) break;
+      out += '\n';
+      b = e + 1;
+      is_first = false;
+    }
+    return Value::Str(std::move(out));
+  }
   return TypeError(absl::StrCat("unknown filter '", AV(name), "'"));
 }
 
@@ -611,7 +662,7 @@ absl::StatusOr<Value> CallMethod(const Value& obj, std::string_view name, const 
   if (obj.type() == Value::Type::kDict) {
     if (name == "items") {
       List out;
-      for (const auto& [k, x] : obj.AsDict()) out.push_back(Value::MakeList({Value::Str(k), x}));
+      for (const auto& [k, x] : obj.AsDict()) out.push_back(Value::MakeTuple({Value::Str(k), x}));
       return Value::MakeList(std::move(out));
     }
     if (name == "keys" || name == "values") {

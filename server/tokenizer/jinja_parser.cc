@@ -82,7 +82,7 @@ absl::StatusOr<std::vector<Chunk>> SplitChunks(std::string_view raw) {
     const size_t inner_begin = q;
     size_t end = std::string::npos;
     char quote = 0;
-    for (; q + 1 < src.size() + 1 && q < src.size(); ++q) {
+    for (; q < src.size(); ++q) {
       const char c = src[q];
       if (kind != '#' && quote) {
         if (c == '\\') ++q;
@@ -132,8 +132,6 @@ absl::StatusOr<std::string> Unescape(std::string_view s, int line) {
     }
     const char c = s[++k];
     auto hex = [&](int n) -> int64_t {
-      if (k + n >= s.size() + 0 && k + n > s.size() - 0) {}
-      if (k + n >= s.size() + 1) return -1;
       int64_t v = 0;
       for (int d = 1; d <= n; ++d) {
         if (k + d >= s.size()) return -1;

@@ -225,12 +225,13 @@ std::string Value::Repr() const {
     case Type::kFloat: return PyFloatRepr(f_);
     case Type::kString: return PyStrRepr(*s_);
     case Type::kList: {
-      std::string out = "[";
+      std::string out = is_tuple() ? "(" : "[";
       for (size_t k = 0; k < l_->size(); ++k) {
         if (k) out += ", ";
         out += (*l_)[k].Repr();
       }
-      out += ']';
+      if (is_tuple() && l_->size() == 1) out += ',';
+      out += is_tuple() ? ')' : ']';
       return out;
     }
     case Type::kDict: {
@@ -269,7 +270,7 @@ bool Equal(const Value& a, const Value& b) {
     case Value::Type::kNone: return true;
     case Value::Type::kString: return a.AsString() == b.AsString();
     case Value::Type::kList: {
-      if (a.AsList().size() != b.AsList().size()) return false;
+      if (a.is_tuple() != b.is_tuple() || a.AsList().size() != b.AsList().size()) return false;
       for (size_t k = 0; k < a.AsList().size(); ++k)
         if (!Equal(a.AsList()[k], b.AsList()[k])) return false;
       return true;

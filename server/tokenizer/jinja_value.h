@@ -30,6 +30,9 @@ class Value {
   static Value Float(double d) { Value v; v.type_ = Type::kFloat; v.f_ = d; return v; }
   static Value Str(std::string s) { Value v; v.type_ = Type::kString; v.s_ = std::make_shared<std::string>(std::move(s)); return v; }
   static Value MakeList(List l) { Value v; v.type_ = Type::kList; v.l_ = std::make_shared<List>(std::move(l)); return v; }
+  // A Python tuple (from dict.items(), dictsort): a list that prints as (a, b).
+  static Value MakeTuple(List l) { Value v = MakeList(std::move(l)); v.i_ = 1; return v; }
+  bool is_tuple() const { return type_ == Type::kList && i_ == 1; }
   static Value MakeDict(Dict d) { Value v; v.type_ = Type::kDict; v.d_ = std::make_shared<Dict>(std::move(d)); return v; }
   static Value MakeNamespace(Dict d) { Value v = MakeDict(std::move(d)); v.type_ = Type::kNamespace; return v; }
   // Undefined that remembers what was looked up, for error messages.

@@ -12,7 +12,50 @@
 
 namespace gqa {
 
-absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, bool literal) {
+namespace {
+
+// Unicode White_Space, which is what \s means in the Oniguruma regexes of HF
+// tokenizers. PCRE2's \s (UCP) also matches U+180E, which Unicode no longer
+// counts as a space, so \s and \S are spelled out before compiling.
+constexpr std::string_view kWhiteSpace =
+    R"(\x{9}-\x{d}\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000})";
+
+std::string SpellOutWhiteSpace(std::string_view p) {
+  std::string out;
+  bool in_class = false;
+  for (size_t i = 0; i < p.size(); ++i) {
+    const char c = p[i];
+    if (c == '\\' && i + 1 < p.size()) {
+      const char n = p[++i];
+      if (n == 's') {
+        out += in_class ? std::string(kWhiteSpace) : absl::StrCat("[", AV(kWhiteSpace), "]");
+      } else if (n == 'S' && !in_class) {
+        out += absl::StrCat("[^", AV(kWhiteSpace), "]");
+      } else {
+        out += c;
+        out += n;  // includes \S inside a class, left to PCRE2
+      }
+      continue;
+    }
+    if (!in_class && c == '[') {
+      in_class = true;
+      out += c;
+      // A ']' right after '[' or '[^' is a literal.
+      if (i + 1 < p.size() && p[i + 1] == '^') out += p[++i];
+      if (i + 1 < p.size() && p[i + 1] == ']') out += p[++i];
+      continue;
+    }
+    if (in_class && c == ']') in_class = false;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern_in, bool literal) {
+  const std::string spelled = literal ? std::string(pattern_in) : SpellOutWhiteSpace(pattern_in);
+  const std::string_view pattern = spelled;
   int err = 0;
   PCRE2_SIZE err_off = 0;
   uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
@@ -32,15 +75,25 @@ absl::StatusOr<std::unique_ptr<Regex>> Regex::Compile(std::string_view pattern, 
 
 Regex::~Regex() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
-void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* spans) const {
+absl::Status Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* spans) const {
   auto* code = static_cast<pcre2_code*>(code_);
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(code, nullptr);
   size_t pos = 0;
   while (pos <= text.size()) {
     // Input is validated UTF-8 before it gets here.
-    int rc = pcre2_match(code, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), pos,
-                         PCRE2_NO_UTF_CHECK, md, nullptr);
-    if (rc < 0) break;
+    auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+    int rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // the interpreter keeps its backtracking on the heap
+      rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, nullptr);
+    }
+    if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc < 0) {
+      PCRE2_UCHAR msg[256];
+      pcre2_get_error_message(rc, msg, sizeof(msg));
+      pcre2_match_data_free(md);
+      return absl::ResourceExhaustedError(absl::StrCat("pre-tokenizer regex failed at byte ", pos, ": ",
+                                                       reinterpret_cast<char*>(msg)));
+    }
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     size_t b = ov[0], e = ov[1];
     if (e == b) {  // empty match: skip one character
@@ -53,6 +106,7 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
     pos = e;
   }
   pcre2_match_data_free(md);
+  return absl::OkStatus();
 }
 
 namespace {
@@ -64,12 +118,12 @@ class SplitPreTokenizer : public PreTokenizer {
   SplitPreTokenizer(std::unique_ptr<Regex> re, Behavior b, bool invert)
       : re_(std::move(re)), behavior_(b), invert_(invert) {}
 
-  void Apply(std::vector<std::string>* pieces, bool) const override {
+  absl::Status Apply(std::vector<std::string>* pieces, bool) const override {
     std::vector<std::string> out;
     std::vector<std::pair<size_t, size_t>> spans;
     for (const std::string& p : *pieces) {
       spans.clear();
-      re_->FindAll(p, &spans);
+      if (absl::Status s = re_->FindAll(p, &spans); !s.ok()) return s;
       // (begin, end, is_match) covering p.
       struct Part {
         size_t b, e;
@@ -124,6 +178,7 @@ class SplitPreTokenizer : public PreTokenizer {
         if (e > b) out.emplace_back(p.substr(b, e - b));
     }
     *pieces = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -141,11 +196,13 @@ class ByteLevelPreTokenizer : public PreTokenizer {
   ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<SplitPreTokenizer> split)
       : add_prefix_space_(add_prefix_space), split_(std::move(split)) {}
 
-  void Apply(std::vector<std::string>* pieces, bool first) const override {
+  absl::Status Apply(std::vector<std::string>* pieces, bool first) const override {
     if (add_prefix_space_) {
       for (auto& p : *pieces) if (p.empty() || p[0] != ' ') p.insert(p.begin(), ' ');
     }
-    if (split_) split_->Apply(pieces, first);
+    if (split_) {
+      if (absl::Status s = split_->Apply(pieces, first); !s.ok()) return s;
+    }
     const ByteLevelMap& map = GetByteLevelMap();
     for (auto& p : *pieces) {
       std::string mapped;
@@ -153,6 +210,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
       for (unsigned char c : p) mapped += map.byte_to_utf8[c];
       p = std::move(mapped);
     }
+    return absl::OkStatus();
   }
 
  private:
@@ -168,7 +226,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
   MetaspacePreTokenizer(std::string replacement, Prepend prepend, bool split)
       : replacement_(std::move(replacement)), prepend_(prepend), split_(split) {}
 
-  void Apply(std::vector<std::string>* pieces, bool first) const override {
+  absl::Status Apply(std::vector<std::string>* pieces, bool first) const override {
     std::vector<std::string> out;
     for (size_t i = 0; i < pieces->size(); ++i) {
       std::string s = absl::StrReplaceAll((*pieces)[i], {{" ", replacement_}});
@@ -189,6 +247,7 @@ class MetaspacePreTokenizer : public PreTokenizer {
       if (start < s.size()) out.push_back(s.substr(start));
     }
     *pieces = std::move(out);
+    return absl::OkStatus();
   }
 
  private:
@@ -201,8 +260,11 @@ class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> parts)
       : parts_(std::move(parts)) {}
-  void Apply(std::vector<std::string>* pieces, bool first) const override {
-    for (const auto& p : parts_) p->Apply(pieces, first);
+  absl::Status Apply(std::vector<std::string>* pieces, bool first) const override {
+    for (const auto& p : parts_) {
+      if (absl::Status s = p->Apply(pieces, first); !s.ok()) return s;
+    }
+    return absl::OkStatus();
   }
 
  private:

@@ -17,8 +17,9 @@ class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
   // Replaces `pieces` by their refinement. `first_piece` says whether
-  // pieces[0] starts the input (Metaspace's prepend_scheme "first").
-  virtual void Apply(std::vector<std::string>* pieces, bool first_piece) const = 0;
+  // pieces[0] starts the input (Metaspace's prepend_scheme "first"). Fails
+  // only if the regex engine gives up (resource limits).
+  virtual absl::Status Apply(std::vector<std::string>* pieces, bool first_piece) const = 0;
 };
 
 // Null JSON gives nullptr (the whole piece is one word).
@@ -30,7 +31,7 @@ class Regex {
   static absl::StatusOr<std::unique_ptr<Regex>> Compile(std::string_view pattern, bool literal);
   ~Regex();
   // Appends the [begin, end) byte spans of all non-overlapping matches.
-  void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* spans) const;
+  absl::Status FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>* spans) const;
 
  private:
   Regex() = default;

@@ -49,7 +49,7 @@ StopStringMatcher::Result StopStringMatcher::Push(std::string_view delta) {
   }
   // Never split a UTF-8 character: widen the held part to a character start.
   size_t cut = held_.size() - hold;
-  while (cut > 0 && (static_cast<unsigned char>(held_[cut]) & 0xC0) == 0x80 && cut < held_.size()) --cut;
+  while (cut > 0 && cut < held_.size() && (static_cast<unsigned char>(held_[cut]) & 0xC0) == 0x80) --cut;
   r.text = held_.substr(0, cut);
   held_.erase(0, cut);
   return r;

@@ -159,7 +159,7 @@ absl::Status Tokenizer::ParsePostProcessor(const nlohmann::json& j) {
   return absl::OkStatus();
 }
 
-void Tokenizer::EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const {
+absl::Status Tokenizer::EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const {
   std::string normalized = normalizer_ ? normalizer_->Normalize(text) : std::string(text);
   std::vector<Segment> segs;
   if (added_.has_normalized()) {
@@ -175,9 +175,12 @@ void Tokenizer::EncodeText(std::string_view text, bool first, std::vector<TokenI
     }
     words.clear();
     words.emplace_back(segs[k].text);
-    if (pre_tokenizer_) pre_tokenizer_->Apply(&words, first && k == 0);
+    if (pre_tokenizer_) {
+      if (absl::Status st = pre_tokenizer_->Apply(&words, first && k == 0); !st.ok()) return st;
+    }
     for (const std::string& w : words) model_->EncodeWord(w, ids);
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<TokenId>> Tokenizer::Encode(std::string_view text, const EncodeOptions& opts) const {
@@ -190,8 +193,11 @@ absl::StatusOr<std::vector<TokenId>> Tokenizer::Encode(std::string_view text, co
   added_.Split(text, /*normalized=*/false, /*skip_special=*/!opts.parse_special_tokens, &segs);
   const char* begin = text.data();
   for (const Segment& s : segs) {
-    if (s.id >= 0) ids.push_back(s.id);
-    else EncodeText(s.text, s.text.data() == begin, &ids);
+    if (s.id >= 0) {
+      ids.push_back(s.id);
+    } else if (absl::Status st = EncodeText(s.text, s.text.data() == begin, &ids); !st.ok()) {
+      return st;
+    }
   }
   if (opts.add_special_tokens) ids.insert(ids.end(), post_suffix_.begin(), post_suffix_.end());
   return ids;

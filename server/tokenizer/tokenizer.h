@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,7 +37,8 @@ class Tokenizer {
                                                              std::string_view config_json);
   ~Tokenizer();
 
-  // Invalid UTF-8 is InvalidArgument.
+  // Invalid UTF-8 is InvalidArgument; ResourceExhausted if the regex engine
+  // gives up (not seen in practice: long runs fall back from JIT to the heap).
   absl::StatusOr<std::vector<TokenId>> Encode(std::string_view text, const EncodeOptions& opts = {}) const;
   // Unknown ids are InvalidArgument.
   absl::StatusOr<std::string> Decode(const std::vector<TokenId>& ids, bool skip_special_tokens = false) const;
@@ -70,7 +70,7 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   absl::Status ParsePostProcessor(const nlohmann::json& j);
-  void EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const;
+  absl::Status EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const;
 
   std::unique_ptr<BpeModel> model_;
   AddedVocabulary added_;

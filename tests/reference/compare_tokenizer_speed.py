@@ -3,7 +3,7 @@
 per tokenizer, on the same corpus, and prints the median times and ratios.
 
     python3 tests/reference/compare_tokenizer_speed.py \
-        --bin build/bin/gqa-tokenizer-bench --tokenizers ../shared/tokenizers \
+        --bin build/bin/gqa-tokenizer-bench --tokenizers build/fixtures/tokenizers \
         --corpus tests/fixtures/tokenizer/corpus.jsonl
 """
 import argparse
@@ -24,11 +24,30 @@ def run(cmd, env=None):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default="build/bin/gqa-tokenizer-bench")
-    ap.add_argument("--tokenizers", default="../shared/tokenizers")
+    ap.add_argument("--tokenizers", default="build/fixtures/tokenizers")
     ap.add_argument("--corpus", default="tests/fixtures/tokenizer/corpus.jsonl")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--join-bytes", type=int, default=0,
+                    help="if > 0, first join the corpus texts (with newlines) into documents of about this "
+                         "many bytes, written to a temporary JSONL that both sides read")
     a = ap.parse_args()
+    if a.join_bytes > 0:
+        import tempfile
+        texts = [json.loads(l)["text"] for l in open(a.corpus, encoding="utf-8") if l.strip()]
+        docs, cur = [], []
+        for t in texts:
+            cur.append(t)
+            if sum(len(x.encode()) for x in cur) >= a.join_bytes:
+                docs.append("\n".join(cur))
+                cur = []
+        if cur:
+            docs.append("\n".join(cur))
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False, encoding="utf-8")
+        for d in docs:
+            tmp.write(json.dumps({"text": d}, ensure_ascii=False) + "\n")
+        tmp.close()
+        a.corpus = tmp.name
     env = dict(os.environ, RAYON_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     print("| tokenizer | gqa cold ms | gqa warm ms | HF encode cold ms | HF encode warm ms | HF batch(1 thread) warm ms | warm speed-up vs HF encode | vs HF batch |")
     print("|---|---|---|---|---|---|---|---|")
@@ -47,7 +66,7 @@ def main():
               f"{med(hf, 'warm_best_s'):.2f} | {med(hfb, 'warm_best_s'):.2f} | "
               f"{med(hf, 'warm_best_s') / med(ours, 'warm_best_s'):.1f}x | "
               f"{med(hfb, 'warm_best_s') / med(ours, 'warm_best_s'):.1f}x |")
-    print(f"\ncorpus: {a.corpus} ({ours[0]['texts']} texts, {ours[0]['bytes']} bytes); "
+    print(f"\ncorpus: {a.corpus} (join_bytes={a.join_bytes}) ({ours[0]['texts']} texts, {ours[0]['bytes']} bytes); "
           f"medians of {a.rounds} alternating rounds; warm = best of {a.repeat} passes")
 
 

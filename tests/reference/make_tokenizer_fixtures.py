@@ -5,7 +5,7 @@ Run by hand, not in CI; the outputs are committed:
 
     pip install tokenizers transformers jinja2
     python3 tests/reference/make_tokenizer_fixtures.py \
-        --tokenizers ../shared/tokenizers --out tests/fixtures/tokenizer
+        --tokenizers build/fixtures/tokenizers --out tests/fixtures/tokenizer
 
 Reference implementations:
   * ids and decodes: Hugging Face `tokenizers` (Rust, via its Python binding),
@@ -14,6 +14,14 @@ Reference implementations:
     apply_chat_template does (its own _compile_jinja_template is used when
     transformers is importable; otherwise an identical local copy).
 The corpus is generated from a fixed seed so reruns give the same files.
+
+Outputs (tests/fixtures/tokenizer/):
+  corpus.jsonl                 the texts
+  <tok>.jsonl                  per text: ids (3 encode modes) and HF decodes
+  <tok>.decode.jsonl           arbitrary id sequences and their HF decodes
+  variants.json                component overrides applied to a real file
+                               (Metaspace, added-token flags), also <tok>.jsonl
+  templates/*.jinja, chat.jsonl  chat templates and transformers' renderings
 """
 import argparse
 import json
@@ -80,7 +88,7 @@ CODE = [
     "fn main() {\n    let v: Vec<u32> = (0..100).filter(|x| x % 3 == 0).collect();\n    println!(\"{:?}\", v);\n}",
     "    \n\t\t  mixed   indentation\t\n\n\n    end",
     "x = [i**2 for i in range(1000) if i % 7 == 3]  # list comprehension\r\n",
-    "$ ./build/bin/gqa-tokenize --tokenizer ../shared/tokenizers/llama3 --input-jsonl in.jsonl > out.jsonl",
+    "$ ./build/bin/gqa-tokenize --tokenizer build/fixtures/tokenizers/llama3 --input-jsonl in.jsonl > out.jsonl",
     "git log --oneline | head -n 20 && echo \"done\" || exit 1",
     "matrix[i][j] = (a[i][k] * b[k][j]) >> 2; ptr->next->prev = NULL;",
     "@@ -1,5 +1,7 @@\n-old line\n+new line\n+another one\n context",
@@ -110,6 +118,11 @@ WHITESPACE = [
     "line1\nline2\r\nline3\rline4", "word \n word", "word  \n\n  word", "\u00a0nbsp\u00a0\u00a0x",
     "em\u2003space\u2009thin\u200bzw\u3000ideographic", "   \n   \n   ", "x" + " " * 40 + "y",
     "\n" * 17, "\t \t \t", "a\u2028b\u2029c", "\u0085next line", "\f\vform feed",
+    # Code points where regex engines disagree about \s: U+180E is not
+    # White_Space since Unicode 6.3 (PCRE2 still counts it), U+001C-001F
+    # are (Python's isspace), U+200B/U+FEFF are not.
+    "a\u180eb \u180e c\u2007\u180e=v", "x\x1cy\x1d z\x1e\x1f", "zw\u200bsp\ufeffbom \u200b ",
+    "\u180e\u180e  \u180e", "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2008\u2009\u200a|",
 ]
 
 EMOJI = [
@@ -183,6 +196,19 @@ def make_corpus():
                 chars.insert(rng.randint(0, len(chars)), rng.choice([" ", "  ", "\n", "\t", " \n"]))
             s = "".join(chars)
         texts.append(s)
+    # Random code points from all planes, restricted to characters assigned in
+    # Unicode 14 (this Python's unicodedata; Debian 12's PCRE2 10.42 has the
+    # same version). Newer characters are a known difference, see docs.
+    import unicodedata
+    assert unicodedata.unidata_version == "14.0.0", unicodedata.unidata_version
+    for _ in range(150):
+        chars = []
+        while len(chars) < rng.randint(1, 30):
+            cp = rng.choice([rng.randint(0x20, 0x7e), rng.randint(0x80, 0x2fff), rng.randint(0x3000, 0x10ffff)])
+            if 0xD800 <= cp <= 0xDFFF or unicodedata.category(chr(cp)) in ("Cn", "Co", "Cs"):
+                continue
+            chars.append(chr(cp))
+        texts.append("".join(chars))
     # Random ASCII soup: punctuation, digits, letters, apostrophes.
     alphabet = "abcXYZ0123456789 '\"!?.,;:-_()[]{}<>/\\|@#$%^&*+=~`\n\t"
     for _ in range(60):
@@ -206,6 +232,16 @@ VARIANTS = {
     "mistral-metaspace-split": {"base": "mistral", "override": {
         "normalizer": None, "pre_tokenizer": METASPACE_ALWAYS_SPLIT,
         "decoder": {"type": "Sequence", "decoders": [{"type": "ByteFallback"}, METASPACE_ALWAYS_SPLIT]}}},
+    # Strip per token (before Fuse) and twice after Fuse; a two-byte Replace after Fuse.
+    "mistral-strip": {"base": "mistral", "override": {
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"},
+            # (Strip with stop > 0 is left out: HF panics on an empty string with it.)
+            {"type": "Strip", "content": "e", "start": 1, "stop": 0},
+            {"type": "Fuse"},
+            {"type": "Replace", "pattern": {"String": "ll"}, "content": "LL"},
+            {"type": "Strip", "content": " ", "start": 2, "stop": 0}]}}},
 }
 
 
@@ -329,6 +365,10 @@ EXTRA_TEMPLATES = {
         "{% for i in range(3) %}{% if i == 1 %}{% continue %}{% endif %}{{ i }}{% endfor %} "
         "{% for i in range(10) %}{% if i > 2 %}{% break %}{% endif %}{{ i }}{% endfor %}\n"
         "{{ add_generation_prompt }} {{ none }} {{ [1, 'x'] }} {{ 'x' in 'xyz' }} {{ 3 not in [1, 2] }}\n"
+        "{% if tools %}{% for k, v in tools[0].function.parameters.properties | dictsort %}{{ k }}:{{ v.type }};{% endfor %}"
+        "{{ tools[0].function.parameters.properties | dictsort(by='key', reverse=true) | map('first') | join(',') }}{% endif %}\n"
+        "{{ {'b': 1, 'A': 2, 'a': 0} | dictsort | list }} {{ {'x': 2, 'y': 1} | dictsort(by='value') | list }}\n"
+        "[{{ 'line1\nline2\n\nline4' | indent(2) }}] [{{ 'a\nb' | indent(4, true) }}] [{{ 'a\n\nb' | indent('> ', blank=true) }}]\n"
     ),
     # Whitespace control: trim_blocks, lstrip_blocks, -/+ markers, comments, a trailing newline.
     "whitespace": (
@@ -485,7 +525,7 @@ def make_chat_fixtures(tok_dir, out_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizers", default="../shared/tokenizers")
+    ap.add_argument("--tokenizers", default="build/fixtures/tokenizers")
     ap.add_argument("--out", default="tests/fixtures/tokenizer")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)

@@ -144,7 +144,8 @@ TEST_P(ParityTest, ArbitraryIdSequencesDecodeAndStreamLikeHuggingFace) {
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, ParityTest,
                          ::testing::Values("llama3", "qwen3", "mistral", "mistral-metaspace-first",
-                                           "mistral-metaspace-split", "qwen3-added-token-flags"),
+                                           "mistral-metaspace-split", "qwen3-added-token-flags",
+                                           "mistral-strip"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');

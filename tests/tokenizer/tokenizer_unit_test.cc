@@ -1,5 +1,7 @@
 // Unit tests: stop strings over real token streams, UTF-8 helpers, special
 // tokens as text, and clear errors for unsupported tokenizer components.
+#include <thread>
+
 #include "server/tokenizer/detokenizer.h"
 #include "server/tokenizer/stop_strings.h"
 #include "server/tokenizer/unicode.h"
@@ -147,6 +149,30 @@ TEST(DecodeTest, StreamNeverSplitsCharacters) {
   EXPECT_EQ(*d.Push(ids[1]), "");
   EXPECT_EQ(*d.Push(ids[2]), "\xE2\x82\xAC");
   EXPECT_EQ(d.Finish(), "");
+}
+
+// One Tokenizer shared by several threads (as in the server) gives the same
+// ids as one thread; exercises the shared word cache under contention.
+TEST(EncodeTest, ConcurrentEncodesAgree) {
+  const Tokenizer& tok = LoadShared("qwen3");
+  const auto corpus = testing::ReadJsonl(testing::FixturePath("corpus.jsonl"));
+  std::vector<std::vector<TokenId>> want;
+  for (const auto& j : corpus) want.push_back(*tok.Encode(j["text"].get<std::string>(), {}));
+  const_cast<Tokenizer&>(tok).ClearCache();
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round)
+        for (size_t i = t; i < corpus.size() + t; ++i) {
+          const size_t k = i % corpus.size();
+          auto ids = tok.Encode(corpus[k]["text"].get<std::string>(), {});
+          mismatches[t] += !ids.ok() || *ids != want[k];
+        }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
 }
 
 // Each unsupported component is rejected with its name in the message.
