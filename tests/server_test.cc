@@ -204,7 +204,7 @@ SseResult PostStream(TestServer& s, const std::string& path, Json body, bool cha
   return r;
 }
 
-std::vector<int32_t> GenerateCli(const std::vector<int32_t>& prompt, int max_tokens) {
+Json GenerateCliJson(const std::vector<int32_t>& prompt, int max_tokens) {
   const std::string ids = absl::StrJoin(prompt, ",");
   const std::string cmd = std::string(GQA_BIN_DIR) + "/gqa-generate --model " + ModelDir() +
                           " --tp 1 --prompt-ids " + ids + " --max-new-tokens " + std::to_string(max_tokens) +
@@ -214,13 +214,18 @@ std::vector<int32_t> GenerateCli(const std::vector<int32_t>& prompt, int max_tok
   char b[4096];
   while (size_t n = fread(b, 1, sizeof(b), p)) out.append(b, n);
   pclose(p);
-  return Json::parse(out)["token_ids"].get<std::vector<int32_t>>();
+  return Json::parse(out);
+}
+
+std::vector<int32_t> GenerateCli(const std::vector<int32_t>& prompt, int max_tokens) {
+  return GenerateCliJson(prompt, max_tokens)["token_ids"].get<std::vector<int32_t>>();
 }
 
 TEST(ServerTest, HttpAndGrpcMatchGqaGenerate) {
   TestServer& s = Shared();
   const std::vector<int32_t> prompt = {1, 415, 2936, 9060, 285, 1142};
-  const std::vector<int32_t> want = GenerateCli(prompt, 12);
+  const Json cli = GenerateCliJson(prompt, 12);
+  const std::vector<int32_t> want = cli["token_ids"].get<std::vector<int32_t>>();
   ASSERT_EQ(want.size(), 12u);
 
   int status = 0;
@@ -232,6 +237,7 @@ TEST(ServerTest, HttpAndGrpcMatchGqaGenerate) {
   EXPECT_EQ(Ids(http["choices"][0]), want);
   EXPECT_EQ(http["usage"]["completion_tokens"], 12);
   EXPECT_EQ(http["object"], "text_completion");
+  EXPECT_EQ(http["choices"][0]["text"], cli["text"]);  // gqa-generate decodes with the model's tokenizer too
 
   v1::GenerateRequest req;
   for (int32_t t : prompt) req.mutable_token_ids()->add_ids(t);

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -12,6 +13,11 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "tools/engine_flags.h"
+#ifdef GQA_HAVE_TOKENIZER
+#include <filesystem>
+
+#include "server/tokenizer/tokenizer.h"
+#endif
 
 namespace gqa {
 namespace {
@@ -130,6 +136,20 @@ absl::Status Run(const Flags& f) {
     lines.push_back(Json{{"prompt_ids", ids}}.dump());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f));
+  // With the model's tokenizer, each result also carries its decoded "text".
+  std::function<std::optional<std::string>(const std::vector<int32_t>&)> decode = [](const auto&) {
+    return std::optional<std::string>();
+  };
+#ifdef GQA_HAVE_TOKENIZER
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (std::filesystem::exists(std::filesystem::path(f.Get("model")) / "tokenizer.json")) {
+    ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(f.Get("model")));
+    decode = [&tokenizer](const std::vector<int32_t>& ids) -> std::optional<std::string> {
+      absl::StatusOr<std::string> text = tokenizer->Decode(ids, /*skip_special_tokens=*/true);
+      return text.ok() ? std::optional<std::string>(*text) : std::nullopt;
+    };
+  }
+#endif
 
   std::mutex mu;
   std::condition_variable cv;
@@ -158,6 +178,7 @@ absl::Status Run(const Flags& f) {
           line["error"] = std::string(out.error.message());
         } else {
           line["token_ids"] = tokens[i];
+          if (std::optional<std::string> text = decode(tokens[i])) line["text"] = *text;
           line["finish_reason"] = FinishReasonName(out.reason);
           if (want_logprobs) line["logprobs"] = logprobs[i];
         }
@@ -182,7 +203,7 @@ absl::Status Run(const Flags& f) {
       for (int t : line["token_ids"]) absl::StrAppend(&s, s.empty() ? "" : " ", t);
       std::printf("%s\n", s.c_str());
     } else {
-      std::printf("%s\n", line.dump().c_str());
+      std::printf("%s\n", line.dump(-1, ' ', false, Json::error_handler_t::replace).c_str());
     }
   }
   return absl::OkStatus();
