@@ -103,3 +103,33 @@ TEST(ChatTemplateTest, UnsupportedTemplateFailsTokenizerLoad) {
 
 }  // namespace
 }  // namespace gqa
+
+namespace gqa {
+namespace {
+
+// Operator precedence and associativity, against what Python jinja2 3.1.6
+// renders for the same expressions (recorded by hand).
+TEST(ChatTemplateTest, ExpressionPrecedenceMatchesJinja2) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"{{ 1 + 2 * 3 }}", "7"},
+      {"{{ 2 * 3 + 1 }}", "7"},
+      {"{{ 10 - 2 - 3 }}", "5"},
+      {"{{ 2 ** 3 ** 2 }}", "64"},
+      {"{{ 7 // 2 * 3 % 4 }}", "1"},
+      {"{{ not 1 == 2 and 3 > 2 or false }}", "True"},
+      {"{{ 1 + 2 * 3 == 7 }}", "True"},
+      {"{{ 20 / 4 - 1 }}", "4.0"},
+      {"{{ \"x\" ~ 2 * 3 }}", "x6"},
+      {"{{ 1 - 4 * 2 + 3 }}", "-4"},
+  };
+  for (const auto& [source, want] : cases) {
+    auto t = ChatTemplate::Compile(source);
+    ASSERT_TRUE(t.ok()) << source << ": " << t.status();
+    auto out = (*t)->Render(nlohmann::ordered_json::object());
+    ASSERT_TRUE(out.ok()) << source << ": " << out.status();
+    EXPECT_EQ(*out, want) << source;
+  }
+}
+
+}  // namespace
+}  // namespace gqa
