@@ -301,30 +301,30 @@ class ExprParser {
     e->b = std::move(b);
     return e;
   }
-  absl::StatusOr<ExprPtr> ParseOr() {
-    auto a = ParseAnd();
+  // One left-associative precedence level: operands from `next`, joined by
+  // any of `ops` (operator tokens, or keywords such as "and" when `keywords`).
+  using Level = absl::StatusOr<ExprPtr> (ExprParser::*)();
+  absl::StatusOr<ExprPtr> LeftAssoc(Level next, std::initializer_list<std::string_view> ops, bool keywords = false) {
+    auto a = (this->*next)();
     if (!a.ok()) return a;
     ExprPtr n = std::move(*a);
-    while (IsName("or")) {
+    for (;;) {
+      std::string op;
+      for (std::string_view o : ops) {
+        if (keywords ? IsName(o) : IsOp(o)) {
+          op = std::string(o);
+          break;
+        }
+      }
+      if (op.empty()) return n;
       Next();
-      auto b = ParseAnd();
+      auto b = (this->*next)();
       if (!b.ok()) return b;
-      n = *Binary(std::move(n), "or", std::move(*b));
+      n = *Binary(std::move(n), op, std::move(*b));
     }
-    return n;
   }
-  absl::StatusOr<ExprPtr> ParseAnd() {
-    auto a = ParseNot();
-    if (!a.ok()) return a;
-    ExprPtr n = std::move(*a);
-    while (IsName("and")) {
-      Next();
-      auto b = ParseNot();
-      if (!b.ok()) return b;
-      n = *Binary(std::move(n), "and", std::move(*b));
-    }
-    return n;
-  }
+  absl::StatusOr<ExprPtr> ParseOr() { return LeftAssoc(&ExprParser::ParseAnd, {"or"}, true); }
+  absl::StatusOr<ExprPtr> ParseAnd() { return LeftAssoc(&ExprParser::ParseNot, {"and"}, true); }
   absl::StatusOr<ExprPtr> ParseNot() {
     if (IsName("not")) {
       Next();
@@ -363,56 +363,12 @@ class ExprParser {
     }
     return n;
   }
-  absl::StatusOr<ExprPtr> ParseMath1() {
-    auto a = ParseConcat();
-    if (!a.ok()) return a;
-    ExprPtr n = std::move(*a);
-    while (IsOp("+") || IsOp("-")) {
-      std::string op = Peek().text;
-      Next();
-      auto b = ParseConcat();
-      if (!b.ok()) return b;
-      n = *Binary(std::move(n), op, std::move(*b));
-    }
-    return n;
-  }
-  absl::StatusOr<ExprPtr> ParseConcat() {
-    auto a = ParseMath2();
-    if (!a.ok()) return a;
-    ExprPtr n = std::move(*a);
-    while (IsOp("~")) {
-      Next();
-      auto b = ParseMath2();
-      if (!b.ok()) return b;
-      n = *Binary(std::move(n), "~", std::move(*b));
-    }
-    return n;
-  }
-  absl::StatusOr<ExprPtr> ParseMath2() {
-    auto a = ParsePow();
-    if (!a.ok()) return a;
-    ExprPtr n = std::move(*a);
-    while (IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%")) {
-      std::string op = Peek().text;
-      Next();
-      auto b = ParsePow();
-      if (!b.ok()) return b;
-      n = *Binary(std::move(n), op, std::move(*b));
-    }
-    return n;
-  }
-  absl::StatusOr<ExprPtr> ParsePow() {
-    auto a = ParseUnary(true);
-    if (!a.ok()) return a;
-    ExprPtr n = std::move(*a);
-    while (IsOp("**")) {
-      Next();
-      auto b = ParseUnary(true);
-      if (!b.ok()) return b;
-      n = *Binary(std::move(n), "**", std::move(*b));
-    }
-    return n;
-  }
+  // Jinja's order, loosest first: + and -, then ~, then * / // %, then **.
+  absl::StatusOr<ExprPtr> ParseMath1() { return LeftAssoc(&ExprParser::ParseConcat, {"+", "-"}); }
+  absl::StatusOr<ExprPtr> ParseConcat() { return LeftAssoc(&ExprParser::ParseMath2, {"~"}); }
+  absl::StatusOr<ExprPtr> ParseMath2() { return LeftAssoc(&ExprParser::ParsePow, {"*", "/", "//", "%"}); }
+  absl::StatusOr<ExprPtr> ParsePow() { return LeftAssoc(&ExprParser::ParseUnaryFiltered, {"**"}); }
+  absl::StatusOr<ExprPtr> ParseUnaryFiltered() { return ParseUnary(true); }
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
     ExprPtr n;
     if (IsOp("-") || IsOp("+")) {
