@@ -4,6 +4,7 @@
 #include "server/tokenizer/jinja_parser.h"
 
 #include <cstdlib>
+#include <initializer_list>
 
 #include "absl/strings/str_cat.h"
 #include "server/tokenizer/unicode.h"
