@@ -454,16 +454,27 @@ class ExprParser {
           n = std::move(e);
         }
       } else if (IsOp("(")) {
-        Next();
-        auto e = Make(Expr::Kind::kCall);
-        e->a = std::move(n);
-        absl::Status s = ParseArgs(e.get());
-        if (!s.ok()) return s;
-        n = std::move(e);
+        auto c = ParseCall(std::move(n));
+        if (!c.ok()) return c;
+        n = std::move(*c);
       } else {
         return n;
       }
     }
+  }
+  // `callee(args)`, at the "(".
+  absl::StatusOr<ExprPtr> ParseCall(ExprPtr callee) {
+    Next();
+    auto e = Make(Expr::Kind::kCall);
+    e->a = std::move(callee);
+    if (absl::Status s = ParseArgs(e.get()); !s.ok()) return s;
+    return e;
+  }
+  // The "(args)" after a filter or test name, when there is one.
+  absl::Status ParseOptionalArgs(Expr* e) {
+    if (!IsOp("(")) return absl::OkStatus();
+    Next();
+    return ParseArgs(e);
   }
   absl::StatusOr<ExprPtr> ParseFilterExpr(ExprPtr n) {
     while (true) {
@@ -474,11 +485,7 @@ class ExprParser {
         auto e = Make(Expr::Kind::kFilter);
         e->a = std::move(n);
         e->name = *name;
-        if (IsOp("(")) {
-          Next();
-          absl::Status s = ParseArgs(e.get());
-          if (!s.ok()) return s;
-        }
+        if (absl::Status s = ParseOptionalArgs(e.get()); !s.ok()) return s;
         n = std::move(e);
       } else if (IsName("is")) {
         Next();
@@ -492,9 +499,7 @@ class ExprParser {
         e->name = *name;
         e->a = std::move(n);
         if (IsOp("(")) {
-          Next();
-          absl::Status s = ParseArgs(e.get());
-          if (!s.ok()) return s;
+          if (absl::Status s = ParseOptionalArgs(e.get()); !s.ok()) return s;
         } else if ((Peek().kind == Tok::Kind::kString || Peek().kind == Tok::Kind::kInt || Peek().kind == Tok::Kind::kFloat ||
                     (Peek().kind == Tok::Kind::kName && !IsName("else") && !IsName("or") && !IsName("and") && !IsName("if") && !IsName("in") && !IsName("not"))) ) {
           auto arg = ParsePrimary();
@@ -503,12 +508,9 @@ class ExprParser {
         }
         n = std::move(e);
       } else if (IsOp("(")) {
-        Next();
-        auto e = Make(Expr::Kind::kCall);
-        e->a = std::move(n);
-        absl::Status s = ParseArgs(e.get());
-        if (!s.ok()) return s;
-        n = std::move(e);
+        auto c = ParseCall(std::move(n));
+        if (!c.ok()) return c;
+        n = std::move(*c);
       } else {
         return n;
       }
