@@ -5,13 +5,13 @@
 // same backend. kernels/ knows nothing of models: shapes are explicit.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
 
 #include "kernels/common.h"
+#include "kernels/op_types.h"
 
 namespace gqa {
 
@@ -39,65 +39,6 @@ class DeviceBuffer {
   std::function<void(void*)> release_;
 };
 
-// A row-major [rows, cols] matrix in device memory whose rows are row_stride
-// elements apart, so that a column slice of a stored matrix is a view.
-struct MatrixView {
-  const void* data = nullptr;
-  DType dtype = DType::kF32;
-  int64_t rows = 0;
-  int64_t cols = 0;
-  int64_t row_stride = 0;
-
-  MatrixView RowSlice(int64_t begin, int64_t count) const;
-  MatrixView ColSlice(int64_t begin, int64_t count) const;
-};
-
-// Geometry of one layer's paged KV cache. K and V each have the layout
-// [num_blocks, block_size, num_kv_heads, head_dim] of `dtype` (f32 or bf16).
-struct KvCacheLayout {
-  int num_blocks = 0;
-  int block_size = 0;
-  int num_kv_heads = 0;
-  int head_dim = 0;
-  DType dtype = DType::kF32;
-
-  int64_t ElementsPerBlock() const { return int64_t{block_size} * num_kv_heads * head_dim; }
-  int64_t Elements() const { return ElementsPerBlock() * num_blocks; }
-  int64_t Bytes() const { return Elements() * int64_t(DTypeSize(dtype)); }
-};
-
-// Per-step metadata in device memory, built once per step and read by every
-// layer. Token t belongs to sequence token_seq[t], sits at absolute position
-// token_pos[t], attends to positions [max(0, pos - window + 1), pos] of its
-// sequence, and its K/V go to cache slot slot_mapping[t]
-// (= block * block_size + offset).
-struct AttentionMeta {
-  int num_tokens = 0;
-  const int32_t* token_seq = nullptr;     // [num_tokens]
-  const int32_t* token_pos = nullptr;     // [num_tokens]
-  const int32_t* slot_mapping = nullptr;  // [num_tokens]
-  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
-  int max_blocks_per_seq = 0;
-};
-
-// Heads of one device. Its query heads are a contiguous slice of the model's
-// and its KV heads exactly those they read: local query head h is global head
-// q_head_offset + h of a slice that starts inside KV group 0, and reads local
-// KV head (q_head_offset + h) / group_size. q_head_offset < group_size.
-struct AttentionShape {
-  int num_q_heads = 0;     // query heads held by this device
-  int num_kv_heads = 0;    // KV heads held by this device
-  int group_size = 1;      // query heads per KV head in the model (H / K)
-  int q_head_offset = 0;   // position of local query head 0 inside its group
-  int head_dim = 0;
-  float scale = 1.0f;      // usually head_dim^-0.5
-  int sliding_window = 0;  // 0: full causal attention
-
-  // Local query heads [begin, end) that read local KV head g.
-  int FirstQueryHead(int g) const { return std::max(0, g * group_size - q_head_offset); }
-  int EndQueryHead(int g) const { return std::min(num_q_heads, (g + 1) * group_size - q_head_offset); }
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -118,6 +59,26 @@ class Backend {
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
   // Waits for every op issued so far; reports a device error if one occurred.
   virtual absl::Status Synchronize() = 0;
+  // Binds the calling thread to this backend's device (CUDA: cudaSetDevice);
+  // a rank calls it before issuing ops from a thread.
+  virtual absl::Status MakeCurrent() { return absl::OkStatus(); }
+  // The backend's stream (cudaStream_t on CUDA) for libraries that issue work
+  // on it, such as NCCL; null where there is none.
+  virtual void* NativeStream() const { return nullptr; }
+
+  // ---- per-step state ----
+  // The KV cache geometry this backend wants for the given sizes; the caller
+  // allocates K and V of layout.Bytes() per layer. Default: token-major.
+  virtual KvCacheLayout KvLayout(int num_blocks, int block_size, int num_kv_heads, int head_dim,
+                                 DType dtype) const {
+    return KvCacheLayout{num_blocks, block_size, num_kv_heads, head_dim, dtype, false};
+  }
+  // Uploads the host-side step metadata (count ints, built once per step and
+  // read by every layer) to `device`. A GPU stages it through pinned memory
+  // so that it is one asynchronous copy.
+  virtual void UploadStep(const int32_t* host, size_t count, int32_t* device) {
+    CopyToDevice(device, host, count * sizeof(int32_t));
+  }
 
   // ---- ops (f32 activations; weights in their stored dtype) ----
   // out[i, :] = table[ids[i] - first_row, :] when that row is in the table

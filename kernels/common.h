@@ -7,16 +7,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include "absl/strings/string_view.h"
+#include "kernels/op_types.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
 namespace gqa {
 
-// Element types of weights and activations as stored.
-enum class DType : uint8_t { kF32, kF16, kBF16 };
-
-constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 absl::string_view DTypeName(DType t);
 
 [[noreturn]] void CheckFailed(const char* file, int line, const char* expr, const char* msg);

@@ -2,6 +2,7 @@
 // and its fraction of the memory-bandwidth roofline, with the bandwidth
 // measured in the same run, interleaved with the timed decode steps.
 #include <algorithm>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 
@@ -77,6 +78,7 @@ absl::Status RunSweep(const Flags& f) {
     s.kv_heads = v.kv_heads;
     const int64_t block_bytes = int64_t{2} * s.layers * s.kv_heads * s.ResolvedHeadDim() * block_size * 4;
     ExecutorOptions eo;
+    ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
     eo.threads_per_rank = static_cast<int>(threads);
     eo.block_size = block_size;
     eo.num_kv_blocks = static_cast<int>((budget_mib << 20) / block_bytes);
@@ -144,9 +146,12 @@ absl::Status Run(const Flags& f) {
   const int64_t max_len = context + samples * steps + 1;
   const int blocks = static_cast<int>((max_len + block_size - 1) / block_size);
   ExecutorOptions eo;
+  ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
   eo.threads_per_rank = static_cast<int>(threads);
   eo.block_size = block_size;
   eo.num_kv_blocks = blocks;
+  eo.max_step_tokens = static_cast<int>(std::max<int64_t>(context, 2048));
+  eo.max_step_seqs = 1;
   ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, BenchModel(f, eo));
   const ModelConfig& c = ex->config();
   if (max_len > c.max_position_embeddings) return absl::InvalidArgumentError("context + steps exceed max_position_embeddings");
@@ -172,8 +177,31 @@ absl::Status Run(const Flags& f) {
   RETURN_IF_ERROR(run_tokens(0, static_cast<int>(context), 1));
   const double prefill_s = MonotonicSeconds() - t_prefill;
 
-  BandwidthProbe probe(ex->rank0_pool(), size_t(probe_mib) << 20);
-  probe.CopyBytesPerSecond();  // first touch
+  // The roofline: host memory on the CPU backend; on a device, a
+  // device-to-device copy through the backend (read + written bytes), which
+  // then stands for the read roofline as well.
+  std::function<double()> copy_probe, read_probe;
+  std::unique_ptr<BandwidthProbe> host_probe;
+  DeviceBuffer probe_src, probe_dst;
+  if (ThreadPool* pool = ex->rank0_pool(); pool != nullptr) {
+    host_probe = std::make_unique<BandwidthProbe>(pool, size_t(probe_mib) << 20);
+    copy_probe = [&] { return host_probe->CopyBytesPerSecond(); };
+    read_probe = [&] { return host_probe->ReadBytesPerSecond(); };
+  } else {
+    Backend* b = ex->rank0_backend();
+    const size_t bytes = size_t(probe_mib) << 20;
+    ASSIGN_OR_RETURN(probe_src, b->Allocate(bytes));
+    ASSIGN_OR_RETURN(probe_dst, b->Allocate(bytes));
+    copy_probe = [&, b, bytes] {
+      (void)b->Synchronize();
+      const double t0 = MonotonicSeconds();
+      for (int i = 0; i < 4; ++i) b->CopyDeviceToDevice(probe_dst.data(), probe_src.data(), bytes);
+      (void)b->Synchronize();
+      return 4 * 2.0 * double(bytes) / (MonotonicSeconds() - t0);
+    };
+    read_probe = copy_probe;
+  }
+  copy_probe();  // first touch
   std::vector<double> copy_bw, read_bw, step_s;
   std::vector<double> step_bytes;
   // Per sample: the median bandwidth its steps achieved over the bandwidth
@@ -182,8 +210,8 @@ absl::Status Run(const Flags& f) {
   int pos = static_cast<int>(context);
   const int64_t weight_bytes = ex->WeightBytes(0);
   for (int s = 0; s < samples; ++s) {
-    copy_bw.push_back(probe.CopyBytesPerSecond());
-    read_bw.push_back(probe.ReadBytesPerSecond());
+    copy_bw.push_back(copy_probe());
+    read_bw.push_back(read_probe());
     for (int i = 0; i < steps; ++i, ++pos) {
       const double t0 = MonotonicSeconds();
       RETURN_IF_ERROR(run_tokens(pos, 1, ArgMax(logits.data(), c.vocab_size)));
@@ -242,6 +270,7 @@ int main(int argc, char** argv) {
   gqa::Flags f("gqa-bench",
                "Offline decode benchmark: tokens/s and fraction of the memory-bandwidth roofline measured in the "
                "same run. Defaults: a Llama-3.2-1B-shaped model in BF16 with random weights.");
+  f.Add("device", "cpu", "cpu, cuda (one GPU per rank) or cuda-sim (the CUDA kernels on the SIMT interpreter)");
   f.Add("mode", "decode", "decode: batch-1 decode vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA");
   f.Add("model", "", "decode mode: benchmark this model directory instead of a synthetic shape");
   f.Add("layers", "16", "synthetic model: layers");

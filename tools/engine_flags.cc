@@ -26,6 +26,8 @@ int64_t AvailableMemoryBytes() {
 
 void AddEngineFlags(Flags& f) {
   f.Add("model", "", "model directory (config.json + safetensors)");
+  f.Add("device", "cpu", "cpu, cuda (one GPU per rank, NCCL between them) or cuda-sim (the CUDA kernels on the "
+        "SIMT interpreter: slow, for tests and debugging)");
   f.Add("tp", "1", "tensor-parallel degree: simulated devices, one thread each, sharing the CPU cores");
   f.Add("threads", "0", "CPU threads per rank; 0 means hardware threads / tp");
   f.Add("block-size", "16", "KV cache block size in tokens");
@@ -53,6 +55,7 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
   if (blocks < 0 || budget < 0) return absl::InvalidArgumentError("--num-kv-blocks and --kv-cache-memory must be >= 0");
   const std::string kv_dtype = f.Get("kv-cache-dtype");
   if (kv_dtype != "f32" && kv_dtype != "bf16") return absl::InvalidArgumentError("--kv-cache-dtype must be f32 or bf16");
+  ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
   eo.tp = static_cast<int>(tp);
   eo.threads_per_rank = static_cast<int>(threads);
   eo.block_size = static_cast<int>(block_size);
@@ -83,6 +86,8 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
   }
   o.max_num_seqs = static_cast<int>(max_seqs);
   o.max_num_batched_tokens = static_cast<int>(max_tokens);
+  eo.max_step_tokens = o.max_num_batched_tokens;
+  eo.max_step_seqs = o.max_num_seqs;
   if (max_len == 0 || max_len > config.max_position_embeddings) max_len = config.max_position_embeddings;
   o.max_model_len = static_cast<int>(max_len);
   // A budget-sized cache never needs more than every sequence at full length.

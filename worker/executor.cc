@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "kernels/cpu/cpu_backend.h"
+
 #include "absl/strings/str_cat.h"
 
 namespace gqa {
@@ -27,23 +29,50 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
   }
   ASSIGN_OR_RETURN(ex->plan_, MakeShardPlan(config.num_q_heads, config.num_kv_heads, options.tp,
                                             config.intermediate_size, config.vocab_size));
-  ex->checkpoint_ = std::move(checkpoint);
-  ex->group_ = std::make_unique<InProcessGroup>(options.tp);
-  for (int r = 0; r < options.tp; ++r) {
-    auto w = std::make_unique<Worker>();
-    w->backend = std::make_unique<CpuBackend>(ex->options_.threads_per_rank);
-    ASSIGN_OR_RETURN(w->model, Model::Load(config, *ex->checkpoint_, ex->plan_, w->backend.get(), ex->group_->rank(r)));
-    ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w->backend.get(), config.num_layers,
-                                                    w->model->CacheLayout(options.num_kv_blocks, options.block_size,
-                                                                          options.kv_dtype)));
-    w->cache = std::make_unique<KvCache>(std::move(cache));
-    ex->workers_.push_back(std::move(w));
+  if (options.max_step_tokens < 1 || options.max_step_seqs < 1) {
+    return absl::InvalidArgumentError("the largest step needs at least one token and one sequence");
   }
+  ex->checkpoint_ = std::move(checkpoint);
+  ASSIGN_OR_RETURN(ex->group_, DeviceGroup::Create(options.device, options.tp, ex->options_.threads_per_rank));
+  for (int r = 0; r < options.tp; ++r) ex->workers_.push_back(std::make_unique<Worker>());
+  // Each rank is set up on its own thread (its device is current there), all
+  // at once: NCCL's initialisation waits for every rank of the group.
+  std::vector<std::thread> setup;
+  for (int r = 0; r < options.tp; ++r) {
+    setup.emplace_back([&ex, r] { ex->workers_[r]->result = ex->SetUpRank(r); });
+  }
+  for (std::thread& t : setup) t.join();
+  for (const auto& w : ex->workers_) RETURN_IF_ERROR(w->result);
   for (int r = 1; r < options.tp; ++r) {
     Executor* self = ex.get();
     ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
   }
   return ex;
+}
+
+absl::Status Executor::SetUpRank(int r) {
+  Worker& w = *workers_[r];
+  absl::Status st = group_->InitRank(r);
+  // A rank that fails to start must not leave the others waiting for it in a
+  // collective initialisation.
+  if (!st.ok()) {
+    group_->Abort(st);
+    return st;
+  }
+  w.backend = group_->backend(r);
+  RETURN_IF_ERROR(w.backend->MakeCurrent());
+  ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r)));
+  const int max_blocks = config_.max_position_embeddings / options_.block_size + 1;
+  RETURN_IF_ERROR(w.model->ReserveWorkspace(options_.max_step_tokens, options_.max_step_seqs, max_blocks));
+  const KvCacheLayout layout = w.model->CacheLayout(options_.num_kv_blocks, options_.block_size, options_.kv_dtype);
+  ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w.backend, config_.num_layers, layout));
+  w.cache = std::make_unique<KvCache>(std::move(cache));
+  return absl::OkStatus();
+}
+
+ThreadPool* Executor::rank0_pool() {
+  auto* cpu = dynamic_cast<CpuBackend*>(workers_[0]->backend);
+  return cpu == nullptr ? nullptr : cpu->pool();
 }
 
 Executor::~Executor() {
@@ -73,6 +102,7 @@ void Executor::RunRank(int rank) {
     std::lock_guard<std::mutex> lock(mu_);
     st = std::exchange(w.injected_fault, absl::OkStatus());
   }
+  if (st.ok()) st = w.backend->MakeCurrent();
   if (st.ok()) st = w.model->Forward(*batch_, *w.cache, &w.logits);
   // A failed rank releases the others from the collectives they wait in.
   if (!st.ok()) group_->Abort(st);
@@ -115,7 +145,9 @@ absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) 
     if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
   }
   if (!first.ok()) {
-    group_->Reset();
+    if (absl::Status reset = group_->Reset(); !reset.ok()) {
+      return absl::InternalError(absl::StrCat(first.message(), "; the group could not be restored: ", reset.message()));
+    }
     return first;
   }
   *logits = std::move(workers_[0]->logits);

@@ -1,6 +1,8 @@
 // Owns the tensor-parallel workers of one model: one per rank, each with its
-// own backend, weight shard and KV-cache shard. Rank 0 runs on the caller's
-// thread, the others on their own threads; every rank gets the same step.
+// own backend, weight shard and KV-cache shard, on any device kind (see
+// DeviceGroup). Ranks are set up in parallel, each on its own thread. Rank 0
+// runs steps on the caller's thread, the others on their own threads; every
+// rank gets the same step.
 #pragma once
 
 #include <condition_variable>
@@ -9,18 +11,23 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu/cpu_backend.h"
-#include "worker/inprocess_communicator.h"
+#include "kernels/cpu/thread_pool.h"
+#include "worker/device_group.h"
 #include "worker/model.h"
 
 namespace gqa {
 
 struct ExecutorOptions {
+  DeviceKind device = DeviceKind::kCpu;
   int tp = 1;                 // tensor-parallel ranks (simulated devices on the CPU)
   int threads_per_rank = 0;   // 0: hardware threads / tp, at least 1
   int num_kv_blocks = 64;     // KV blocks per rank (the same block ids on every rank)
   int block_size = 16;        // tokens per block
   DType kv_dtype = DType::kF32;  // f32 or bf16
+  // The largest step: activations and step buffers are sized for it once, at
+  // start-up; a larger step is refused.
+  int max_step_tokens = 2048;
+  int max_step_seqs = 256;
 };
 
 class Executor {
@@ -48,14 +55,16 @@ class Executor {
   // Bytes of weight matrices rank r reads per decode step.
   int64_t WeightBytes(int rank) const { return workers_[rank]->model->weights().matrix_bytes; }
   std::string BackendName() const { return workers_[0]->backend->Name(); }
-  ThreadPool* rank0_pool() { return workers_[0]->backend->pool(); }
+  Backend* rank0_backend() { return workers_[0]->backend; }
+  // Rank 0's thread pool on the CPU backend; null on other devices.
+  ThreadPool* rank0_pool();
 
   // Makes `rank` fail its next step with `error` before running it.
   void InjectFaultForTesting(int rank, absl::Status error);
 
  private:
   struct Worker {
-    std::unique_ptr<CpuBackend> backend;
+    Backend* backend = nullptr;  // owned by the device group
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
     std::thread thread;
@@ -64,6 +73,7 @@ class Executor {
     std::vector<float> logits;
   };
   Executor() = default;
+  absl::Status SetUpRank(int rank);
   void RunRank(int rank);
   void WorkerLoop(int rank);
 
@@ -71,7 +81,7 @@ class Executor {
   ShardPlan plan_;
   ExecutorOptions options_;
   std::unique_ptr<Checkpoint> checkpoint_;
-  std::unique_ptr<InProcessGroup> group_;
+  std::unique_ptr<DeviceGroup> group_;
   std::vector<std::unique_ptr<Worker>> workers_;
 
   std::mutex mu_;

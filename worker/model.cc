@@ -29,13 +29,7 @@ int Model::MaxVocabSlice() const {
 }
 
 KvCacheLayout Model::CacheLayout(int num_blocks, int block_size, DType dtype) const {
-  KvCacheLayout l;
-  l.dtype = dtype;
-  l.num_blocks = num_blocks;
-  l.block_size = block_size;
-  l.num_kv_heads = shard_.num_kv_heads();
-  l.head_dim = config_.head_dim;
-  return l;
+  return backend_->KvLayout(num_blocks, block_size, shard_.num_kv_heads(), config_.head_dim, dtype);
 }
 
 AttentionShape Model::Shape() const {
@@ -93,37 +87,36 @@ absl::Status Model::Validate(const StepBatch& b, const KvCache& cache) const {
   return absl::OkStatus();
 }
 
-absl::Status Model::Reserve(int n, int m, size_t meta_ints) {
-  if (meta_ints > ws_.meta_ints) {
-    ASSIGN_OR_RETURN(ws_.meta, backend_->Allocate(meta_ints * sizeof(int32_t)));
-    ws_.meta_ints = meta_ints;
-  }
+absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq) {
+  if (n < 1 || seqs < 1 || blocks_per_seq < 1) return absl::InvalidArgumentError("empty workspace limits");
+  const int m = std::min(n, seqs);  // logits rows: at most one per token
+  const size_t meta_ints = 5 * size_t(n) + size_t(seqs) * blocks_per_seq + size_t(m);
+  ASSIGN_OR_RETURN(ws_.meta, backend_->Allocate(meta_ints * sizeof(int32_t)));
   const int64_t hidden = config_.hidden_size, hd = config_.head_dim;
-  if (n > ws_.tokens) {
-    auto alloc = [&](DeviceBuffer& b, int64_t floats) -> absl::Status {
-      ASSIGN_OR_RETURN(b, backend_->Allocate(size_t(floats) * sizeof(float)));
-      return absl::OkStatus();
-    };
-    const int64_t mlp = shard_.mlp_end - shard_.mlp_begin;
-    RETURN_IF_ERROR(alloc(ws_.hidden, n * hidden));
-    RETURN_IF_ERROR(alloc(ws_.normed, n * hidden));
-    RETURN_IF_ERROR(alloc(ws_.proj, n * hidden));
-    RETURN_IF_ERROR(alloc(ws_.q, n * shard_.num_q_heads() * hd));
-    RETURN_IF_ERROR(alloc(ws_.attn, n * shard_.num_q_heads() * hd));
-    RETURN_IF_ERROR(alloc(ws_.k, n * shard_.num_kv_heads() * hd));
-    RETURN_IF_ERROR(alloc(ws_.v, n * shard_.num_kv_heads() * hd));
-    RETURN_IF_ERROR(alloc(ws_.gate, n * mlp));
-    RETURN_IF_ERROR(alloc(ws_.up, n * mlp));
-    ws_.tokens = n;
-  }
-  if (m > ws_.logits) {
-    const size_t slice = size_t(m) * MaxVocabSlice();
-    ASSIGN_OR_RETURN(ws_.last, backend_->Allocate(size_t(m) * hidden * sizeof(float)));
-    ASSIGN_OR_RETURN(ws_.logits_out, backend_->Allocate(slice * sizeof(float)));
-    ASSIGN_OR_RETURN(ws_.logits_all, backend_->Allocate(slice * comm_->size() * sizeof(float)));
-    ws_.logits = m;
-  }
-  return absl::OkStatus();
+  auto alloc = [&](DeviceBuffer& b, int64_t floats) -> absl::Status {
+    ASSIGN_OR_RETURN(b, backend_->Allocate(size_t(floats) * sizeof(float)));
+    return absl::OkStatus();
+  };
+  const int64_t mlp = shard_.mlp_end - shard_.mlp_begin;
+  RETURN_IF_ERROR(alloc(ws_.hidden, n * hidden));
+  RETURN_IF_ERROR(alloc(ws_.normed, n * hidden));
+  RETURN_IF_ERROR(alloc(ws_.proj, n * hidden));
+  RETURN_IF_ERROR(alloc(ws_.q, n * shard_.num_q_heads() * hd));
+  RETURN_IF_ERROR(alloc(ws_.attn, n * shard_.num_q_heads() * hd));
+  RETURN_IF_ERROR(alloc(ws_.k, n * shard_.num_kv_heads() * hd));
+  RETURN_IF_ERROR(alloc(ws_.v, n * shard_.num_kv_heads() * hd));
+  RETURN_IF_ERROR(alloc(ws_.gate, n * mlp));
+  RETURN_IF_ERROR(alloc(ws_.up, n * mlp));
+  const size_t slice = size_t(m) * MaxVocabSlice();
+  RETURN_IF_ERROR(alloc(ws_.last, int64_t{m} * hidden));
+  RETURN_IF_ERROR(alloc(ws_.logits_out, int64_t(slice)));
+  RETURN_IF_ERROR(alloc(ws_.logits_all, int64_t(slice) * comm_->size()));
+  ws_.tokens = n;
+  ws_.logits = m;
+  ws_.seqs = seqs;
+  ws_.blocks_per_seq = blocks_per_seq;
+  ws_.meta_ints = meta_ints;
+  return backend_->Synchronize();
 }
 
 absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vector<float>* logits) {
@@ -139,8 +132,13 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vecto
   for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
     meta.insert(meta.end(), v->begin(), v->end());
   }
-  RETURN_IF_ERROR(Reserve(n, m, meta.size()));
-  backend_->CopyToDevice(ws_.meta.data(), meta.data(), meta.size() * sizeof(int32_t));
+  if (n > ws_.tokens || m > ws_.logits || b.num_seqs() > ws_.seqs || b.max_blocks_per_seq > ws_.blocks_per_seq) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step of ", n, " tokens, ", b.num_seqs(), " sequences, ", m, " logits rows and ", b.max_blocks_per_seq,
+        " blocks per sequence exceeds the workspace (", ws_.tokens, " tokens, ", ws_.seqs, " sequences, ", ws_.logits,
+        " rows, ", ws_.blocks_per_seq, " blocks)"));
+  }
+  backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
   const int32_t* d = ws_.meta.as<int32_t>();
   AttentionMeta am;
   am.num_tokens = n;

@@ -31,7 +31,13 @@ class Model {
   const RankShard& shard() const { return shard_; }
   const ShardPlan& plan() const { return plan_; }
   const ModelWeights& weights() const { return weights_; }
-  // The KV cache geometry this rank needs for `num_blocks` blocks.
+  // Sizes every activation and step buffer once for steps of up to
+  // max_tokens tokens, max_seqs sequences (and logits rows) and
+  // max_blocks_per_seq blocks per sequence; Forward refuses larger steps.
+  absl::Status ReserveWorkspace(int max_tokens, int max_seqs, int max_blocks_per_seq);
+
+  // The KV cache geometry this rank needs for `num_blocks` blocks, in the
+  // layout its backend chose.
   KvCacheLayout CacheLayout(int num_blocks, int block_size, DType dtype = DType::kF32) const;
   // The attention shape of this rank.
   AttentionShape Shape() const;
@@ -40,7 +46,6 @@ class Model {
   Model(const ModelConfig& c, const ShardPlan& p, Backend* b, Communicator* comm)
       : config_(c), plan_(p), shard_(p.ranks[comm->rank()]), backend_(b), comm_(comm) {}
   absl::Status Validate(const StepBatch& batch, const KvCache& cache) const;
-  absl::Status Reserve(int num_tokens, int num_logits, size_t meta_ints);
   int MaxVocabSlice() const;
 
   ModelConfig config_;
@@ -51,9 +56,9 @@ class Model {
   ModelWeights weights_;
   DeviceBuffer inv_freq_;
 
-  // Activations, sized for the largest step seen so far.
+  // Activations and step metadata, sized once by ReserveWorkspace.
   struct Workspace {
-    int tokens = 0, logits = 0;
+    int tokens = 0, logits = 0, seqs = 0, blocks_per_seq = 0;
     size_t meta_ints = 0;
     DeviceBuffer meta;  // step metadata: ids, positions, seq, slots, tables, logits rows
     DeviceBuffer hidden, normed, q, k, v, attn, proj, gate, up, last, logits_out, logits_all;

@@ -39,7 +39,7 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(int r
 
 NcclCommunicator::~NcclCommunicator() {
   cudaFree(scratch_);
-  ncclCommDestroy(comm_);
+  if (!aborted_) ncclCommDestroy(comm_);  // an aborted communicator is already freed
 }
 
 absl::Status NcclCommunicator::AllReduceSum(float* data, int64_t count) {
@@ -59,6 +59,10 @@ absl::Status NcclCommunicator::Barrier() {
   return CudaStatus(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
 }
 
-void NcclCommunicator::Abort() { ncclCommAbort(comm_); }
+void NcclCommunicator::Abort() {
+  if (aborted_) return;
+  aborted_ = true;
+  ncclCommAbort(comm_);
+}
 
 }  // namespace gqa

@@ -27,7 +27,8 @@ class NcclCommunicator final : public Communicator {
   absl::Status Broadcast(void* data, int64_t bytes, int root) override;
   // All ranks have reached this point and this rank's stream is drained.
   absl::Status Barrier() override;
-  // Aborts outstanding operations (a failed rank releases the others).
+  // Aborts outstanding operations (a failed rank releases the others). The
+  // communicator cannot be used afterwards; make a new one.
   void Abort();
 
  private:
@@ -37,6 +38,7 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_;
   cudaStream_t stream_;
   float* scratch_;  // one device float for Barrier
+  bool aborted_ = false;
 };
 
 }  // namespace gqa

@@ -136,6 +136,7 @@ void CpuBackend::GatherRows(const float* x, const int32_t* rows, int n, int dim,
 
 void CpuBackend::WriteKv(const float* k, const float* v, const AttentionMeta& meta,
                          const KvCacheLayout& layout, void* k_cache, void* v_cache) {
+  GQA_CHECK(!layout.head_major, "the CPU backend's KV cache is token-major");
   const int64_t row = int64_t{layout.num_kv_heads} * layout.head_dim;
   for (int t = 0; t < meta.num_tokens; ++t) {
     const int64_t slot = meta.slot_mapping[t];
@@ -157,6 +158,7 @@ void CpuBackend::WriteKv(const float* k, const float* v, const AttentionMeta& me
 void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
                            const void* k_cache, const void* v_cache,
                            const AttentionShape& shape, float* out) {
+  GQA_CHECK(!layout.head_major, "the CPU backend's KV cache is token-major");
   const int64_t items = int64_t{meta.num_tokens} * shape.num_kv_heads;
   pool_.ParallelFor(items, [&](int64_t b, int64_t e) {
     cpu::AttentionItems(q, meta, layout, k_cache, v_cache, shape, out, b, e);

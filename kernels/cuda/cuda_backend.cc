@@ -1,0 +1,240 @@
+// Backend on one CUDA device and one stream: the kernels of ops.cu, GEMMs
+// through Gemm (cuBLASLt), KV cache head-major. Compiled twice: against the
+// CUDA runtime (namespace gqa::cuda) and against the interpreter
+// (gqa::cuda_sim, GQA_CUDA_SIM). Every runtime call and launch is checked;
+// the first error is kept and returned by the next Synchronize(), so a
+// device error fails the step instead of aborting the process.
+#include "kernels/cuda/cuda_backend.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/ops.h"
+
+namespace gqa::GQA_CUDA_NS {
+namespace {
+
+#if defined(GQA_CUDA_SIM)
+constexpr const char* kKind = "cuda-sim";
+std::string LaunchDetail() {
+  const std::string& m = gqa_sim::LastLaunchMessage();
+  return m.empty() ? std::string() : absl::StrCat(" (", m, ")");
+}
+#else
+constexpr const char* kKind = "cuda";
+std::string LaunchDetail() { return {}; }
+#endif
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, cudaStream_t stream, std::unique_ptr<Gemm> gemm)
+      : device_(device), stream_(stream), gemm_(std::move(gemm)) {}
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    if (staging_ != nullptr) cudaFreeHost(staging_);
+    scratch_.Reset();
+    gemm_.reset();
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string Name() const override {
+#if defined(GQA_CUDA_SIM)
+    return absl::StrCat(kKind, "(device ", device_, ", SIMT interpreter)");
+#else
+    cudaDeviceProp prop{};
+    cudaGetDeviceProperties(&prop, device_);
+    return absl::StrCat(kKind, "(device ", device_, ": ", prop.name, ", sm_", prop.major, prop.minor, ")");
+#endif
+  }
+
+  absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes == 0 ? 1 : bytes);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      return absl::ResourceExhaustedError(absl::StrCat(kKind, " device ", device_, ": cannot allocate ", bytes,
+                                                       " bytes: ", cudaGetErrorString(e)));
+    }
+    return DeviceBuffer(p, bytes, [](void* q) { cudaFree(q); });
+  }
+
+  absl::StatusOr<DeviceBuffer> ImportHost(const void* host, size_t bytes) override {
+    ASSIGN_OR_RETURN(DeviceBuffer b, Allocate(bytes));
+    RETURN_IF_ERROR(Status(cudaMemcpy(b.data(), host, bytes, cudaMemcpyHostToDevice), "cudaMemcpy"));
+    return b;
+  }
+
+  // The device copy is packed (row_stride = cols).
+  absl::StatusOr<DeviceBuffer> ImportHostMatrix(const MatrixView& host, MatrixView* device) override {
+    const size_t elem = DTypeSize(host.dtype);
+    const size_t row_bytes = size_t(host.cols) * elem;
+    ASSIGN_OR_RETURN(DeviceBuffer b, Allocate(row_bytes * size_t(host.rows)));
+    if (host.rows > 0 && row_bytes > 0) {
+      RETURN_IF_ERROR(Status(cudaMemcpy2D(b.data(), row_bytes, host.data, size_t(host.row_stride) * elem, row_bytes,
+                                          size_t(host.rows), cudaMemcpyHostToDevice),
+                             "cudaMemcpy2D"));
+    }
+    *device = MatrixView{b.data(), host.dtype, host.rows, host.cols, host.cols};
+    return b;
+  }
+
+  void CopyToDevice(void* dst, const void* src, size_t bytes) override {
+    Record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "copy to device");
+    // The source may be pageable memory that dies when this returns.
+    Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  }
+  void CopyToHost(void* dst, const void* src, size_t bytes) override {
+    Record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream_), "copy to host");
+  }
+  void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override {
+    Record(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_), "device copy");
+  }
+
+  absl::Status Synchronize() override {
+    Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    absl::Status st = std::move(error_);
+    error_ = absl::OkStatus();
+    return st;
+  }
+
+  absl::Status MakeCurrent() override { return Status(cudaSetDevice(device_), "cudaSetDevice"); }
+  void* NativeStream() const override { return stream_; }
+
+  KvCacheLayout KvLayout(int num_blocks, int block_size, int num_kv_heads, int head_dim, DType dtype) const override {
+    return KvCacheLayout{num_blocks, block_size, num_kv_heads, head_dim, dtype, true};
+  }
+
+  void UploadStep(const int32_t* host, size_t count, int32_t* device) override {
+    const size_t bytes = count * sizeof(int32_t);
+    if (bytes > staging_bytes_) {
+      Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+      if (staging_ != nullptr) cudaFreeHost(staging_);
+      staging_ = nullptr;
+      staging_bytes_ = 0;
+      if (!Record(cudaMallocHost(&staging_, bytes), "cudaMallocHost")) return;
+      staging_bytes_ = bytes;
+    } else {
+      // The previous step's upload may still read the staging buffer.
+      Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+    std::memcpy(staging_, host, bytes);
+    Record(cudaMemcpyAsync(device, staging_, bytes, cudaMemcpyHostToDevice, stream_), "step upload");
+  }
+
+  void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n, float* out) override {
+    Record(LaunchEmbedding(table, first_row, ids, n, out, stream_), "embedding");
+  }
+  void RmsNorm(const float* x, const float* weight, int n, int dim, float eps, float* out) override {
+    Record(LaunchRmsNorm(x, weight, n, dim, eps, out, stream_), "rms_norm");
+  }
+  void MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) override {
+    const void* a = x;
+    if (w.dtype != DType::kF32) {
+      const size_t bytes = size_t(n) * size_t(w.cols) * sizeof(uint16_t);
+      if (bytes > scratch_.bytes()) {
+        absl::StatusOr<DeviceBuffer> b = Allocate(bytes);
+        if (!b.ok()) return RecordStatus(b.status());
+        Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        scratch_ = std::move(*b);
+      }
+      if (!Record(LaunchRoundTo(x, int64_t{n} * w.cols, w.dtype, scratch_.as<uint16_t>(), stream_), "round")) return;
+      a = scratch_.data();
+    }
+    if (absl::Status st = gemm_->Run(a, n, w, y); !st.ok()) return RecordStatus(st);
+    if (bias != nullptr) Record(LaunchAddBias(y, bias, n, w.rows, stream_), "bias");
+  }
+  void Rope(float* x, int n, int num_heads, int head_dim, int64_t token_stride, const int32_t* positions,
+            const float* inv_freq) override {
+    Record(LaunchRope(x, n, num_heads, head_dim, token_stride, positions, inv_freq, stream_), "rope");
+  }
+  void SiluMul(const float* gate, const float* up, int64_t count, float* out) override {
+    Record(LaunchSiluMul(gate, up, count, out, stream_), "silu_mul");
+  }
+  void Add(float* x, const float* y, int64_t count) override { Record(LaunchAdd(x, y, count, stream_), "add"); }
+  void GatherRows(const float* x, const int32_t* rows, int n, int dim, float* out) override {
+    Record(LaunchGatherRows(x, rows, n, dim, out, stream_), "gather_rows");
+  }
+  void WriteKv(const float* k, const float* v, const AttentionMeta& meta, const KvCacheLayout& layout, void* k_cache,
+               void* v_cache) override {
+    Record(LaunchWriteKv(k, v, meta, layout, k_cache, v_cache, stream_), "write_kv");
+  }
+  void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                 const void* v_cache, const AttentionShape& shape, float* out) override {
+    if (shape.head_dim > kMaxAttentionHeadDim) {
+      return RecordStatus(absl::UnimplementedError(absl::StrCat(
+          kKind, " attention supports head_dim up to ", kMaxAttentionHeadDim, ", not ", shape.head_dim)));
+    }
+    Record(LaunchAttention(q, meta, layout, k_cache, v_cache, shape, out, stream_), "attention");
+  }
+
+ private:
+  absl::Status Status(cudaError_t e, const char* what) const {
+    if (e == cudaSuccess) return absl::OkStatus();
+    return absl::InternalError(
+        absl::StrCat(kKind, " device ", device_, ": ", what, ": ", cudaGetErrorString(e), LaunchDetail()));
+  }
+  // Keeps the first error; true when e is cudaSuccess.
+  bool Record(cudaError_t e, const char* what) {
+    if (e == cudaSuccess) return true;
+    cudaGetLastError();  // clear it so that later checks see their own errors
+    RecordStatus(Status(e, what));
+    return false;
+  }
+  void RecordStatus(absl::Status st) {
+    if (error_.ok()) error_ = std::move(st);
+  }
+
+  int device_;
+  cudaStream_t stream_;
+  std::unique_ptr<Gemm> gemm_;
+  DeviceBuffer scratch_;  // activations rounded to 16 bits for the GEMM
+  void* staging_ = nullptr;  // pinned host memory for step uploads
+  size_t staging_bytes_ = 0;
+  absl::Status error_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(int device) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat("--device ", kKind, ": no CUDA device is visible (",
+                                                      e != cudaSuccess ? cudaGetErrorString(e) : "0 devices", ")"));
+  }
+  if (device < 0 || device >= count) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--device ", kKind, ": device ", device, " requested but ", count, " visible"));
+  }
+  if (cudaSetDevice(device) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(absl::StrCat(kKind, ": cudaSetDevice(", device, ") failed"));
+  }
+  cudaStream_t stream = nullptr;
+  if (cudaStreamCreate(&stream) != cudaSuccess) {
+    cudaGetLastError();
+    return absl::InternalError(absl::StrCat(kKind, " device ", device, ": cudaStreamCreate failed"));
+  }
+  absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create(stream);
+  if (!gemm.ok()) {
+    cudaStreamDestroy(stream);
+    return gemm.status();
+  }
+  return std::unique_ptr<Backend>(new CudaBackend(device, stream, std::move(*gemm)));
+}
+
+#if !defined(GQA_CUDA_SIM)
+absl::StatusOr<int> DeviceCount() {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return absl::FailedPreconditionError(absl::StrCat("--device cuda: no CUDA device is visible (", cudaGetErrorString(e), ")"));
+  }
+  return count;
+}
+#endif
+
+}  // namespace gqa::GQA_CUDA_NS

@@ -1,0 +1,80 @@
+// Device-side helpers shared by the kernels: element conversions done on the
+// bits (the same code under nvcc and the interpreter) and warp/block reductions.
+#pragma once
+
+#include <cstdint>
+
+#include "kernels/cuda/cuda_compat.h"
+
+namespace gqa::GQA_CUDA_NS {
+
+__device__ __forceinline__ float Bf16BitsToFloat(uint16_t h) { return __uint_as_float(uint32_t(h) << 16); }
+
+// Round to nearest even; NaN stays NaN.
+__device__ __forceinline__ uint16_t FloatToBf16Bits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+__device__ __forceinline__ float F16BitsToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t man = h & 0x3ffu;
+  if (exp == 0) {
+    // Zero or subnormal: man * 2^-24.
+    const float v = float(man) * (1.0f / 16777216.0f);
+    return __uint_as_float(__float_as_uint(v) | sign);
+  }
+  if (exp == 31) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+  return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+// Round to nearest even, with subnormals and overflow to infinity.
+__device__ __forceinline__ uint16_t FloatToF16Bits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds past 65504: infinity
+  if (a < 0x38800000u) {
+    // Subnormal or zero in f16: value / 2^-24 rounded to nearest even.
+    const float scaled = __uint_as_float(a) * 16777216.0f;
+    const float r = rintf(scaled);
+    return uint16_t(sign | uint32_t(r));
+  }
+  const uint32_t rounded = a + 0xfffu + ((a >> 13) & 1u);
+  return uint16_t(sign | ((rounded - 0x38000000u) >> 13));
+}
+
+__device__ __forceinline__ float LoadAsFloat(const void* p, int dtype_code, int64_t i) {
+  // dtype_code: 0 f32, 1 f16, 2 bf16 (DType's values).
+  if (dtype_code == 0) return static_cast<const float*>(p)[i];
+  const uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return dtype_code == 2 ? Bf16BitsToFloat(h) : F16BitsToFloat(h);
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024);
+// every thread gets the result. `scratch` is 32 floats of shared memory.
+__device__ __forceinline__ float BlockSum(float v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = blockDim.x >> 5;
+  v = WarpSum(v);
+  __syncthreads();  // scratch may still be read by a previous call
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float total = lane < warps ? scratch[lane] : 0.0f;
+  return WarpSum(total);
+}
+
+}  // namespace gqa::GQA_CUDA_NS

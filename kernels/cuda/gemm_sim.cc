@@ -1,0 +1,37 @@
+// Gemm under the interpreter: cuBLASLt's contract (16-bit A and B widened
+// exactly, f32 accumulation, f32 output) computed by the CPU backend's
+// matrix kernel on the calling thread.
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/gemm.h"
+
+namespace gqa::GQA_CUDA_NS {
+namespace {
+
+class SimGemm final : public Gemm {
+ public:
+  absl::Status Run(const void* x, int n, const MatrixView& w, float* y) override {
+    const int64_t count = int64_t{n} * w.cols;
+    const float* xf = static_cast<const float*>(x);
+    if (w.dtype != DType::kF32) {
+      widened_.resize(size_t(count));
+      const uint16_t* h = static_cast<const uint16_t*>(x);
+      for (int64_t i = 0; i < count; ++i) {
+        widened_[i] = w.dtype == DType::kBF16 ? cpu::Bf16ToFloat(h[i]) : cpu::F16ToFloat(h[i]);
+      }
+      xf = widened_.data();
+    }
+    cpu::MatMulRows(xf, n, w, nullptr, y, 0, w.rows);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<float> widened_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(cudaStream_t) { return std::unique_ptr<Gemm>(new SimGemm()); }
+
+}  // namespace gqa::GQA_CUDA_NS
