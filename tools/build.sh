@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/install_deps.sh
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release ${GQA_CUDA_ARCHS:+-DGQA_CUDA_ARCHS=$GQA_CUDA_ARCHS} >/dev/null
 cmake --build build -j"$(nproc)"

@@ -1,0 +1,428 @@
+// Every op of the CUDA backend against the CPU backend, on fresh random
+// inputs with odd sizes, outputs poisoned (NaN) before each run so that an
+// element the kernel never writes fails. Built twice: against the SIMT
+// interpreter (GQA_TEST_CUDA_SIM), where every case also runs under several
+// thread schedules and must give bitwise-identical outputs (a race shows up
+// as a difference), and against a real GPU, where it skips without one.
+//
+// Error bounds (CUDA vs CPU, both f32 arithmetic in different orders):
+//   embedding, gather, write_kv: exact
+//   add, silu_mul, rms_norm, rope: 2e-6 x (1 + |want|) (expf/sinf/cosf and
+//     sums differ by a few ulp)
+//   matmul: f32 weights 1e-5 x sum|x w|; f16/bf16 weights: the GPU rounds
+//     the activations to the weight type (cuBLASLt's contract), so
+//     2^-11 (f16) / 2^-8 (bf16) x sum|x w| plus 1e-5 x sum|x w|
+//   attention: 2e-5 x (1 + |want|) (online vs two-pass softmax)
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "tests/cuda/mini_test.h"
+
+#if defined(GQA_TEST_CUDA_SIM)
+#include "kernels/cuda/sim/simt.h"
+#define DEVICE_NS cuda_sim
+#else
+#define DEVICE_NS cuda
+#endif
+
+namespace gqa {
+namespace {
+
+Backend& Device() {
+  static absl::StatusOr<std::unique_ptr<Backend>> dev = DEVICE_NS::CreateBackend(0);
+  if (!dev.ok()) SKIP(std::string(dev.status().message()));
+  return **dev;
+}
+
+CpuBackend& Cpu() {
+  static CpuBackend cpu(1);
+  return cpu;
+}
+
+std::mt19937_64& Rng() {
+  static std::mt19937_64 rng(20261124);
+  return rng;
+}
+
+std::vector<float> Random(size_t n, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(Rng());
+  return v;
+}
+
+int RandInt(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(Rng()); }
+
+// A device copy of host data.
+template <typename T>
+DeviceBuffer Upload(const std::vector<T>& host) {
+  absl::StatusOr<DeviceBuffer> b = Device().Allocate(host.size() * sizeof(T));
+  REQUIRE(b.ok());
+  Device().CopyToDevice(b->data(), host.data(), host.size() * sizeof(T));
+  return std::move(*b);
+}
+
+// Device memory filled with 0xff bytes (NaN as f32).
+DeviceBuffer Poisoned(size_t bytes) {
+  absl::StatusOr<DeviceBuffer> b = Device().Allocate(bytes);
+  REQUIRE(b.ok());
+  std::vector<uint8_t> nan(bytes, 0xff);
+  Device().CopyToDevice(b->data(), nan.data(), bytes);
+  return std::move(*b);
+}
+
+template <typename T>
+std::vector<T> Download(const DeviceBuffer& b, size_t count) {
+  std::vector<T> out(count);
+  Device().CopyToHost(out.data(), b.data(), count * sizeof(T));
+  const absl::Status st = Device().Synchronize();
+  CHECK_MSG(st.ok(), st.message());
+  return out;
+}
+
+// Runs `run` (which returns the op's output bytes) once per thread schedule
+// of the interpreter and checks that every schedule gives the same bits.
+// On a GPU it runs once.
+template <typename Fn>
+auto UnderSchedules(const std::string& what, Fn run) {
+  auto first = run();
+#if defined(GQA_TEST_CUDA_SIM)
+  using gqa_sim::Schedule;
+  const std::pair<Schedule, uint64_t> schedules[] = {
+      {Schedule::kReverse, 1}, {Schedule::kShuffled, 7}, {Schedule::kShuffled, 8}, {Schedule::kWarpsReversed, 1}};
+  for (const auto& [s, seed] : schedules) {
+    gqa_sim::SetSchedule(s, seed);
+    auto again = run();
+    CHECK_MSG(again.size() == first.size() &&
+                  std::memcmp(again.data(), first.data(), first.size() * sizeof(first[0])) == 0,
+              what << ": output differs under schedule " << gqa_sim::ScheduleName(s) << " (a race)");
+  }
+  gqa_sim::SetSchedule(Schedule::kForward, 1);
+#endif
+  return first;
+}
+
+// got vs want: |got - want| <= tol * scale[i] elementwise; NaN fails.
+void ExpectClose(const std::vector<float>& got, const std::vector<float>& want, const std::vector<double>& scale,
+                 double tol, const std::string& what) {
+  REQUIRE(got.size() == want.size());
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double e = std::abs(double(got[i]) - double(want[i])) / scale[i];
+    if (!(e <= worst)) {  // NaN lands here and stays the worst
+      worst = e;
+      at = i;
+      if (std::isnan(e)) break;
+    }
+  }
+  CHECK_MSG(worst <= tol, what << ": worst error " << worst << " x scale at " << at << ": got " << got[at]
+                               << ", want " << want[at] << " (bound " << tol << ")");
+}
+
+std::vector<double> RelativeScale(const std::vector<float>& want) {
+  std::vector<double> s(want.size());
+  for (size_t i = 0; i < want.size(); ++i) s[i] = 1.0 + std::abs(want[i]);
+  return s;
+}
+
+// Weights stored as `dtype` bytes.
+std::vector<uint8_t> Store(const std::vector<float>& v, DType dtype) {
+  std::vector<uint8_t> bytes(v.size() * DTypeSize(dtype));
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(bytes.data() + 4 * i, &v[i], 4);
+    } else {
+      const uint16_t h = dtype == DType::kBF16 ? cpu::FloatToBf16(v[i]) : cpu::FloatToF16(v[i]);
+      std::memcpy(bytes.data() + 2 * i, &h, 2);
+    }
+  }
+  return bytes;
+}
+
+const DType kWeightTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+
+TEST_CASE(Embedding) {
+  for (DType dt : kWeightTypes) {
+    const int rows = 37, cols = 129, n = 11;
+    const int64_t first_row = 100;  // a vocabulary slice [100, 137)
+    const std::vector<uint8_t> table = Store(Random(size_t(rows) * cols), dt);
+    std::vector<int32_t> ids(n);
+    for (int32_t& id : ids) id = RandInt(80, 150);  // some outside the slice
+    std::vector<float> want(size_t(n) * cols);
+    Cpu().Embedding(MatrixView{table.data(), dt, rows, cols, cols}, first_row, ids.data(), n, want.data());
+    DeviceBuffer d_table = Upload(table), d_ids = Upload(ids);
+    const auto got = UnderSchedules("embedding", [&] {
+      DeviceBuffer out = Poisoned(want.size() * 4);
+      Device().Embedding(MatrixView{d_table.data(), dt, rows, cols, cols}, first_row, d_ids.as<int32_t>(), n,
+                         out.as<float>());
+      return Download<float>(out, want.size());
+    });
+    ExpectClose(got, want, RelativeScale(want), 0.0, absl::StrCat("embedding ", DTypeName(dt)));
+  }
+}
+
+TEST_CASE(RmsNorm) {
+  for (int dim : {1, 37, 300, 1000}) {
+    const int n = 5;
+    const std::vector<float> x = Random(size_t(n) * dim, 3.0f), w = Random(dim);
+    std::vector<float> want(x.size());
+    Cpu().RmsNorm(x.data(), w.data(), n, dim, 1e-5f, want.data());
+    DeviceBuffer dx = Upload(x), dw = Upload(w);
+    const auto got = UnderSchedules("rms_norm", [&] {
+      DeviceBuffer out = Poisoned(x.size() * 4);
+      Device().RmsNorm(dx.as<float>(), dw.as<float>(), n, dim, 1e-5f, out.as<float>());
+      return Download<float>(out, x.size());
+    });
+    ExpectClose(got, want, RelativeScale(want), 2e-6, absl::StrCat("rms_norm dim ", dim));
+  }
+}
+
+TEST_CASE(MatMul) {
+  struct Shape { int n, rows, cols, col_begin, stride; bool bias; };
+  const Shape shapes[] = {{1, 33, 64, 0, 64, false}, {3, 130, 129, 0, 129, true}, {17, 7, 7, 0, 7, true},
+                          {5, 48, 40, 24, 96, false}};  // the last: a column slice of a wider matrix
+  for (DType dt : kWeightTypes) {
+    for (const Shape& s : shapes) {
+      const std::vector<float> wv = Random(size_t(s.rows) * s.stride, 0.2f);
+      const std::vector<uint8_t> w = Store(wv, dt);
+      const std::vector<float> x = Random(size_t(s.n) * s.cols), bias = Random(s.rows);
+      const MatrixView host_w = MatrixView{w.data(), dt, s.rows, s.stride, s.stride}.ColSlice(s.col_begin, s.cols);
+      std::vector<float> want(size_t(s.n) * s.rows);
+      Cpu().MatMul(x.data(), s.n, host_w, s.bias ? bias.data() : nullptr, want.data());
+      // Scale of each output: sum |x w| (+ |bias|).
+      std::vector<double> scale(want.size());
+      for (int t = 0; t < s.n; ++t) {
+        for (int r = 0; r < s.rows; ++r) {
+          double a = s.bias ? std::abs(bias[r]) : 0.0;
+          for (int c = 0; c < s.cols; ++c) a += std::abs(x[t * s.cols + c] * cpu::LoadElement(host_w.data, dt, int64_t{r} * s.stride + c));
+          scale[size_t(t) * s.rows + r] = a + 1e-30;
+        }
+      }
+      MatrixView dev_w;
+      absl::StatusOr<DeviceBuffer> dw = Device().ImportHostMatrix(host_w, &dev_w);
+      REQUIRE(dw.ok());
+      DeviceBuffer dx = Upload(x), db = Upload(bias);
+      const auto got = UnderSchedules("matmul", [&] {
+        DeviceBuffer out = Poisoned(want.size() * 4);
+        Device().MatMul(dx.as<float>(), s.n, dev_w, s.bias ? db.as<float>() : nullptr, out.as<float>());
+        return Download<float>(out, want.size());
+      });
+      const double tol = 1e-5 + (dt == DType::kBF16 ? 1.0 / 256 : dt == DType::kF16 ? 1.0 / 2048 : 0.0);
+      ExpectClose(got, want, scale, tol,
+                  absl::StrCat("matmul ", DTypeName(dt), " n=", s.n, " ", s.rows, "x", s.cols));
+    }
+  }
+}
+
+TEST_CASE(Rope) {
+  for (int hd : {8, 64, 128}) {
+    const int n = 6, heads = 3;
+    const int64_t stride = heads * hd + 16;  // rows wider than the rotated heads
+    std::vector<float> x = Random(size_t(n) * stride);
+    std::vector<int32_t> pos(n);
+    for (int32_t& p : pos) p = RandInt(0, 4000);
+    std::vector<float> inv(hd / 2);
+    for (int i = 0; i < hd / 2; ++i) inv[i] = float(std::pow(10000.0, -2.0 * i / hd));
+    std::vector<float> want = x;
+    Cpu().Rope(want.data(), n, heads, hd, stride, pos.data(), inv.data());
+    DeviceBuffer dpos = Upload(pos), dinv = Upload(inv);
+    const auto got = UnderSchedules("rope", [&] {
+      DeviceBuffer dx = Upload(x);
+      Device().Rope(dx.as<float>(), n, heads, hd, stride, dpos.as<int32_t>(), dinv.as<float>());
+      return Download<float>(dx, x.size());
+    });
+    ExpectClose(got, want, RelativeScale(want), 2e-6, absl::StrCat("rope head_dim ", hd));
+  }
+}
+
+TEST_CASE(ElementwiseAndGather) {
+  const int64_t count = 4099;
+  const std::vector<float> g = Random(count, 4.0f), u = Random(count), y = Random(count);
+  std::vector<float> silu(count), sum = u;
+  Cpu().SiluMul(g.data(), u.data(), count, silu.data());
+  Cpu().Add(sum.data(), y.data(), count);
+  DeviceBuffer dg = Upload(g), du = Upload(u), dy = Upload(y);
+  const auto got_silu = UnderSchedules("silu_mul", [&] {
+    DeviceBuffer out = Poisoned(count * 4);
+    Device().SiluMul(dg.as<float>(), du.as<float>(), count, out.as<float>());
+    return Download<float>(out, count);
+  });
+  ExpectClose(got_silu, silu, RelativeScale(silu), 2e-6, "silu_mul");
+  const auto got_sum = UnderSchedules("add", [&] {
+    DeviceBuffer dx = Upload(u);
+    Device().Add(dx.as<float>(), dy.as<float>(), count);
+    return Download<float>(dx, count);
+  });
+  ExpectClose(got_sum, sum, RelativeScale(sum), 2e-6, "add");
+
+  const int rows = 9, dim = 301;
+  const std::vector<float> x = Random(size_t(rows) * dim);
+  const std::vector<int32_t> pick = {8, 0, 3, 3};
+  std::vector<float> want(pick.size() * dim);
+  Cpu().GatherRows(x.data(), pick.data(), int(pick.size()), dim, want.data());
+  DeviceBuffer dx = Upload(x), dp = Upload(pick);
+  const auto got = UnderSchedules("gather_rows", [&] {
+    DeviceBuffer out = Poisoned(want.size() * 4);
+    Device().GatherRows(dx.as<float>(), dp.as<int32_t>(), int(pick.size()), dim, out.as<float>());
+    return Download<float>(out, want.size());
+  });
+  ExpectClose(got, want, RelativeScale(want), 0.0, "gather_rows");
+}
+
+// ---- KV write and paged GQA attention ----
+
+struct AttnCase {
+  int num_q_heads, num_kv_heads, group_size, q_head_offset, head_dim, block_size, window;
+  DType kv_dtype;
+};
+
+std::string Name(const AttnCase& c) {
+  return absl::StrCat("q", c.num_q_heads, " kv", c.num_kv_heads, " g", c.group_size, " off", c.q_head_offset, " d",
+                      c.head_dim, " bs", c.block_size, " w", c.window, " ", DTypeName(c.kv_dtype));
+}
+
+// Three sequences of 1, 54 and 97 tokens in shuffled blocks; the step holds
+// the first's only token, a 5-token chunk at the end of the second (chunked
+// prefill) and the third's last token (decode).
+void RunAttentionCase(const AttnCase& c) {
+  const int lens[] = {1, 54, 97};
+  const int bs = c.block_size;
+  const int max_blocks = (97 + bs - 1) / bs;
+  int total_blocks = 0;
+  for (int len : lens) total_blocks += (len + bs - 1) / bs;
+  total_blocks += 3;  // unused blocks in between
+  std::vector<int32_t> ids(total_blocks);
+  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), Rng());
+  std::vector<int32_t> tables(3 * max_blocks, -1);
+  int next = 0;
+  for (int s = 0; s < 3; ++s) {
+    for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
+  }
+  // Every position of every sequence, for the KV write; and the step's tokens.
+  std::vector<int32_t> all_seq, all_pos, all_slot, step_seq, step_pos, step_slot;
+  for (int s = 0; s < 3; ++s) {
+    for (int p = 0; p < lens[s]; ++p) {
+      const int32_t slot = tables[s * max_blocks + p / bs] * bs + p % bs;
+      all_seq.push_back(s);
+      all_pos.push_back(p);
+      all_slot.push_back(slot);
+      const bool in_step = (s == 0) || (s == 1 && p >= 49) || (s == 2 && p == 96);
+      if (in_step) {
+        step_seq.push_back(s);
+        step_pos.push_back(p);
+        step_slot.push_back(slot);
+      }
+    }
+  }
+  const int n_all = int(all_pos.size()), n = int(step_pos.size());
+  const int hd = c.head_dim;
+  const std::vector<float> k = Random(size_t(n_all) * c.num_kv_heads * hd), v = Random(size_t(n_all) * c.num_kv_heads * hd);
+  const std::vector<float> q = Random(size_t(n) * c.num_q_heads * hd);
+  AttentionShape shape;
+  shape.num_q_heads = c.num_q_heads;
+  shape.num_kv_heads = c.num_kv_heads;
+  shape.group_size = c.group_size;
+  shape.q_head_offset = c.q_head_offset;
+  shape.head_dim = hd;
+  shape.scale = 1.0f / std::sqrt(float(hd));
+  shape.sliding_window = c.window;
+
+  auto meta_of = [&](const int32_t* seq, const int32_t* pos, const int32_t* slot, const int32_t* tab, int count) {
+    AttentionMeta m;
+    m.num_tokens = count;
+    m.token_seq = seq;
+    m.token_pos = pos;
+    m.slot_mapping = slot;
+    m.block_tables = tab;
+    m.max_blocks_per_seq = max_blocks;
+    return m;
+  };
+
+  // CPU reference with its own (token-major) cache.
+  const KvCacheLayout cl = Cpu().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  std::vector<uint8_t> ck(cl.Bytes()), cv(cl.Bytes());
+  Cpu().WriteKv(k.data(), v.data(), meta_of(all_seq.data(), all_pos.data(), all_slot.data(), tables.data(), n_all), cl,
+                ck.data(), cv.data());
+  std::vector<float> want(q.size());
+  Cpu().Attention(q.data(), meta_of(step_seq.data(), step_pos.data(), step_slot.data(), tables.data(), n), cl,
+                  ck.data(), cv.data(), shape, want.data());
+
+  // The device with the layout it chose.
+  const KvCacheLayout dl = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  DeviceBuffer d_all_seq = Upload(all_seq), d_all_pos = Upload(all_pos), d_all_slot = Upload(all_slot);
+  DeviceBuffer d_seq = Upload(step_seq), d_pos = Upload(step_pos), d_slot = Upload(step_slot);
+  DeviceBuffer d_tab = Upload(tables), dk = Upload(k), dv = Upload(v), dq = Upload(q);
+  DeviceBuffer dkc = Poisoned(dl.Bytes()), dvc = Poisoned(dl.Bytes());
+  const AttentionMeta all_meta = meta_of(d_all_seq.as<int32_t>(), d_all_pos.as<int32_t>(), d_all_slot.as<int32_t>(),
+                                         d_tab.as<int32_t>(), n_all);
+  const AttentionMeta step_meta =
+      meta_of(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), n);
+  Device().WriteKv(dk.as<float>(), dv.as<float>(), all_meta, dl, dkc.data(), dvc.data());
+
+  // The written cache holds exactly the CPU's values, element by element.
+  const size_t esize = DTypeSize(c.kv_dtype);
+  const auto got_k = Download<uint8_t>(dkc, dl.Bytes());
+  const auto got_v = Download<uint8_t>(dvc, dl.Bytes());
+  int mismatches = 0;
+  for (int t = 0; t < n_all; ++t) {
+    for (int h = 0; h < c.num_kv_heads; ++h) {
+      const size_t cpu_off = size_t(cl.Offset(all_slot[t], h)) * esize, dev_off = size_t(dl.Offset(all_slot[t], h)) * esize;
+      mismatches += std::memcmp(ck.data() + cpu_off, got_k.data() + dev_off, hd * esize) != 0;
+      mismatches += std::memcmp(cv.data() + cpu_off, got_v.data() + dev_off, hd * esize) != 0;
+    }
+  }
+  CHECK_MSG(mismatches == 0, "write_kv " << Name(c) << ": " << mismatches << " rows differ from the CPU's");
+
+  const auto got = UnderSchedules("attention " + Name(c), [&] {
+    DeviceBuffer out = Poisoned(q.size() * 4);
+    Device().Attention(dq.as<float>(), step_meta, dl, dkc.data(), dvc.data(), shape, out.as<float>());
+    return Download<float>(out, q.size());
+  });
+  ExpectClose(got, want, RelativeScale(want), 2e-5, "attention " + Name(c));
+}
+
+TEST_CASE(AttentionGroupSizes) {
+  // q heads, kv heads, group size, offset of local q head 0 in its group.
+  const AttnCase cases[] = {
+      {4, 4, 1, 0, 64, 16, 0, DType::kF32},    // MHA
+      {4, 2, 2, 0, 128, 32, 0, DType::kF32},   // GQA-2
+      {8, 2, 4, 0, 64, 16, 0, DType::kBF16},   // GQA-4, bf16 cache
+      {7, 1, 7, 0, 128, 16, 0, DType::kF32},   // GQA-7 (Qwen2-7B's group)
+      {5, 2, 7, 3, 64, 32, 0, DType::kF32},    // a shard straddling two groups of 7
+      {16, 2, 8, 0, 128, 16, 0, DType::kBF16}, // GQA-8
+      {8, 1, 8, 0, 64, 32, 20, DType::kF32},   // GQA-8 with a sliding window
+      {16, 1, 16, 0, 64, 16, 0, DType::kF32},  // a group wider than one pass of the kernel
+      {1, 1, 8, 5, 128, 16, 0, DType::kF32},   // one query head of a group (TP 8 of an 8-head group)
+      {2, 1, 4, 0, 40, 16, 7, DType::kBF16},   // head_dim not a power of two
+  };
+  for (const AttnCase& c : cases) RunAttentionCase(c);
+}
+
+#if defined(GQA_TEST_CUDA_SIM)
+TEST_CASE(TooLargeHeadDimIsAnErrorNotACrash) {
+  AttentionShape shape;
+  shape.num_q_heads = 1;
+  shape.num_kv_heads = 1;
+  shape.head_dim = 512;
+  AttentionMeta meta;
+  Device().Attention(nullptr, meta, KvCacheLayout{}, nullptr, nullptr, shape, nullptr);
+  const absl::Status st = Device().Synchronize();
+  CHECK_MSG(!st.ok() && std::string(st.message()).find("head_dim") != std::string::npos, st.message());
+  CHECK(Device().Synchronize().ok());  // the error was reported once
+}
+#endif
+
+}  // namespace
+}  // namespace gqa
+
+int main(int argc, char** argv) { return mini_test::RunAll(argc, argv); }

@@ -1,0 +1,187 @@
+// The SIMT interpreter itself: thread indices, shared memory per block,
+// barriers, warp shuffles and votes with CUDA's semantics, atomics; a race
+// made visible by changing the thread schedule; and misuse (a divergent
+// __syncthreads, a warp collective missing a lane) reported as a launch
+// error instead of a hang.
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/cuda_compat.h"
+#include "tests/cuda/mini_test.h"
+
+namespace {
+
+__global__ void IndexKernel(int* out) {
+  const int linear = threadIdx.x + threadIdx.y * blockDim.x + threadIdx.z * blockDim.x * blockDim.y;
+  const int block = blockIdx.x + blockIdx.y * gridDim.x;
+  const int per_block = blockDim.x * blockDim.y * blockDim.z;
+  out[block * per_block + linear] = block * 1000 + int(threadIdx.z) * 100 + int(threadIdx.y) * 10 + int(threadIdx.x);
+}
+
+TEST_CASE(ThreadAndBlockIndices) {
+  const dim3 grid(3, 2), block(4, 3, 2);
+  std::vector<int> out(6 * 24, -1);
+  REQUIRE(gqa_cuda::Launch(IndexKernel, grid, block, nullptr, out.data()) == cudaSuccess);
+  for (int b = 0; b < 6; ++b) {
+    for (int z = 0; z < 2; ++z) {
+      for (int y = 0; y < 3; ++y) {
+        for (int x = 0; x < 4; ++x) CHECK(out[b * 24 + z * 12 + y * 4 + x] == b * 1000 + z * 100 + y * 10 + x);
+      }
+    }
+  }
+}
+
+// Reverses 64 values through shared memory: correct only with the barrier.
+__global__ void ReverseKernel(const int* in, int* out, bool with_barrier) {
+  __shared__ int tile[64];
+  const int t = threadIdx.x;
+  tile[t] = in[blockIdx.x * 64 + t];
+  if (with_barrier) __syncthreads();
+  out[blockIdx.x * 64 + t] = tile[63 - t];
+}
+
+TEST_CASE(SharedMemoryAndBarrier) {
+  std::vector<int> in(3 * 64), out(3 * 64, -1);
+  for (int i = 0; i < 3 * 64; ++i) in[i] = i * 7 + 1;
+  for (auto s : {gqa_sim::Schedule::kForward, gqa_sim::Schedule::kReverse, gqa_sim::Schedule::kShuffled}) {
+    gqa_sim::SetSchedule(s, 3);
+    REQUIRE(gqa_cuda::Launch(ReverseKernel, dim3(3), dim3(64), nullptr, in.data(), out.data(), true) == cudaSuccess);
+    for (int b = 0; b < 3; ++b) {
+      for (int t = 0; t < 64; ++t) CHECK(out[b * 64 + t] == in[b * 64 + 63 - t]);
+    }
+  }
+  gqa_sim::SetSchedule(gqa_sim::Schedule::kForward);
+}
+
+TEST_CASE(AMissingBarrierIsARaceThatSchedulesExpose) {
+  std::vector<int> in(64), forward(64), reverse(64);
+  for (int i = 0; i < 64; ++i) in[i] = i + 100;
+  gqa_sim::SetSchedule(gqa_sim::Schedule::kForward);
+  // Poison the shared tile with a first launch so stale values differ.
+  std::vector<int> other(64, 5);
+  REQUIRE(gqa_cuda::Launch(ReverseKernel, dim3(1), dim3(64), nullptr, other.data(), forward.data(), true) == cudaSuccess);
+  REQUIRE(gqa_cuda::Launch(ReverseKernel, dim3(1), dim3(64), nullptr, in.data(), forward.data(), false) == cudaSuccess);
+  REQUIRE(gqa_cuda::Launch(ReverseKernel, dim3(1), dim3(64), nullptr, other.data(), reverse.data(), true) == cudaSuccess);
+  gqa_sim::SetSchedule(gqa_sim::Schedule::kReverse);
+  REQUIRE(gqa_cuda::Launch(ReverseKernel, dim3(1), dim3(64), nullptr, in.data(), reverse.data(), false) == cudaSuccess);
+  gqa_sim::SetSchedule(gqa_sim::Schedule::kForward);
+  CHECK(forward != reverse);
+}
+
+__global__ void ShuffleKernel(const float* in, float* out) {
+  const int lane = threadIdx.x & 31;
+  const float v = in[threadIdx.x];
+  float sum = v;
+  for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  const float from3 = __shfl_sync(0xffffffffu, v, 3);
+  const float down = __shfl_down_sync(0xffffffffu, v, 1);
+  const float up = __shfl_up_sync(0xffffffffu, v, 2);
+  const float seg = __shfl_sync(0xffffffffu, v, 1, 8);  // lane 1 of each 8-lane segment
+  const unsigned ballot = __ballot_sync(0xffffffffu, v > 0.0f);
+  const int any = __any_sync(0xffffffffu, lane == 31);
+  const int all = __all_sync(0xffffffffu, lane < 31);
+  float* o = out + threadIdx.x * 8;
+  o[0] = sum;
+  o[1] = from3;
+  o[2] = down;
+  o[3] = up;
+  o[4] = seg;
+  o[5] = float(ballot & 0xffffu);
+  o[6] = float(any);
+  o[7] = float(all);
+}
+
+TEST_CASE(WarpShufflesAndVotes) {
+  std::vector<float> in(64), out(64 * 8);
+  for (int i = 0; i < 64; ++i) in[i] = float((i * 37) % 11) - 5.0f;
+  REQUIRE(gqa_cuda::Launch(ShuffleKernel, dim3(1), dim3(64), nullptr, in.data(), out.data()) == cudaSuccess);
+  for (int w = 0; w < 2; ++w) {
+    float sum = 0;
+    unsigned ballot = 0;
+    for (int l = 0; l < 32; ++l) {
+      sum += in[w * 32 + l];
+      if (in[w * 32 + l] > 0) ballot |= 1u << l;
+    }
+    for (int l = 0; l < 32; ++l) {
+      const float* o = out.data() + (w * 32 + l) * 8;
+      CHECK(o[0] == sum);
+      CHECK(o[1] == in[w * 32 + 3]);
+      CHECK(o[2] == in[w * 32 + (l < 31 ? l + 1 : l)]);
+      CHECK(o[3] == in[w * 32 + (l >= 2 ? l - 2 : l)]);
+      CHECK(o[4] == in[w * 32 + (l & ~7) + 1]);
+      CHECK(o[5] == float(ballot & 0xffffu));
+      CHECK(o[6] == 1.0f);
+      CHECK(o[7] == 0.0f);
+    }
+  }
+}
+
+__global__ void AtomicKernel(int* counter, float* sum) {
+  atomicAdd(counter, 1);
+  atomicAdd(sum, 0.5f);
+}
+
+TEST_CASE(Atomics) {
+  int counter = 0;
+  float sum = 0;
+  REQUIRE(gqa_cuda::Launch(AtomicKernel, dim3(5), dim3(96), nullptr, &counter, &sum) == cudaSuccess);
+  CHECK(counter == 5 * 96);
+  CHECK(sum == 0.5f * 5 * 96);
+}
+
+__global__ void EarlyExitBarrierKernel(int* out) {
+  if (threadIdx.x >= 16) return;
+  __syncthreads();
+  out[threadIdx.x] = 1;
+}
+
+__global__ void TwoBarriersKernel(int* out) {
+  if (threadIdx.x < 32) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+
+__global__ void MissingLaneKernel(float* out) {
+  if (threadIdx.x == 5) return;
+  out[threadIdx.x] = __shfl_sync(0xffffffffu, 1.0f, 0);
+}
+
+TEST_CASE(DivergentBarrierIsReportedNotDeadlocked) {
+  std::vector<int> out(64);
+  CHECK(gqa_cuda::Launch(EarlyExitBarrierKernel, dim3(2), dim3(64), nullptr, out.data()) == cudaErrorLaunchFailure);
+  CHECK(cudaGetLastError() == cudaErrorLaunchFailure);
+  CHECK_MSG(gqa_sim::LastLaunchMessage().find("divergent __syncthreads") != std::string::npos,
+            gqa_sim::LastLaunchMessage());
+  CHECK(cudaGetLastError() == cudaSuccess);  // cleared by the read
+
+  CHECK(gqa_cuda::Launch(TwoBarriersKernel, dim3(1), dim3(64), nullptr, out.data()) == cudaErrorLaunchFailure);
+  CHECK_MSG(gqa_sim::LastLaunchMessage().find("divergent __syncthreads") != std::string::npos,
+            gqa_sim::LastLaunchMessage());
+  cudaGetLastError();
+}
+
+TEST_CASE(WarpCollectiveWithAnExitedLaneIsReported) {
+  std::vector<float> out(32);
+  CHECK(gqa_cuda::Launch(MissingLaneKernel, dim3(1), dim3(32), nullptr, out.data()) == cudaErrorLaunchFailure);
+  CHECK_MSG(gqa_sim::LastLaunchMessage().find("has exited") != std::string::npos, gqa_sim::LastLaunchMessage());
+  cudaGetLastError();
+}
+
+TEST_CASE(AnInterpreterRunsAfterAFailedLaunch) {
+  std::vector<int> out(6 * 24, -1);
+  REQUIRE(gqa_cuda::Launch(IndexKernel, dim3(3, 2), dim3(4, 3, 2), nullptr, out.data()) == cudaSuccess);
+  CHECK(out[5 * 24 + 23] == 5 * 1000 + 123);
+}
+
+TEST_CASE(OversizedBlockIsRefused) {
+  std::vector<int> out(2048);
+  CHECK(gqa_cuda::Launch(IndexKernel, dim3(1), dim3(2048), nullptr, out.data()) == cudaErrorInvalidConfiguration);
+  cudaGetLastError();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return mini_test::RunAll(argc, argv); }
