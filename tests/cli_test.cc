@@ -59,6 +59,40 @@ TEST(CliTest, GenerateSinglePromptMatchesTransformers) {
   }
 }
 
+// The whole engine on the CUDA backend's kernels under the interpreter: the
+// same greedy tokens as transformers at every TP degree, K < T included.
+TEST(CliTest, GenerateOnCudaSimMatchesTransformers) {
+  const Json e = Expected("llama_gqa");
+  const std::string file = testing::TempDir("cli_cuda_sim") + "/requests.jsonl";
+  {
+    std::ofstream out(file);
+    for (int p = 0; p < 3; ++p) {
+      out << Json{{"prompt_ids", e["prompts"][p]}, {"max_new_tokens", 16}, {"ignore_eos", true}}.dump() << "\n";
+    }
+  }
+  for (int tp : {1, 2, 4, 8}) {
+    const ProgramRun r = Execute("gqa-generate --model " + testing::FixturePath("golden/llama_gqa") +
+                                 " --device cuda-sim --tp " + std::to_string(tp) + " --prompts-file " + file +
+                                 " --max-num-batched-tokens 16 --block-size 16 --num-kv-blocks 16");
+    ASSERT_EQ(r.status, 0) << "tp=" << tp;
+    ASSERT_EQ(r.lines.size(), 3u) << "tp=" << tp;
+    for (int p = 0; p < 3; ++p) EXPECT_EQ(Json::parse(r.lines[p])["token_ids"], e["greedy_tokens"][p]) << "tp=" << tp;
+  }
+}
+
+TEST(CliTest, CudaWithoutAGpuFailsAtStartWithAMessage) {
+  const std::string cmd = std::string(GQA_BIN_DIR) + "/gqa-generate --model " + testing::FixturePath("golden/llama_gqa") +
+                          " --device cuda --prompt-ids 1,2 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  if (status == 0) GTEST_SKIP() << "a CUDA device is present";
+  EXPECT_NE(out.find("--device cuda"), std::string::npos) << out;
+}
+
 TEST(CliTest, GenerateBatchFileInInputOrder) {
   const Json e = Expected("llama_gqa");
   const std::string file = testing::TempDir("cli") + "/requests.jsonl";

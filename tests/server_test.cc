@@ -564,23 +564,29 @@ TEST(ServerTest, MetricsMove) {
 namespace gqa {
 namespace {
 
-// The program itself: SIGTERM while a streamed request runs lets it finish,
-// refuses new work, and exits 0.
-TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
-  const std::string log = testing::ProcessTempDir("gqa_server_log");
+// Starts the gqa-server program with `args` on free ports; returns its HTTP
+// port (0 if it did not come up, after killing it) and its pid.
+int StartServerProcess(const std::string& tag, const std::vector<std::string>& args, pid_t* pid_out) {
+  const std::string log = testing::ProcessTempDir(tag);
   std::filesystem::create_directories(log);
   const std::string log_file = log + "/server.log";
+  std::filesystem::remove(log_file);  // a previous server's port must not be read
   const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
+  if (pid < 0) return 0;
   if (pid == 0) {  // free ports picked by the server; it logs them
     const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
     if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
-    execl(bin.c_str(), bin.c_str(), "--model", ModelDir().c_str(), "--tp", "2", "--http-port", "0", "--grpc-port",
-          "0", "--num-kv-blocks", "256", "--shutdown-timeout", "60", nullptr);
+    std::vector<std::string> all = {bin, "--model", ModelDir(), "--http-port", "0", "--grpc-port", "0"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(bin.c_str(), argv.data());
     _exit(127);
   }
+  *pid_out = pid;
   int http_port = 0;
-  for (int i = 0; i < 600 && http_port == 0; ++i) {
+  for (int i = 0; i < 1200 && http_port == 0; ++i) {
     std::ifstream in(log_file);
     const std::string text((std::istreambuf_iterator<char>(in)), {});
     const size_t at = text.find("HTTP on 127.0.0.1:");
@@ -590,7 +596,19 @@ TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   }
-  if (http_port == 0) kill(pid, SIGKILL);
+  if (http_port == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  return http_port;
+}
+
+// The program itself: SIGTERM while a streamed request runs lets it finish,
+// refuses new work, and exits 0.
+TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
+  pid_t pid = 0;
+  const int http_port =
+      StartServerProcess("gqa_server_log", {"--tp", "2", "--num-kv-blocks", "256", "--shutdown-timeout", "60"}, &pid);
   ASSERT_NE(http_port, 0) << "gqa-server did not come up";
   const int ports[1] = {http_port};
   std::atomic<int> chunks{0};
@@ -622,6 +640,39 @@ TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_NE(body.find("\"finish_reason\":\"length\""), std::string::npos);
   EXPECT_NE(body.find("data: [DONE]"), std::string::npos);
+}
+
+// gqa-server on the CUDA backend's kernels under the interpreter, with more
+// ranks than KV heads: the same greedy tokens over HTTP as gqa-generate on
+// the CPU.
+TEST(ServerProcessTest, CudaSimServerMatchesCpuGenerate) {
+  const std::vector<int32_t> prompt = {1, 415, 2936, 9060, 285, 1142, 17};
+  const std::vector<int32_t> want = GenerateCli(prompt, 10);
+  ASSERT_EQ(want.size(), 10u);
+  for (const char* tp : {"2", "4"}) {
+    pid_t pid = 0;
+    const int port = StartServerProcess(std::string("gqa_server_cuda_sim_tp") + tp, {"--device", "cuda-sim", "--tp", tp, "--num-kv-blocks", "64"}, &pid);
+    ASSERT_NE(port, 0) << "gqa-server --device cuda-sim did not come up";
+    // A failed assertion below must not leave the server running.
+    std::unique_ptr<pid_t, void (*)(pid_t*)> guard(&pid, [](pid_t* p) {
+      if (*p > 0) {
+        kill(*p, SIGKILL);
+        waitpid(*p, nullptr, 0);
+      }
+    });
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(120, 0);
+    const Json body = {{"prompt", prompt}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
+    auto res = c.Post("/v1/completions", body.dump(), "application/json");
+    ASSERT_TRUE(res) << "tp=" << tp;
+    ASSERT_EQ(res->status, 200) << res->body;
+    EXPECT_EQ(Ids(Json::parse(res->body)["choices"][0]), want) << "tp=" << tp;
+    kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    pid = 0;
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
 }
 
 }  // namespace
