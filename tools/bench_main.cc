@@ -141,40 +141,64 @@ absl::Status Run(const Flags& f) {
   ASSIGN_OR_RETURN(int64_t samples, f.GetInt("samples"));
   ASSIGN_OR_RETURN(int64_t steps, f.GetInt("steps-per-sample"));
   ASSIGN_OR_RETURN(int64_t probe_mib, f.GetInt("probe-mib"));
-  if (context < 1 || samples < 1 || steps < 1 || probe_mib < 1) return absl::InvalidArgumentError("sizes must be positive");
+  ASSIGN_OR_RETURN(int64_t batch, f.GetInt("batch"));
+  if (context < 1 || samples < 1 || steps < 1 || probe_mib < 1 || batch < 1 || batch > 4096) {
+    return absl::InvalidArgumentError("sizes must be positive (batch at most 4096)");
+  }
+  const std::string kv_dtype = f.Get("kv-cache-dtype");
+  if (kv_dtype != "f32" && kv_dtype != "bf16") return absl::InvalidArgumentError("--kv-cache-dtype must be f32 or bf16");
   const int block_size = 16;
   const int64_t max_len = context + samples * steps + 1;
-  const int blocks = static_cast<int>((max_len + block_size - 1) / block_size);
+  const int blocks = static_cast<int>((max_len + block_size - 1) / block_size);  // per sequence
   ExecutorOptions eo;
   ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
   eo.threads_per_rank = static_cast<int>(threads);
   eo.block_size = block_size;
-  eo.num_kv_blocks = blocks;
-  eo.max_step_tokens = static_cast<int>(std::max<int64_t>(context, 2048));
-  eo.max_step_seqs = 1;
+  eo.num_kv_blocks = static_cast<int>(blocks * batch);
+  eo.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
+  eo.max_step_tokens = static_cast<int>(std::max<int64_t>({context, batch, 2048}));
+  eo.max_step_seqs = static_cast<int>(batch);
   ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, BenchModel(f, eo));
   const ModelConfig& c = ex->config();
   if (max_len > c.max_position_embeddings) return absl::InvalidArgumentError("context + steps exceed max_position_embeddings");
 
-  // Prefill `context` tokens, then decode one token per timed step.
-  StepBatch step;
-  step.max_blocks_per_seq = blocks;
-  for (int i = 0; i < blocks; ++i) step.block_tables.push_back(i);
+  // Prefill `context` tokens of each of `batch` sequences (one step each),
+  // then decode one token of every sequence per timed step. Sequence b owns
+  // blocks [b * blocks, (b + 1) * blocks).
   std::vector<float> logits;
-  auto run_tokens = [&](int pos0, int count, int token) -> absl::Status {
-    step.token_ids.assign(count, token);
-    step.positions.clear();
-    step.slot_mapping.clear();
-    for (int i = 0; i < count; ++i) {
-      step.positions.push_back(pos0 + i);
-      step.slot_mapping.push_back(pos0 + i);  // blocks are 0..n-1 in order
+  auto prefill = [&](int b) -> absl::Status {
+    StepBatch step;
+    step.max_blocks_per_seq = blocks;
+    for (int i = 0; i < blocks; ++i) step.block_tables.push_back(b * blocks + i);
+    for (int i = 0; i < context; ++i) {
+      step.token_ids.push_back(1 + (i * 31 + b) % (c.vocab_size - 1));
+      step.positions.push_back(i);
+      step.slot_mapping.push_back(b * blocks * block_size + i);
     }
-    step.token_seq.assign(count, 0);
-    step.logits_rows = {count - 1};
+    step.token_seq.assign(context, 0);
+    step.logits_rows = {static_cast<int32_t>(context) - 1};
     return ex->Step(step, &logits);
   };
+  StepBatch decode;
+  decode.max_blocks_per_seq = blocks;
+  for (int b = 0; b < batch; ++b) {
+    for (int i = 0; i < blocks; ++i) decode.block_tables.push_back(b * blocks + i);
+    decode.token_seq.push_back(b);
+    decode.logits_rows.push_back(b);
+  }
+  auto decode_step = [&](int pos) -> absl::Status {
+    decode.token_ids.clear();
+    decode.positions.assign(batch, pos);
+    decode.slot_mapping.clear();
+    for (int b = 0; b < batch; ++b) {
+      decode.token_ids.push_back(ArgMax(logits.data() + int64_t{b % int(logits.size() / c.vocab_size)} * c.vocab_size,
+                                        c.vocab_size));
+      decode.slot_mapping.push_back(b * blocks * block_size + pos);
+    }
+    return ex->Step(decode, &logits);
+  };
   const double t_prefill = MonotonicSeconds();
-  RETURN_IF_ERROR(run_tokens(0, static_cast<int>(context), 1));
+  for (int b = 0; b < batch; ++b) RETURN_IF_ERROR(prefill(b));
   const double prefill_s = MonotonicSeconds() - t_prefill;
 
   // The roofline: host memory on the CPU backend; on a device, a
@@ -214,10 +238,12 @@ absl::Status Run(const Flags& f) {
     read_bw.push_back(read_probe());
     for (int i = 0; i < steps; ++i, ++pos) {
       const double t0 = MonotonicSeconds();
-      RETURN_IF_ERROR(run_tokens(pos, 1, ArgMax(logits.data(), c.vocab_size)));
+      RETURN_IF_ERROR(decode_step(pos));
       step_s.push_back(MonotonicSeconds() - t0);
-      // KV read by this step: positions 0..pos of every layer, K and V, f32.
-      step_bytes.push_back(double(weight_bytes) + double(c.KvBytesPerToken(4)) * (pos + 1));
+      // Bytes the step must read: the weights once, and positions 0..pos of
+      // every sequence's K and V in every layer.
+      step_bytes.push_back(double(weight_bytes) +
+                           double(c.KvBytesPerToken(int(DTypeSize(eo.kv_dtype)))) * (pos + 1) * double(batch));
     }
     std::vector<double> sample_achieved;
     for (size_t i = step_s.size() - steps; i < step_s.size(); ++i) sample_achieved.push_back(step_bytes[i] / step_s[i]);
@@ -238,10 +264,13 @@ absl::Status Run(const Flags& f) {
                 {"kv_heads", c.num_kv_heads}, {"head_dim", c.head_dim}, {"intermediate", c.intermediate_size},
                 {"vocab", c.vocab_size}, {"dtype", f.Has("model") ? "as stored" : f.Get("dtype")}};
   j["context"] = context;
+  j["batch"] = batch;
+  j["kv_cache_dtype"] = kv_dtype;
   j["decode_steps"] = step_s.size();
-  j["prefill_tokens_per_s"] = context / prefill_s;
+  j["prefill_tokens_per_s"] = double(context) * double(batch) / prefill_s;
   j["weight_bytes_per_step"] = weight_bytes;
-  j["decode_tokens_per_s"] = {{"median", 1.0 / med_step}, {"best", 1.0 / best_step}};
+  j["decode_step_ms"] = {{"median", 1e3 * med_step}, {"best", 1e3 * best_step}};
+  j["decode_tokens_per_s"] = {{"median", double(batch) / med_step}, {"best", double(batch) / best_step}};
   j["achieved_GBps"] = {{"median", med_ach / 1e9}, {"best", best_ach / 1e9}};
   j["copy_GBps"] = {{"median", med_copy / 1e9}, {"best", best_copy / 1e9}, {"samples", copy_bw}};
   j["read_GBps"] = {{"median", med_read / 1e9}, {"best", best_read / 1e9}};
@@ -258,7 +287,7 @@ absl::Status Run(const Flags& f) {
                "decode: %.2f tok/s median (%.2f best); achieved %.1f GB/s median; copy bandwidth %.1f GB/s median "
                "-> %.0f%% of the copy roofline (best %.0f%%), %.0f%% of the read roofline; per sample: %.0f%% of "
                "copy, %.0f%% of read (medians)\n",
-               1.0 / med_step, 1.0 / best_step, med_ach / 1e9, med_copy / 1e9, 100 * med_ach / med_copy,
+               double(batch) / med_step, double(batch) / best_step, med_ach / 1e9, med_copy / 1e9, 100 * med_ach / med_copy,
                100 * best_ach / best_copy, 100 * med_ach / med_read, 100 * Median(frac_copy), 100 * Median(frac_read));
   return absl::OkStatus();
 }
@@ -284,6 +313,8 @@ int main(int argc, char** argv) {
   f.AddBool("untied", "synthetic model: separate LM head (default: tied, as Llama 3.2 1B)");
   f.Add("threads", "0", "CPU threads; 0 means one per hardware thread");
   f.Add("context", "128", "prompt tokens prefilled before decoding");
+  f.Add("batch", "1", "decode mode: sequences decoded together, each prefilled with --context tokens");
+  f.Add("kv-cache-dtype", "f32", "decode mode: KV cache element type, f32 or bf16");
   f.Add("samples", "8", "bandwidth probes, each followed by --steps-per-sample decode steps");
   f.Add("steps-per-sample", "4", "decode steps timed after each probe");
   f.Add("probe-mib", "512", "size of each bandwidth-probe buffer in MiB");
