@@ -22,13 +22,13 @@ void DeviceBuffer::Reset() {
   release_ = nullptr;
 }
 
-void Backend::ConcatColumns(const float* src, int parts, int64_t part_stride, int64_t src_row_stride,
-                            const int64_t* col_begin, int rows, float* dst) {
+void Backend::ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                            float* dst) {
   const int64_t width = col_begin[parts];
   for (int p = 0; p < parts; ++p) {
     const int64_t cols = col_begin[p + 1] - col_begin[p];
     for (int i = 0; i < rows; ++i) {
-      CopyDeviceToDevice(dst + i * width + col_begin[p], src + p * part_stride + i * src_row_stride,
+      CopyDeviceToDevice(dst + i * width + col_begin[p], src + p * part_stride + i * cols,
                          size_t(cols) * sizeof(float));
     }
   }

@@ -58,12 +58,13 @@ class Backend {
   virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
-  // Joins `parts` f32 matrices of `rows` rows side by side: part p is
-  // src + p * part_stride with rows src_row_stride apart and columns
-  // [col_begin[p], col_begin[p + 1]) of dst, whose rows are col_begin[parts]
-  // wide. col_begin is host memory. Default: one copy per part and row.
-  virtual void ConcatColumns(const float* src, int parts, int64_t part_stride, int64_t src_row_stride,
-                             const int64_t* col_begin, int rows, float* dst);
+  // Joins `parts` f32 matrices of `rows` rows side by side: part p is the
+  // packed [rows, col_begin[p + 1] - col_begin[p]] matrix at
+  // src + p * part_stride and becomes columns [col_begin[p], col_begin[p + 1])
+  // of dst, whose rows are col_begin[parts] wide. col_begin is host memory.
+  // Default: one copy per part and row.
+  virtual void ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                             float* dst);
   // Waits for every op issued so far; reports a device error if one occurred.
   virtual absl::Status Synchronize() = 0;
   // Binds the calling thread to this backend's device (CUDA: cudaSetDevice);

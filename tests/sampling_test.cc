@@ -240,21 +240,21 @@ TEST(SampleOpTest, CudaSimMatchesCpu) {
 }
 
 TEST(SampleOpTest, ConcatColumnsMatchesCopies) {
-  // Three parts of widths 5, 4, 4 padded to 5, two rows.
-  const int rows = 2, padded = 5;
+  // Three packed parts of widths 5, 4, 4, 10 floats apart, two rows.
+  const int rows = 2, stride = 10;
   const std::vector<int64_t> cols = {0, 5, 9, 13};
-  std::vector<float> src(3 * rows * padded);
+  std::vector<float> src(3 * stride);
   for (size_t i = 0; i < src.size(); ++i) src[i] = float(i);
   std::vector<float> want(rows * 13);
   for (int p = 0; p < 3; ++p)
     for (int i = 0; i < rows; ++i)
-      for (int64_t j = 0; j < cols[p + 1] - cols[p]; ++j) want[i * 13 + cols[p] + j] = src[(p * rows + i) * padded + j];
+      for (int64_t j = 0; j < cols[p + 1] - cols[p]; ++j) want[i * 13 + cols[p] + j] = src[p * stride + i * (cols[p + 1] - cols[p]) + j];
   for (Backend* b : {&Cpu(), &CudaSim()}) {
     absl::StatusOr<DeviceBuffer> s = b->Allocate(src.size() * sizeof(float));
     absl::StatusOr<DeviceBuffer> d = b->Allocate(want.size() * sizeof(float));
     ASSERT_TRUE(s.ok() && d.ok());
     b->CopyToDevice(s->data(), src.data(), src.size() * sizeof(float));
-    b->ConcatColumns(s->as<float>(), 3, rows * padded, padded, cols.data(), rows, d->as<float>());
+    b->ConcatColumns(s->as<float>(), 3, stride, cols.data(), rows, d->as<float>());
     std::vector<float> got(want.size());
     b->CopyToHost(got.data(), d->data(), got.size() * sizeof(float));
     ASSERT_OK(b->Synchronize());

@@ -160,7 +160,10 @@ absl::Status Run(const Flags& f) {
   StepBatch step;
   step.max_blocks_per_seq = blocks;
   for (int i = 0; i < blocks; ++i) step.block_tables.push_back(i);
-  std::vector<float> logits;
+  // Greedy on the device: only the token comes back, as in serving.
+  StepSampling greedy;
+  greedy.rows.resize(1);
+  std::vector<SampleOutput> sampled;
   auto run_tokens = [&](int pos0, int count, int token) -> absl::Status {
     step.token_ids.assign(count, token);
     step.positions.clear();
@@ -171,7 +174,7 @@ absl::Status Run(const Flags& f) {
     }
     step.token_seq.assign(count, 0);
     step.logits_rows = {count - 1};
-    return ex->Step(step, &logits);
+    return ex->Step(step, greedy, &sampled);
   };
   const double t_prefill = MonotonicSeconds();
   RETURN_IF_ERROR(run_tokens(0, static_cast<int>(context), 1));
@@ -214,7 +217,7 @@ absl::Status Run(const Flags& f) {
     read_bw.push_back(read_probe());
     for (int i = 0; i < steps; ++i, ++pos) {
       const double t0 = MonotonicSeconds();
-      RETURN_IF_ERROR(run_tokens(pos, 1, ArgMax(logits.data(), c.vocab_size)));
+      RETURN_IF_ERROR(run_tokens(pos, 1, sampled[0].token));
       step_s.push_back(MonotonicSeconds() - t0);
       // KV read by this step: positions 0..pos of every layer, K and V, f32.
       step_bytes.push_back(double(weight_bytes) + double(c.KvBytesPerToken(4)) * (pos + 1));

@@ -168,10 +168,10 @@ class CudaBackend final : public Backend {
     }
     Record(LaunchAttention(q, meta, layout, k_cache, v_cache, shape, out, stream_), "attention");
   }
-  void ConcatColumns(const float* src, int parts, int64_t part_stride, int64_t src_row_stride,
-                     const int64_t* col_begin, int rows, float* dst) override {
-    if (parts > kMaxConcatParts) return Backend::ConcatColumns(src, parts, part_stride, src_row_stride, col_begin, rows, dst);
-    Record(LaunchConcatColumns(src, parts, part_stride, src_row_stride, col_begin, rows, dst, stream_), "concat_columns");
+  void ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                     float* dst) override {
+    if (parts > kMaxConcatParts) return Backend::ConcatColumns(src, parts, part_stride, col_begin, rows, dst);
+    Record(LaunchConcatColumns(src, parts, part_stride, col_begin, rows, dst, stream_), "concat_columns");
   }
   void Sample(const float* logits, int rows, int vocab, const SamplingRow* params, const PenaltyEntry* penalties,
               float* scratch, SampleOutput* out) override {

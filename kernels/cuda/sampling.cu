@@ -245,24 +245,24 @@ struct ColumnStarts {
 };
 
 // Block (row, part) copies that part's piece of the row.
-__global__ void ConcatColumnsKernel(const float* src, int64_t part_stride, int64_t src_row_stride,
-                                    ColumnStarts cols, int64_t width, float* dst) {
+__global__ void ConcatColumnsKernel(const float* src, int64_t part_stride, ColumnStarts cols, int64_t width,
+                                    float* dst) {
   const int row = blockIdx.x, part = blockIdx.y;
   const int64_t begin = cols.begin[part], n = cols.begin[part + 1] - begin;
-  const float* s = src + part * part_stride + row * src_row_stride;
+  const float* s = src + part * part_stride + row * n;
   float* d = dst + row * width + begin;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) d[j] = s[j];
 }
 
 }  // namespace
 
-cudaError_t LaunchConcatColumns(const float* src, int parts, int64_t part_stride, int64_t src_row_stride,
-                                const int64_t* col_begin, int rows, float* dst, cudaStream_t s) {
+cudaError_t LaunchConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                                float* dst, cudaStream_t s) {
   if (parts < 1 || parts > kMaxConcatParts) return cudaErrorInvalidValue;
   ColumnStarts cols{};
   for (int p = 0; p <= parts; ++p) cols.begin[p] = col_begin[p];
-  return gqa_cuda::Launch(ConcatColumnsKernel, dim3(rows, parts), dim3(256), s, src, part_stride, src_row_stride,
-                          cols, col_begin[parts], dst);
+  return gqa_cuda::Launch(ConcatColumnsKernel, dim3(rows, parts), dim3(256), s, src, part_stride, cols,
+                          col_begin[parts], dst);
 }
 
 cudaError_t LaunchSample(const float* logits, int rows, int vocab, const SamplingRow* params,

@@ -13,8 +13,8 @@ namespace gqa::GQA_CUDA_NS {
 
 // At most this many parts (col_begin is passed by value); more: invalid value.
 constexpr int kMaxConcatParts = 64;
-cudaError_t LaunchConcatColumns(const float* src, int parts, int64_t part_stride, int64_t src_row_stride,
-                                const int64_t* col_begin, int rows, float* dst, cudaStream_t s);
+cudaError_t LaunchConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                                float* dst, cudaStream_t s);
 // One thread block per row; vocab in [1, 2^kMaxVocabBits].
 cudaError_t LaunchSample(const float* logits, int rows, int vocab, const SamplingRow* params,
                          const PenaltyEntry* penalties, float* scratch, SampleOutput* out, cudaStream_t s);
