@@ -22,6 +22,18 @@ void DeviceBuffer::Reset() {
   release_ = nullptr;
 }
 
+void Backend::ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                            float* dst) {
+  const int64_t width = col_begin[parts];
+  for (int p = 0; p < parts; ++p) {
+    const int64_t cols = col_begin[p + 1] - col_begin[p];
+    for (int i = 0; i < rows; ++i) {
+      CopyDeviceToDevice(dst + i * width + col_begin[p], src + p * part_stride + i * cols,
+                         size_t(cols) * sizeof(float));
+    }
+  }
+}
+
 MatrixView MatrixView::RowSlice(int64_t begin, int64_t count) const {
   GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows, "row slice out of range");
   MatrixView v = *this;

@@ -12,6 +12,7 @@
 
 #include "kernels/common.h"
 #include "kernels/op_types.h"
+#include "kernels/sampling_types.h"
 
 namespace gqa {
 
@@ -57,6 +58,13 @@ class Backend {
   virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
+  // Joins `parts` f32 matrices of `rows` rows side by side: part p is the
+  // packed [rows, col_begin[p + 1] - col_begin[p]] matrix at
+  // src + p * part_stride and becomes columns [col_begin[p], col_begin[p + 1])
+  // of dst, whose rows are col_begin[parts] wide. col_begin is host memory.
+  // Default: one copy per part and row.
+  virtual void ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                             float* dst);
   // Waits for every op issued so far; reports a device error if one occurred.
   virtual absl::Status Synchronize() = 0;
   // Binds the calling thread to this backend's device (CUDA: cudaSetDevice);
@@ -111,6 +119,11 @@ class Backend {
   virtual void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
                          const void* k_cache, const void* v_cache, const AttentionShape& shape,
                          float* out) = 0;
+  // One token per row of logits [rows, vocab] (contiguous), chosen by the
+  // rule of kernels/sampling_types.h: params [rows], the rows' penalty
+  // entries, scratch [rows, vocab] floats, out [rows]. vocab <= 2^21.
+  virtual void Sample(const float* logits, int rows, int vocab, const SamplingRow* params,
+                      const PenaltyEntry* penalties, float* scratch, SampleOutput* out) = 0;
 };
 
 }  // namespace gqa

@@ -143,6 +143,7 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
   size_t max_blocks = 1;
   for (const ScheduledSeq& s : out.seqs) max_blocks = std::max(max_blocks, s.seq->blocks.size());
   batch.max_blocks_per_seq = static_cast<int>(max_blocks);
+  StepSampling sampling;
   for (size_t i = 0; i < out.seqs.size(); ++i) {
     const ScheduledSeq& s = out.seqs[i];
     std::vector<int32_t> table = s.seq->blocks;
@@ -154,8 +155,11 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
       batch.token_seq.push_back(static_cast<int32_t>(i));
       batch.slot_mapping.push_back(s.seq->blocks[p / bs] * bs + p % bs);
     }
-    if (s.samples) batch.logits_rows.push_back(batch.num_tokens() - 1);
     Request& req = requests_.at(s.seq->id);
+    if (s.samples) {
+      batch.logits_rows.push_back(batch.num_tokens() - 1);
+      sampling.rows.push_back(req.sampler.NextRow(s.seq->tokens, s.seq->prompt_len, &sampling.penalties));
+    }
     if (req.queue_seconds < 0) {
       req.queue_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - req.submitted).count();
     }
@@ -163,8 +167,8 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
 
   // The step runs without the lock: Submit and Abort stay responsive.
   lock.unlock();
-  std::vector<float> logits;
-  const absl::Status st = executor_->Step(batch, &logits);
+  std::vector<SampleOutput> sampled;
+  const absl::Status st = executor_->Step(batch, sampling, &sampled);
   lock.lock();
   ++stats_.steps;
 
@@ -181,14 +185,13 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
     return;
   }
   scheduler_->Commit(out);
-  const int vocab = executor_->config().vocab_size;
   const std::vector<int>& eos = executor_->config().eos_token_ids;
   int row = 0;
   for (const ScheduledSeq& s : out.seqs) {
     if (!s.samples) continue;
     const int64_t id = s.seq->id;
     Request& req = requests_.at(id);
-    SampledToken tok = req.sampler.Sample(logits.data() + int64_t{row++} * vocab, vocab, s.seq->tokens, s.seq->prompt_len);
+    SampledToken tok = Sampler::ToToken(sampled[row++]);
     scheduler_->AppendToken(id, tok.token);
     ++stats_.generated_tokens;
     RequestOutput ev;

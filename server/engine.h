@@ -1,7 +1,8 @@
 // The serving engine: requests in, token events out. One loop thread runs
-// steps of continuous batching (Scheduler) on the Executor and samples each
-// request with its own Sampler. Thread-safe; callbacks run on the loop
-// thread, outside the engine's lock, and may call Submit or Abort.
+// steps of continuous batching (Scheduler) on the Executor, which samples
+// each request on the device with the parameters and uniform of its own
+// Sampler. Thread-safe; callbacks run on the loop thread, outside the
+// engine's lock, and may call Submit or Abort.
 #pragma once
 
 #include <chrono>

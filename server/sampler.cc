@@ -1,11 +1,9 @@
 #include "server/sampler.h"
 
-#include <algorithm>
-#include <cmath>
-#include <numeric>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace gqa {
 
@@ -28,91 +26,49 @@ absl::Status ValidateSamplingParams(const SamplingParams& p, int vocab_size) {
 Sampler::Sampler(const SamplingParams& params, uint64_t fallback_seed)
     : params_(params), rng_(params.seed.value_or(fallback_seed)) {}
 
-SampledToken Sampler::Sample(const float* logits, int vocab, const std::vector<int32_t>& context, int prompt_len) {
+SamplingRow Sampler::NextRow(const std::vector<int32_t>& context, int prompt_len,
+                             std::vector<PenaltyEntry>* penalties) {
   const SamplingParams& p = params_;
-  SampledToken out;
-
-  // Log-probabilities of the model's own distribution.
-  const float mx = *std::max_element(logits, logits + vocab);
-  double sum = 0;
-  for (int i = 0; i < vocab; ++i) sum += std::exp(double(logits[i]) - mx);
-  const double log_z = mx + std::log(sum);
-
-  work_.assign(logits, logits + vocab);
-  if (p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0) {
-    std::unordered_map<int32_t, int> out_counts;
-    for (size_t i = prompt_len; i < context.size(); ++i) ++out_counts[context[i]];
-    if (p.repetition_penalty != 1.0) {
-      std::vector<bool> seen(vocab, false);
-      for (int32_t t : context) {
-        if (t < 0 || t >= vocab || seen[t]) continue;
-        seen[t] = true;
-        work_[t] = work_[t] > 0 ? float(work_[t] / p.repetition_penalty) : float(work_[t] * p.repetition_penalty);
-      }
+  SamplingRow row;
+  row.temperature = float(p.temperature);
+  row.top_k = p.top_k;
+  row.top_p = float(p.top_p);
+  row.min_p = float(p.min_p);
+  row.presence_penalty = float(p.presence_penalty);
+  row.frequency_penalty = float(p.frequency_penalty);
+  row.repetition_penalty = float(p.repetition_penalty);
+  row.num_top_logprobs = p.logprobs;
+  row.penalty_begin = row.penalty_end = int32_t(penalties->size());
+  // Repetition reaches every context token; presence and frequency only the output's.
+  const bool repetition = p.repetition_penalty != 1.0;
+  if (repetition || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0) {
+    std::unordered_map<int32_t, size_t> entry;
+    for (size_t i = repetition ? 0 : size_t(prompt_len); i < context.size(); ++i) {
+      auto [it, fresh] = entry.try_emplace(context[i], penalties->size());
+      if (fresh) penalties->push_back({context[i], 0});
+      if (i >= size_t(prompt_len)) ++(*penalties)[it->second].output_count;
     }
-    for (const auto& [t, n] : out_counts) {
-      if (t < 0 || t >= vocab) continue;
-      work_[t] -= float(p.frequency_penalty * n + p.presence_penalty);
-    }
+    row.penalty_end = int32_t(penalties->size());
   }
+  if (row.temperature > 0.0f) row.uniform = double(rng_() >> 11) * 0x1.0p-53;  // 53 random bits in [0, 1)
+  return row;
+}
 
-  int32_t chosen;
-  if (p.temperature == 0) {
-    chosen = static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
-  } else {
-    // Candidates: the top_k highest (ties by id), all of them sorted when
-    // top-p needs an order, else every token in id order. min-p and top-p
-    // then cut the temperature-scaled distribution; one draw picks.
-    order_.resize(vocab);
-    std::iota(order_.begin(), order_.end(), 0);
-    const int k = p.top_k > 0 ? std::min(p.top_k, vocab) : vocab;
-    auto by_logit = [&](int32_t a, int32_t b) { return work_[a] != work_[b] ? work_[a] > work_[b] : a < b; };
-    if (k < vocab) {
-      std::partial_sort(order_.begin(), order_.begin() + k, order_.end(), by_logit);
-    } else if (p.top_p < 1) {
-      std::sort(order_.begin(), order_.end(), by_logit);
-    }
-    const double top = *std::max_element(work_.begin(), work_.end()) / p.temperature;
-    std::vector<double> prob(k);
-    for (int i = 0; i < k; ++i) {
-      prob[i] = std::exp(work_[order_[i]] / p.temperature - top);  // the largest is 1
-      if (prob[i] < p.min_p) prob[i] = 0;
-    }
-    int n = k;
-    double total = std::accumulate(prob.begin(), prob.end(), 0.0);
-    if (p.top_p < 1) {  // candidates are sorted here
-      double cum = 0;
-      int keep = 0;
-      while (keep < n) {
-        cum += prob[keep++];
-        if (cum >= p.top_p * total) break;
-      }
-      n = keep;
-      total = cum;
-    }
-    const double u = std::uniform_real_distribution<double>(0.0, total)(rng_);
-    double cum = 0;
-    int pick = -1;
-    for (int i = 0; i < n; ++i) {
-      if (prob[i] == 0) continue;
-      pick = i;  // rounding can leave u at the very top: the last candidate then
-      cum += prob[i];
-      if (u < cum) break;
-    }
-    chosen = order_[pick];
-  }
-  out.token = chosen;
-  out.logprob = float(logits[chosen] - log_z);
-  if (p.logprobs > 0) {
-    std::vector<int32_t> idx(vocab);
-    std::iota(idx.begin(), idx.end(), 0);
-    const int n = std::min(p.logprobs, vocab);
-    std::partial_sort(idx.begin(), idx.begin() + n, idx.end(), [&](int32_t a, int32_t b) {
-      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
-    });
-    for (int i = 0; i < n; ++i) out.top_logprobs.push_back({idx[i], float(logits[idx[i]] - log_z)});
-  }
-  return out;
+SampledToken Sampler::ToToken(const SampleOutput& out) {
+  SampledToken t;
+  t.token = out.token;
+  t.logprob = out.logprob;
+  for (int j = 0; j < out.num_top; ++j) t.top_logprobs.push_back({out.top_tokens[j], out.top_logprobs[j]});
+  return t;
+}
+
+SampledToken Sampler::Sample(const float* logits, int vocab, const std::vector<int32_t>& context, int prompt_len) {
+  penalties_.clear();
+  const SamplingRow row = NextRow(context, prompt_len, &penalties_);
+  work_.resize(vocab);
+  SampleOutput out;
+  cpu::SampleRow(logits, vocab, row, penalties_.data(), work_.data(), &out);
+  return ToToken(out);
 }
 
 }  // namespace gqa

@@ -1,6 +1,8 @@
-// Per-request sampling: penalties, temperature, top-k / top-p / min-p
-// filtering, a seeded generator per request (so a seed gives the same tokens
-// whatever else is batched), and the log-probabilities of the choice.
+// Per-request sampling parameters and their host side: validation, and the
+// request's seeded generator, which draws one uniform per sampled token (so
+// a seed gives the same tokens whatever else is batched). The choice itself
+// (penalties, temperature, top-k / top-p / min-p, logprobs) is the sampling
+// op of kernels/, run on the device beside the logits.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "kernels/common.h"
+#include "kernels/sampling_types.h"
 
 namespace gqa {
 
@@ -38,8 +41,15 @@ class Sampler {
   // A request without a seed gets one from `fallback_seed` (printed by the caller if it matters).
   Sampler(const SamplingParams& params, uint64_t fallback_seed);
 
-  // Picks the next token from raw logits [vocab]; `context` holds the prompt
-  // then the generated tokens, `prompt_len` of them from the prompt.
+  // The op's parameters for the next token. `context` holds the prompt then
+  // the generated tokens, `prompt_len` of them from the prompt; the penalty
+  // entries it needs are appended to *penalties (the row's range points
+  // there). Draws the token's uniform unless the request is greedy.
+  SamplingRow NextRow(const std::vector<int32_t>& context, int prompt_len, std::vector<PenaltyEntry>* penalties);
+  // The op's output as a token with its logprobs.
+  static SampledToken ToToken(const SampleOutput& out);
+
+  // NextRow, then the CPU op on host logits [vocab].
   SampledToken Sample(const float* logits, int vocab, const std::vector<int32_t>& context, int prompt_len);
 
   const SamplingParams& params() const { return params_; }
@@ -47,8 +57,8 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
+  std::vector<PenaltyEntry> penalties_;
   std::vector<float> work_;
-  std::vector<int32_t> order_;
 };
 
 }  // namespace gqa

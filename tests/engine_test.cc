@@ -1,7 +1,9 @@
 // The engine end to end on a tiny model: greedy tokens are the same alone, in
 // a batch of 32, with chunked prefill and after preemption, at TP 1 and 2;
 // aborts and finishes free every block; seeded sampling does not depend on
-// the batch; impossible requests fail alone.
+// the batch (on the CPU and on the CUDA kernels under the interpreter), and
+// the device's choice is the host Sampler's on the same logits; impossible
+// requests fail alone.
 #include <unistd.h>
 
 #include <condition_variable>
@@ -77,8 +79,10 @@ std::string ModelDir() {
   return dir;
 }
 
-std::unique_ptr<Engine> MakeEngine(int tp, int blocks, int block_size, int max_seqs, int budget) {
+std::unique_ptr<Engine> MakeEngine(int tp, int blocks, int block_size, int max_seqs, int budget,
+                                   DeviceKind device = DeviceKind::kCpu) {
   ExecutorOptions eo;
+  eo.device = device;
   eo.tp = tp;
   eo.threads_per_rank = 1;
   eo.num_kv_blocks = blocks;
@@ -213,7 +217,7 @@ TEST(EngineTest, AbortsMidPrefillAndMidDecodeFreeBlocks) {
   EXPECT_EQ(st.running + st.waiting, 0);
 }
 
-TEST(EngineTest, SeededSamplingIgnoresBatchComposition) {
+GenerationRequest SeededRequest() {
   GenerationRequest r;
   r.prompt = {3, 1, 4, 1, 5};
   r.max_tokens = 24;
@@ -223,6 +227,11 @@ TEST(EngineTest, SeededSamplingIgnoresBatchComposition) {
   r.sampling.top_k = 40;
   r.sampling.seed = 1234;
   r.sampling.logprobs = 3;
+  return r;
+}
+
+TEST(EngineTest, SeededSamplingIgnoresBatchComposition) {
+  GenerationRequest r = SeededRequest();
   std::vector<int32_t> alone;
   {
     auto engine = MakeEngine(1, 64, 4, 8, 64);
@@ -241,6 +250,107 @@ TEST(EngineTest, SeededSamplingIgnoresBatchComposition) {
   auto engine2 = MakeEngine(1, 64, 4, 8, 64);
   EXPECT_NE(RunTogether(*engine2, {r})[0].tokens, alone);
 }
+
+TEST(EngineTest, SeededSamplingIgnoresBatchCompositionOnCudaSim) {
+  GenerationRequest r = SeededRequest();
+  r.max_tokens = 12;
+  r.sampling.repetition_penalty = 1.2;
+  r.sampling.frequency_penalty = 0.5;
+  r.sampling.min_p = 0.02;
+  auto alone_engine = MakeEngine(2, 64, 4, 8, 64, DeviceKind::kCudaSim);
+  const std::vector<int32_t> alone = RunTogether(*alone_engine, {r})[0].tokens;
+  std::vector<GenerationRequest> mix = Workload(6, 9);
+  for (auto& m : mix) {
+    m.max_tokens = std::min(m.max_tokens, 8);
+    m.sampling.temperature = 1.0;
+    m.sampling.presence_penalty = 1.0;
+  }
+  mix.insert(mix.begin() + 3, r);
+  auto engine = MakeEngine(2, 64, 4, 8, 16, DeviceKind::kCudaSim);
+  EXPECT_EQ(RunTogether(*engine, mix)[3].tokens, alone);
+}
+
+// Two sequences decoded step by step: the device's outputs against the host
+// Sampler (the CPU op) on the logits of the same step.
+class DeviceSamplingTest : public ::testing::TestWithParam<std::tuple<DeviceKind, int>> {};
+
+TEST_P(DeviceSamplingTest, MatchesHostSamplerOnTheSameLogits) {
+  const auto [device, tp] = GetParam();
+  ExecutorOptions eo;
+  eo.device = device;
+  eo.tp = tp;
+  eo.threads_per_rank = 1;
+  eo.num_kv_blocks = 16;
+  eo.block_size = 8;
+  auto ex = Executor::Open(ModelDir(), eo);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  const int vocab = (*ex)->config().vocab_size;
+  SamplingParams a;
+  a.temperature = 0.8;
+  a.top_k = 30;
+  a.top_p = 0.9;
+  a.min_p = 0.01;
+  a.repetition_penalty = 1.3;
+  a.presence_penalty = 0.4;
+  a.frequency_penalty = 0.2;
+  a.logprobs = 5;
+  a.seed = 7;
+  SamplingParams b;
+  b.temperature = 0;
+  b.repetition_penalty = 2.0;
+  b.logprobs = 2;
+  const std::vector<SamplingParams> params = {a, b};
+  std::vector<Sampler> on_device, on_host;
+  std::vector<std::vector<int32_t>> ctx = {{3, 1, 4, 1, 5, 9, 2, 6}, {2, 7, 1, 8}};
+  std::vector<int> prompt_len, done(2, 0);
+  for (size_t s = 0; s < 2; ++s) {
+    on_device.emplace_back(params[s], 0);
+    on_host.emplace_back(params[s], 0);
+    prompt_len.push_back(int(ctx[s].size()));
+  }
+  for (int step = 0; step < 16; ++step) {
+    StepBatch batch;
+    batch.max_blocks_per_seq = 8;  // sequence s owns blocks 8s .. 8s+7
+    StepSampling sampling;
+    for (int s = 0; s < 2; ++s) {
+      for (int i = 0; i < 8; ++i) batch.block_tables.push_back(8 * s + i);
+      for (int p = done[s]; p < int(ctx[s].size()); ++p) {
+        batch.token_ids.push_back(ctx[s][p]);
+        batch.positions.push_back(p);
+        batch.token_seq.push_back(s);
+        batch.slot_mapping.push_back((8 * s + p / 8) * 8 + p % 8);
+      }
+      done[s] = int(ctx[s].size());
+      batch.logits_rows.push_back(batch.num_tokens() - 1);
+      sampling.rows.push_back(on_device[s].NextRow(ctx[s], prompt_len[s], &sampling.penalties));
+    }
+    std::vector<SampleOutput> out;
+    std::vector<float> logits;
+    ASSERT_OK((*ex)->Step(batch, sampling, &out, &logits));
+    ASSERT_EQ(out.size(), 2u);
+    ASSERT_EQ(logits.size(), 2u * vocab);
+    for (int s = 0; s < 2; ++s) {
+      const SampledToken want = on_host[s].Sample(logits.data() + s * vocab, vocab, ctx[s], prompt_len[s]);
+      const SampledToken got = Sampler::ToToken(out[s]);
+      ASSERT_EQ(got.token, want.token) << "step " << step << ", sequence " << s;
+      EXPECT_NEAR(got.logprob, want.logprob, 1e-4);
+      ASSERT_EQ(got.top_logprobs.size(), want.top_logprobs.size());
+      for (size_t j = 0; j < want.top_logprobs.size(); ++j) {
+        EXPECT_EQ(got.top_logprobs[j].first, want.top_logprobs[j].first);
+        EXPECT_NEAR(got.top_logprobs[j].second, want.top_logprobs[j].second, 1e-4);
+      }
+      ctx[s].push_back(got.token);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, DeviceSamplingTest,
+                         ::testing::Combine(::testing::Values(DeviceKind::kCpu, DeviceKind::kCudaSim),
+                                            ::testing::Values(1, 2)),
+                         [](const auto& i) {
+                           return std::string(std::get<0>(i.param) == DeviceKind::kCpu ? "cpu" : "cuda_sim") + "_tp" +
+                                  std::to_string(std::get<1>(i.param));
+                         });
 
 TEST(EngineTest, ImpossibleAndInvalidRequestsFailAlone) {
   auto engine = MakeEngine(1, 8, 4, 8, 64);  // 32 token slots

@@ -44,7 +44,7 @@ TEST_P(GoldenTest, MatchesTransformers) {
     GenerateOptions opts;
     opts.max_new_tokens = 16;
     opts.stop_at_eos = false;
-    auto r = GenerateOne(**ex, e.prompts[p], opts, ArgMax);
+    auto r = GenerateOne(**ex, e.prompts[p], opts);
     ASSERT_TRUE(r.ok()) << r.status();
     // Logits within 1e-4 relative to each reference value (absolute 1e-4
     // for reference values below 1 in magnitude).
@@ -80,7 +80,7 @@ TEST(GoldenInvariance, ThreadCountDoesNotChangeLogits) {
     ASSERT_TRUE(ex.ok()) << ex.status();
     GenerateOptions opts;
     opts.max_new_tokens = 0;
-    auto r = GenerateOne(**ex, e.prompts[2], opts, ArgMax);
+    auto r = GenerateOne(**ex, e.prompts[2], opts);
     ASSERT_TRUE(r.ok()) << r.status();
     logits.push_back(r->prompt_last_logits);
   }

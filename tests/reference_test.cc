@@ -28,7 +28,7 @@ void ExpectEngineMatchesReference(const std::string& dir, const std::vector<std:
     GenerateOptions opts;
     opts.max_new_tokens = new_tokens;
     opts.stop_at_eos = false;
-    auto r = GenerateOne(**ex, prompt, opts, ArgMax);
+    auto r = GenerateOne(**ex, prompt, opts);
     ASSERT_TRUE(r.ok()) << r.status();
     const std::vector<double> logits = ref->LastLogits(prompt);
     ASSERT_EQ(logits.size(), r->prompt_last_logits.size());

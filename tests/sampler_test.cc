@@ -1,9 +1,13 @@
 // The sampler against the distribution it is meant to draw from (a
-// chi-square test on a small vocabulary), and its penalties and logprobs
-// against hand computation.
+// chi-square test on a small vocabulary), on the host and through the
+// sampling op of the CPU and CUDA (interpreter) backends, and its penalties
+// and logprobs against hand computation.
 #include <cmath>
+#include <functional>
 #include <map>
 
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "server/sampler.h"
 #include "tests/test_util.h"
 
@@ -36,11 +40,69 @@ std::vector<double> Intended(const std::vector<float>& logits, const SamplingPar
   return w;
 }
 
-void ExpectFollows(const std::vector<float>& logits, const SamplingParams& p, int draws) {
-  const std::vector<double> want = Intended(logits, p);
+// `draws` tokens of one request from the same logits.
+using DrawFn = std::function<std::vector<int32_t>(const std::vector<float>&, const SamplingParams&, int draws)>;
+
+std::vector<int32_t> DrawOnHost(const std::vector<float>& logits, const SamplingParams& p, int draws) {
   Sampler s(p, 0);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < draws; ++i) tokens.push_back(s.Sample(logits.data(), int(logits.size()), {}, 0).token);
+  return tokens;
+}
+
+// All draws as the rows of one Backend::Sample call.
+std::vector<int32_t> DrawOn(Backend& b, const std::vector<float>& logits, const SamplingParams& p, int draws) {
+  Sampler s(p, 0);
+  std::vector<SamplingRow> rows;
+  std::vector<PenaltyEntry> penalties;
+  std::vector<float> all;
+  for (int i = 0; i < draws; ++i) {
+    rows.push_back(s.NextRow({}, 0, &penalties));
+    all.insert(all.end(), logits.begin(), logits.end());
+  }
+  auto buf = [&](size_t bytes) { return std::move(b.Allocate(bytes).value()); };
+  DeviceBuffer d_logits = buf(all.size() * sizeof(float)), d_scratch = buf(all.size() * sizeof(float));
+  DeviceBuffer d_rows = buf(rows.size() * sizeof(SamplingRow)), d_pen = buf(sizeof(PenaltyEntry));
+  DeviceBuffer d_out = buf(rows.size() * sizeof(SampleOutput));
+  b.CopyToDevice(d_logits.data(), all.data(), all.size() * sizeof(float));
+  b.CopyToDevice(d_rows.data(), rows.data(), rows.size() * sizeof(SamplingRow));
+  b.Sample(d_logits.as<float>(), draws, int(logits.size()), d_rows.as<SamplingRow>(), d_pen.as<PenaltyEntry>(),
+           d_scratch.as<float>(), d_out.as<SampleOutput>());
+  std::vector<SampleOutput> out(draws);
+  b.CopyToHost(out.data(), d_out.data(), out.size() * sizeof(SampleOutput));
+  EXPECT_TRUE(b.Synchronize().ok());
+  std::vector<int32_t> tokens;
+  for (const SampleOutput& o : out) tokens.push_back(o.token);
+  return tokens;
+}
+
+void ExpectFollowsWith(const DrawFn& draw, const std::vector<float>& logits, const SamplingParams& p, int draws);
+
+struct Way {
+  const char* name;
+  DrawFn draw;
+  int draws_divisor;  // the interpreter runs a row in about a millisecond: fewer draws there
+};
+
+std::vector<Way> Ways() {
+  static CpuBackend* cpu = new CpuBackend(2);
+  static Backend* sim = cuda_sim::CreateBackend(0).value().release();
+  return {{"host", DrawOnHost, 1},
+          {"cpu op", [](auto& l, auto& p, int n) { return DrawOn(*cpu, l, p, n); }, 1},
+          {"cuda-sim op", [](auto& l, auto& p, int n) { return DrawOn(*sim, l, p, n); }, 10}};
+}
+
+void ExpectFollows(const std::vector<float>& logits, const SamplingParams& p, int draws) {
+  for (const Way& way : Ways()) {
+    SCOPED_TRACE(way.name);
+    ExpectFollowsWith(way.draw, logits, p, draws / way.draws_divisor);
+  }
+}
+
+void ExpectFollowsWith(const DrawFn& draw, const std::vector<float>& logits, const SamplingParams& p, int draws) {
+  const std::vector<double> want = Intended(logits, p);
   std::vector<int> count(logits.size(), 0);
-  for (int i = 0; i < draws; ++i) ++count[s.Sample(logits.data(), int(logits.size()), {}, 0).token];
+  for (int32_t t : draw(logits, p, draws)) ++count[t];
   double chi2 = 0;
   int dof = -1;
   for (size_t t = 0; t < logits.size(); ++t) {

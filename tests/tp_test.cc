@@ -27,7 +27,7 @@ std::vector<int> Greedy(const std::string& dir, int tp, const std::vector<int>& 
   GenerateOptions opts;
   opts.max_new_tokens = n;
   opts.stop_at_eos = false;
-  auto r = GenerateOne(**ex, prompt, opts, ArgMax);
+  auto r = GenerateOne(**ex, prompt, opts);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? r->tokens : std::vector<int>{};
 }
@@ -127,15 +127,15 @@ TEST(TpTest, FailingRankIsReportedAndTheGroupRecovers) {
   GenerateOptions opts;
   opts.max_new_tokens = 4;
   opts.stop_at_eos = false;
-  auto want = GenerateOne(**ex, {5, 6, 7}, opts, ArgMax);
+  auto want = GenerateOne(**ex, {5, 6, 7}, opts);
   ASSERT_TRUE(want.ok());
   for (int rank : {0, 3}) {
     (*ex)->InjectFaultForTesting(rank, absl::InternalError(absl::StrCat("device ", rank, " fell over")));
-    auto r = GenerateOne(**ex, {5, 6, 7}, opts, ArgMax);
+    auto r = GenerateOne(**ex, {5, 6, 7}, opts);
     ASSERT_FALSE(r.ok());
     EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr(absl::StrCat("device ", rank, " fell over")));
     // The next request runs normally.
-    auto again = GenerateOne(**ex, {5, 6, 7}, opts, ArgMax);
+    auto again = GenerateOne(**ex, {5, 6, 7}, opts);
     ASSERT_TRUE(again.ok()) << again.status();
     EXPECT_EQ(again->tokens, want->tokens);
   }

@@ -164,8 +164,11 @@ absl::Status Run(const Flags& f) {
 
   // Prefill `context` tokens of each of `batch` sequences (one step each),
   // then decode one token of every sequence per timed step. Sequence b owns
-  // blocks [b * blocks, (b + 1) * blocks).
-  std::vector<float> logits;
+  // blocks [b * blocks, (b + 1) * blocks). Greedy on the device: only the
+  // tokens come back, as in serving.
+  StepSampling greedy;
+  std::vector<SampleOutput> sampled;
+  std::vector<int32_t> next(batch, 1);
   auto prefill = [&](int b) -> absl::Status {
     StepBatch step;
     step.max_blocks_per_seq = blocks;
@@ -177,7 +180,10 @@ absl::Status Run(const Flags& f) {
     }
     step.token_seq.assign(context, 0);
     step.logits_rows = {static_cast<int32_t>(context) - 1};
-    return ex->Step(step, &logits);
+    greedy.rows.assign(1, SamplingRow{});
+    RETURN_IF_ERROR(ex->Step(step, greedy, &sampled));
+    next[b] = sampled[0].token;
+    return absl::OkStatus();
   };
   StepBatch decode;
   decode.max_blocks_per_seq = blocks;
@@ -187,15 +193,14 @@ absl::Status Run(const Flags& f) {
     decode.logits_rows.push_back(b);
   }
   auto decode_step = [&](int pos) -> absl::Status {
-    decode.token_ids.clear();
+    decode.token_ids.assign(next.begin(), next.end());
     decode.positions.assign(batch, pos);
     decode.slot_mapping.clear();
-    for (int b = 0; b < batch; ++b) {
-      decode.token_ids.push_back(ArgMax(logits.data() + int64_t{b % int(logits.size() / c.vocab_size)} * c.vocab_size,
-                                        c.vocab_size));
-      decode.slot_mapping.push_back(b * blocks * block_size + pos);
-    }
-    return ex->Step(decode, &logits);
+    for (int b = 0; b < batch; ++b) decode.slot_mapping.push_back(b * blocks * block_size + pos);
+    greedy.rows.assign(batch, SamplingRow{});
+    RETURN_IF_ERROR(ex->Step(decode, greedy, &sampled));
+    for (int b = 0; b < batch; ++b) next[b] = sampled[b].token;
+    return absl::OkStatus();
   };
   const double t_prefill = MonotonicSeconds();
   for (int b = 0; b < batch; ++b) RETURN_IF_ERROR(prefill(b));

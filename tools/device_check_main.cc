@@ -51,7 +51,7 @@ absl::StatusOr<std::vector<std::vector<int>>> Greedy(const std::string& dir, con
     GenerateOptions go;
     go.max_new_tokens = new_tokens;
     go.stop_at_eos = false;
-    ASSIGN_OR_RETURN(GenerateResult r, GenerateOne(*ex, prompt, go, ArgMax));
+    ASSIGN_OR_RETURN(GenerateResult r, GenerateOne(*ex, prompt, go));
     out.push_back(r.tokens);
   }
   return out;

@@ -63,7 +63,13 @@ absl::Status Executor::SetUpRank(int r) {
   RETURN_IF_ERROR(w.backend->MakeCurrent());
   ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r)));
   const int max_blocks = config_.max_position_embeddings / options_.block_size + 1;
-  RETURN_IF_ERROR(w.model->ReserveWorkspace(options_.max_step_tokens, options_.max_step_seqs, max_blocks));
+  int penalties = options_.max_step_penalty_entries;
+  if (penalties <= 0) {
+    penalties = int(std::min<int64_t>(int64_t{options_.max_step_seqs} *
+                                          std::min(config_.vocab_size, config_.max_position_embeddings),
+                                      int64_t{1} << 21));
+  }
+  RETURN_IF_ERROR(w.model->ReserveWorkspace(options_.max_step_tokens, options_.max_step_seqs, max_blocks, penalties));
   const KvCacheLayout layout = w.model->CacheLayout(options_.num_kv_blocks, options_.block_size, options_.kv_dtype);
   ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w.backend, config_.num_layers, layout));
   w.cache = std::make_unique<KvCache>(std::move(cache));
@@ -103,7 +109,10 @@ void Executor::RunRank(int rank) {
     st = std::exchange(w.injected_fault, absl::OkStatus());
   }
   if (st.ok()) st = w.backend->MakeCurrent();
-  if (st.ok()) st = w.model->Forward(*batch_, *w.cache, &w.logits);
+  if (st.ok()) {
+    st = w.model->Forward(*batch_, *w.cache, sampling_, rank == 0 ? &w.samples : nullptr,
+                          rank == 0 && want_logits_ ? &w.logits : nullptr);
+  }
   // A failed rank releases the others from the collectives they wait in.
   if (!st.ok()) group_->Abort(st);
   w.result = st;
@@ -124,10 +133,26 @@ void Executor::WorkerLoop(int rank) {
   }
 }
 
+absl::Status Executor::Step(const StepBatch& batch, const StepSampling& sampling, std::vector<SampleOutput>* outputs,
+                            std::vector<float>* logits) {
+  RETURN_IF_ERROR(RunStep(batch, &sampling, logits != nullptr));
+  *outputs = std::move(workers_[0]->samples);
+  if (logits != nullptr) *logits = std::move(workers_[0]->logits);
+  return absl::OkStatus();
+}
+
 absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) {
+  RETURN_IF_ERROR(RunStep(batch, nullptr, true));
+  *logits = std::move(workers_[0]->logits);
+  return absl::OkStatus();
+}
+
+absl::Status Executor::RunStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     batch_ = &batch;
+    sampling_ = sampling;
+    want_logits_ = want_logits;
     pending_ = options_.tp - 1;
     ++step_generation_;
   }
@@ -137,6 +162,7 @@ absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) 
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [&] { return pending_ == 0; });
     batch_ = nullptr;
+    sampling_ = nullptr;
   }
   // Report the root cause: a rank's own error rather than the aborts it caused.
   absl::Status first;
@@ -150,7 +176,6 @@ absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) 
     }
     return first;
   }
-  *logits = std::move(workers_[0]->logits);
   return absl::OkStatus();
 }
 

@@ -28,6 +28,10 @@ struct ExecutorOptions {
   // start-up; a larger step is refused.
   int max_step_tokens = 2048;
   int max_step_seqs = 256;
+  // Penalty entries (distinct context tokens of the rows with penalties) a
+  // step may carry; 0: max_step_seqs x min(vocab, max_position_embeddings),
+  // at most 2^21 (16 MiB).
+  int max_step_penalty_entries = 0;
 };
 
 class Executor {
@@ -40,9 +44,15 @@ class Executor {
   static absl::StatusOr<std::unique_ptr<Executor>> Open(const std::string& dir, const ExecutorOptions& options);
   ~Executor();
 
-  // Runs one step on every rank and returns the full-vocabulary logits of
-  // batch.logits_rows. A failing rank aborts the others' collectives, so the
-  // call returns that rank's error instead of hanging.
+  // Runs one step on every rank and samples each of batch.logits_rows on
+  // rank 0's device as sampling.rows says: only the outputs (token and
+  // logprobs) reach the host. With `logits`, the full-vocabulary logits
+  // [rows, vocab] are copied back too (tests, debugging). A failing rank
+  // aborts the others' collectives, so the call returns that rank's error
+  // instead of hanging.
+  absl::Status Step(const StepBatch& batch, const StepSampling& sampling, std::vector<SampleOutput>* outputs,
+                    std::vector<float>* logits = nullptr);
+  // Runs one step and returns only the logits of batch.logits_rows.
   absl::Status Step(const StepBatch& batch, std::vector<float>* logits);
 
   const ModelConfig& config() const { return config_; }
@@ -71,11 +81,13 @@ class Executor {
     absl::Status result;
     absl::Status injected_fault;
     std::vector<float> logits;
+    std::vector<SampleOutput> samples;
   };
   Executor() = default;
   absl::Status SetUpRank(int rank);
   void RunRank(int rank);
   void WorkerLoop(int rank);
+  absl::Status RunStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits);
 
   ModelConfig config_;
   ShardPlan plan_;
@@ -87,6 +99,8 @@ class Executor {
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
   const StepBatch* batch_ = nullptr;
+  const StepSampling* sampling_ = nullptr;
+  bool want_logits_ = false;
   uint64_t step_generation_ = 0;
   int pending_ = 0;
   bool stopping_ = false;

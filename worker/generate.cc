@@ -15,7 +15,7 @@ int ArgMax(const float* logits, int vocab) {
 }
 
 absl::StatusOr<GenerateResult> GenerateOne(Executor& executor, const std::vector<int>& prompt,
-                                           const GenerateOptions& options, const TokenPicker& pick) {
+                                           const GenerateOptions& options) {
   const ModelConfig& c = executor.config();
   const int bs = executor.options().block_size;
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
@@ -36,7 +36,9 @@ absl::StatusOr<GenerateResult> GenerateOne(Executor& executor, const std::vector
   for (int i = 0; i < blocks; ++i) step.block_tables.push_back(i);
 
   GenerateResult result;
-  std::vector<float> logits;
+  StepSampling greedy;
+  greedy.rows.resize(1);  // temperature 0
+  std::vector<SampleOutput> out;
   std::vector<int> pending = prompt;
   int pos = 0;
   for (;;) {
@@ -49,10 +51,10 @@ absl::StatusOr<GenerateResult> GenerateOne(Executor& executor, const std::vector
     }
     step.token_seq.assign(pending.size(), 0);
     step.logits_rows = {static_cast<int32_t>(pending.size()) - 1};
-    RETURN_IF_ERROR(executor.Step(step, &logits));
-    if (result.tokens.empty() && result.prompt_last_logits.empty()) result.prompt_last_logits = logits;
+    const bool want_logits = result.tokens.empty() && options.prompt_logits;
+    RETURN_IF_ERROR(executor.Step(step, greedy, &out, want_logits ? &result.prompt_last_logits : nullptr));
     if (int(result.tokens.size()) == options.max_new_tokens) break;
-    const int next = pick(logits.data(), c.vocab_size);
+    const int next = out[0].token;
     result.tokens.push_back(next);
     if (options.stop_at_eos &&
         std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) != c.eos_token_ids.end()) {

@@ -1,6 +1,7 @@
 #include "worker/model.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 
@@ -44,7 +45,25 @@ AttentionShape Model::Shape() const {
   return s;
 }
 
-absl::Status Model::Validate(const StepBatch& b, const KvCache& cache) const {
+namespace {
+
+// Ints of the step upload that hold n values of T (a multiple of 8 bytes).
+template <typename T>
+size_t IntsOf(size_t n) {
+  static_assert(sizeof(T) % 8 == 0, "kept 8-byte aligned in the step upload");
+  return n * sizeof(T) / sizeof(int32_t);
+}
+
+template <typename T>
+void AppendBytes(const std::vector<T>& v, std::vector<int32_t>* ints) {
+  const size_t at = ints->size();
+  ints->resize(at + IntsOf<T>(v.size()));
+  if (!v.empty()) std::memcpy(ints->data() + at, v.data(), v.size() * sizeof(T));
+}
+
+}  // namespace
+
+absl::Status Model::Validate(const StepBatch& b, const KvCache& cache, const StepSampling* sampling) const {
   const int n = b.num_tokens();
   const KvCacheLayout& layout = cache.layout();
   if (n == 0) return absl::InvalidArgumentError("step has no tokens");
@@ -84,13 +103,40 @@ absl::Status Model::Validate(const StepBatch& b, const KvCache& cache) const {
   for (int32_t r : b.logits_rows) {
     if (r < 0 || r >= n) return absl::InvalidArgumentError("logits row out of range");
   }
+  if (sampling == nullptr) return absl::OkStatus();
+  if (sampling->rows.size() != b.logits_rows.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(sampling->rows.size(), " sampling rows for ", b.logits_rows.size(),
+                                                   " logits rows"));
+  }
+  if (sampling->penalties.size() > size_t(ws_.penalties)) {
+    return absl::InvalidArgumentError(absl::StrCat("step has ", sampling->penalties.size(),
+                                                   " penalty entries; the workspace holds ", ws_.penalties,
+                                                   " (ExecutorOptions::max_step_penalty_entries)"));
+  }
+  for (const SamplingRow& r : sampling->rows) {
+    if (r.penalty_begin < 0 || r.penalty_begin > r.penalty_end || size_t(r.penalty_end) > sampling->penalties.size()) {
+      return absl::InvalidArgumentError("sampling row's penalty entries out of range");
+    }
+    if (r.num_top_logprobs < 0 || r.num_top_logprobs > kMaxTopLogprobs) {
+      return absl::InvalidArgumentError(absl::StrCat("num_top_logprobs must be in [0, ", kMaxTopLogprobs, "]"));
+    }
+    if (!(r.uniform >= 0 && r.uniform < 1)) return absl::InvalidArgumentError("uniform must be in [0, 1)");
+  }
   return absl::OkStatus();
 }
 
-absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq) {
-  if (n < 1 || seqs < 1 || blocks_per_seq < 1) return absl::InvalidArgumentError("empty workspace limits");
+absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq, int max_penalties) {
+  if (n < 1 || seqs < 1 || blocks_per_seq < 1 || max_penalties < 0) {
+    return absl::InvalidArgumentError("empty workspace limits");
+  }
+  if (config_.vocab_size > (1 << sampling::kMaxVocabBits)) {
+    return absl::InvalidArgumentError(absl::StrCat("sampling supports vocabularies of up to 2^",
+                                                   sampling::kMaxVocabBits, " tokens, not ", config_.vocab_size));
+  }
   const int m = std::min(n, seqs);  // logits rows: at most one per token
-  const size_t meta_ints = 5 * size_t(n) + size_t(seqs) * blocks_per_seq + size_t(m);
+  const bool root = comm_->rank() == 0;
+  size_t meta_ints = 5 * size_t(n) + size_t(seqs) * blocks_per_seq + size_t(m);
+  if (root) meta_ints += 1 + IntsOf<SamplingRow>(m) + IntsOf<PenaltyEntry>(max_penalties);
   ASSIGN_OR_RETURN(ws_.meta, backend_->Allocate(meta_ints * sizeof(int32_t)));
   const int64_t hidden = config_.hidden_size, hd = config_.head_dim;
   auto alloc = [&](DeviceBuffer& b, int64_t floats) -> absl::Status {
@@ -111,7 +157,12 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq) {
   RETURN_IF_ERROR(alloc(ws_.last, int64_t{m} * hidden));
   RETURN_IF_ERROR(alloc(ws_.logits_out, int64_t(slice)));
   RETURN_IF_ERROR(alloc(ws_.logits_all, int64_t(slice) * comm_->size()));
+  if (root) {
+    if (comm_->size() > 1) RETURN_IF_ERROR(alloc(ws_.rows, int64_t{m} * config_.vocab_size));
+    ASSIGN_OR_RETURN(ws_.samples, backend_->Allocate(size_t(m) * sizeof(SampleOutput)));
+  }
   ws_.tokens = n;
+  ws_.penalties = max_penalties;
   ws_.logits = m;
   ws_.seqs = seqs;
   ws_.blocks_per_seq = blocks_per_seq;
@@ -119,8 +170,12 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq) {
   return backend_->Synchronize();
 }
 
-absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vector<float>* logits) {
-  RETURN_IF_ERROR(Validate(b, cache));
+absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const StepSampling* sampling,
+                            std::vector<SampleOutput>* samples, std::vector<float>* logits) {
+  if (samples != nullptr) samples->clear();
+  if (logits != nullptr) logits->clear();
+  RETURN_IF_ERROR(Validate(b, cache, sampling));
+  const bool root = comm_->rank() == 0;
   const int n = b.num_tokens();
   const int m = static_cast<int>(b.logits_rows.size());
   const int hidden = config_.hidden_size;
@@ -131,6 +186,15 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vecto
   meta.reserve(5 * n + b.block_tables.size() + m);
   for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
     meta.insert(meta.end(), v->begin(), v->end());
+  }
+  // Rank 0's sampling parameters ride along, 8-byte aligned.
+  size_t rows_at = 0, penalties_at = 0;
+  if (root && sampling != nullptr) {
+    meta.resize((meta.size() + 1) / 2 * 2);
+    rows_at = meta.size();
+    AppendBytes(sampling->rows, &meta);
+    penalties_at = meta.size();
+    AppendBytes(sampling->penalties, &meta);
   }
   if (n > ws_.tokens || m > ws_.logits || b.num_seqs() > ws_.seqs || b.max_blocks_per_seq > ws_.blocks_per_seq) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -189,36 +253,41 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, std::vecto
     RETURN_IF_ERROR(comm_->AllReduceSum(proj, int64_t{n} * hidden));
     backend_->Add(x, proj, int64_t{n} * hidden);
   }
-  if (m == 0) {
-    logits->clear();
-    return backend_->Synchronize();
-  }
+  if (m == 0) return backend_->Synchronize();
   float* last = ws_.last.as<float>();
   backend_->GatherRows(x, d_logits_rows, m, hidden, h);
   backend_->RmsNorm(h, weights_.final_norm, m, hidden, config_.rms_norm_eps, last);
   // Each rank computes its vocabulary slice; slices (padded to the largest)
-  // are gathered and rank 0 reassembles full rows on the host.
+  // are gathered and rank 0 joins full rows on its device.
   backend_->MatMul(last, m, weights_.lm_head.w, nullptr, ws_.logits_out.as<float>());
-  const int64_t padded = int64_t{m} * MaxVocabSlice();
-  RETURN_IF_ERROR(comm_->AllGather(ws_.logits_out.as<float>(), padded, ws_.logits_all.as<float>()));
-  if (comm_->rank() != 0) {
-    logits->clear();
-    return backend_->Synchronize();
+  const float* rows = ws_.logits_out.as<float>();
+  float* scratch = ws_.logits_all.as<float>();
+  if (comm_->size() > 1) {
+    const int64_t padded = int64_t{m} * MaxVocabSlice();
+    RETURN_IF_ERROR(comm_->AllGather(ws_.logits_out.as<float>(), padded, ws_.logits_all.as<float>()));
+    if (!root) return backend_->Synchronize();
+    std::vector<int64_t> col_begin;
+    for (const RankShard& s : plan_.ranks) col_begin.push_back(s.vocab_begin);
+    col_begin.push_back(config_.vocab_size);
+    backend_->ConcatColumns(ws_.logits_all.as<float>(), comm_->size(), padded, col_begin.data(), m,
+                            ws_.rows.as<float>());
+    rows = ws_.rows.as<float>();
   }
-  std::vector<float> all(size_t(padded) * comm_->size());
-  backend_->CopyToHost(all.data(), ws_.logits_all.data(), all.size() * sizeof(float));
-  RETURN_IF_ERROR(backend_->Synchronize());
   const int vocab = config_.vocab_size;
-  logits->resize(size_t(m) * vocab);
-  for (int r = 0; r < comm_->size(); ++r) {
-    const RankShard& s = plan_.ranks[r];
-    const float* src = all.data() + r * padded;
-    for (int row = 0; row < m; ++row) {
-      std::copy_n(src + int64_t{row} * s.vocab_size(), s.vocab_size(),
-                  logits->data() + int64_t{row} * vocab + s.vocab_begin);
+  if (sampling != nullptr) {
+    const auto* params = reinterpret_cast<const SamplingRow*>(d + rows_at);
+    const auto* penalties = reinterpret_cast<const PenaltyEntry*>(d + penalties_at);
+    backend_->Sample(rows, m, vocab, params, penalties, scratch, ws_.samples.as<SampleOutput>());
+    if (samples != nullptr) {
+      samples->resize(m);
+      backend_->CopyToHost(samples->data(), ws_.samples.data(), size_t(m) * sizeof(SampleOutput));
     }
   }
-  return absl::OkStatus();
+  if (logits != nullptr) {
+    logits->resize(size_t(m) * vocab);
+    backend_->CopyToHost(logits->data(), rows, logits->size() * sizeof(float));
+  }
+  return backend_->Synchronize();
 }
 
 }  // namespace gqa

@@ -20,21 +20,25 @@ class Model {
                                                      const ShardPlan& plan, Backend* backend,
                                                      Communicator* comm);
 
-  // Runs one step: writes the step's K/V into `cache` and, on rank 0,
-  // returns in *logits the f32 full-vocabulary logits of batch.logits_rows,
-  // [rows, vocab] row-major (other ranks leave it empty). Every rank of the
-  // group must call Forward with the same batch. Invalid batches are refused
-  // before any device work or collective.
-  absl::Status Forward(const StepBatch& batch, const KvCache& cache, std::vector<float>* logits);
+  // Runs one step: writes the step's K/V into `cache`, then on rank 0, for
+  // the rows of batch.logits_rows: with `sampling`, samples each row on the
+  // device and returns one output per row in *samples; with `logits`
+  // (tests, debugging), copies the f32 full-vocabulary logits [rows, vocab]
+  // to the host. Other ranks leave both empty. Every rank of the group must
+  // call Forward with the same arguments. Invalid steps are refused before
+  // any device work or collective.
+  absl::Status Forward(const StepBatch& batch, const KvCache& cache, const StepSampling* sampling,
+                       std::vector<SampleOutput>* samples, std::vector<float>* logits);
 
   const ModelConfig& config() const { return config_; }
   const RankShard& shard() const { return shard_; }
   const ShardPlan& plan() const { return plan_; }
   const ModelWeights& weights() const { return weights_; }
   // Sizes every activation and step buffer once for steps of up to
-  // max_tokens tokens, max_seqs sequences (and logits rows) and
-  // max_blocks_per_seq blocks per sequence; Forward refuses larger steps.
-  absl::Status ReserveWorkspace(int max_tokens, int max_seqs, int max_blocks_per_seq);
+  // max_tokens tokens, max_seqs sequences (and logits rows),
+  // max_blocks_per_seq blocks per sequence and max_penalty_entries sampling
+  // penalty entries; Forward refuses larger steps.
+  absl::Status ReserveWorkspace(int max_tokens, int max_seqs, int max_blocks_per_seq, int max_penalty_entries);
 
   // The KV cache geometry this rank needs for `num_blocks` blocks, in the
   // layout its backend chose.
@@ -45,7 +49,7 @@ class Model {
  private:
   Model(const ModelConfig& c, const ShardPlan& p, Backend* b, Communicator* comm)
       : config_(c), plan_(p), shard_(p.ranks[comm->rank()]), backend_(b), comm_(comm) {}
-  absl::Status Validate(const StepBatch& batch, const KvCache& cache) const;
+  absl::Status Validate(const StepBatch& batch, const KvCache& cache, const StepSampling* sampling) const;
   int MaxVocabSlice() const;
 
   ModelConfig config_;
@@ -58,10 +62,14 @@ class Model {
 
   // Activations and step metadata, sized once by ReserveWorkspace.
   struct Workspace {
-    int tokens = 0, logits = 0, seqs = 0, blocks_per_seq = 0;
+    int tokens = 0, logits = 0, seqs = 0, blocks_per_seq = 0, penalties = 0;
     size_t meta_ints = 0;
-    DeviceBuffer meta;  // step metadata: ids, positions, seq, slots, tables, logits rows
+    // Step metadata: ids, positions, seq, slots, tables, logits rows; on
+    // rank 0 then the sampling rows and penalty entries (8-byte aligned).
+    DeviceBuffer meta;
     DeviceBuffer hidden, normed, q, k, v, attn, proj, gate, up, last, logits_out, logits_all;
+    DeviceBuffer rows;     // rank 0 with TP > 1: full logits rows [logits, vocab]
+    DeviceBuffer samples;  // rank 0: SampleOutput [logits]
   } ws_;
 };
 

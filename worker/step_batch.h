@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/sampling_types.h"
+
 namespace gqa {
 
 struct StepBatch {
@@ -23,6 +25,13 @@ struct StepBatch {
   int num_seqs() const {
     return max_blocks_per_seq == 0 ? 0 : static_cast<int>(block_tables.size()) / max_blocks_per_seq;
   }
+};
+
+// How rank 0 samples the logits rows of a step on its device: one row of
+// parameters per entry of logits_rows, and the penalty entries they index.
+struct StepSampling {
+  std::vector<SamplingRow> rows;
+  std::vector<PenaltyEntry> penalties;
 };
 
 }  // namespace gqa

@@ -165,4 +165,13 @@ void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCa
   });
 }
 
+void CpuBackend::Sample(const float* logits, int rows, int vocab, const SamplingRow* params,
+                        const PenaltyEntry* penalties, float* scratch, SampleOutput* out) {
+  ParallelIfLarge(rows, int64_t{rows} * vocab * 4, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      cpu::SampleRow(logits + r * vocab, vocab, params[r], penalties, scratch + r * vocab, out + r);
+    }
+  });
+}
+
 }  // namespace gqa

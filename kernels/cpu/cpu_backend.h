@@ -39,6 +39,8 @@ class CpuBackend final : public Backend {
   void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
                  const void* k_cache, const void* v_cache, const AttentionShape& shape,
                  float* out) override;
+  void Sample(const float* logits, int rows, int vocab, const SamplingRow* params, const PenaltyEntry* penalties,
+              float* scratch, SampleOutput* out) override;
 
  private:
   // Runs fn over [0, count) on the pool when the work is worth splitting.

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "kernels/backend.h"
+#include "kernels/sampling_types.h"
 
 namespace gqa::cpu {
 
@@ -33,5 +34,10 @@ void RmsNormRows(const float* x, const float* weight, int dim, float eps, float*
 void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
                     const void* k_cache, const void* v_cache, const AttentionShape& shape,
                     float* out, int64_t item_begin, int64_t item_end);
+
+// One row of Backend::Sample: logits x[vocab], y[vocab] scratch for the
+// penalized logits.
+void SampleRow(const float* x, int vocab, const SamplingRow& params, const PenaltyEntry* penalties, float* y,
+               SampleOutput* out);
 
 }  // namespace gqa::cpu

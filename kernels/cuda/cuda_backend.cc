@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/sampling.h"
 
 namespace gqa::GQA_CUDA_NS {
 namespace {
@@ -166,6 +167,15 @@ class CudaBackend final : public Backend {
           kKind, " attention supports head_dim up to ", kMaxAttentionHeadDim, ", not ", shape.head_dim)));
     }
     Record(LaunchAttention(q, meta, layout, k_cache, v_cache, shape, out, stream_), "attention");
+  }
+  void ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
+                     float* dst) override {
+    if (parts > kMaxConcatParts) return Backend::ConcatColumns(src, parts, part_stride, col_begin, rows, dst);
+    Record(LaunchConcatColumns(src, parts, part_stride, col_begin, rows, dst, stream_), "concat_columns");
+  }
+  void Sample(const float* logits, int rows, int vocab, const SamplingRow* params, const PenaltyEntry* penalties,
+              float* scratch, SampleOutput* out) override {
+    Record(LaunchSample(logits, rows, vocab, params, penalties, scratch, out, stream_), "sample");
   }
 
  private:

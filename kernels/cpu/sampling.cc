@@ -1,0 +1,101 @@
+// The sampling op on the CPU: the rule of kernels/sampling_types.h computed
+// by sorting keys, independently of the CUDA kernel's radix selection.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace gqa::cpu {
+namespace {
+
+using sampling::Key;
+using sampling::KeyToken;
+
+int32_t ArgMaxKey(const float* v, int vocab) {
+  uint64_t best = Key(v[0], 0);
+  for (int i = 1; i < vocab; ++i) best = std::max(best, Key(v[i], i));
+  return KeyToken(best);
+}
+
+// The token chosen from penalized logits y[vocab].
+int32_t Choose(const float* y, int vocab, const SamplingRow& p) {
+  const int32_t argmax = ArgMaxKey(y, vocab);
+  if (!(p.temperature > 0.0f)) return argmax;
+  const float m = sampling::KeyLogit(Key(y[argmax], argmax));
+  auto mass = [&](int32_t i) -> uint64_t {
+    const uint64_t w = sampling::Mass(sampling::Scaled(y[i], m, p.temperature));
+    return sampling::PassesMinP(w, p.min_p) ? w : 0;
+  };
+  std::vector<uint64_t> keys(vocab);
+  for (int i = 0; i < vocab; ++i) keys[i] = Key(y[i], i);
+  const int k = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
+  if (k < vocab) {
+    std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint64_t>());
+    keys.resize(k);
+  }
+  uint64_t cut = *std::min_element(keys.begin(), keys.end());
+  if (p.top_p < 1.0f) {
+    uint64_t total = 0;
+    for (uint64_t key : keys) total += mass(KeyToken(key));
+    if (total == 0) return argmax;
+    const uint64_t target = sampling::TopPTarget(total, p.top_p);
+    std::sort(keys.begin(), keys.end(), std::greater<uint64_t>());
+    uint64_t cum = 0;
+    for (uint64_t key : keys) {
+      cum += mass(KeyToken(key));
+      if (cum >= target) {
+        cut = key;
+        break;
+      }
+    }
+  }
+  uint64_t total = 0;
+  for (int i = 0; i < vocab; ++i) {
+    if (Key(y[i], i) >= cut) total += mass(i);
+  }
+  if (total == 0) return argmax;
+  const uint64_t target = sampling::DrawTarget(total, p.uniform);
+  uint64_t cum = 0;
+  for (int i = 0; i < vocab; ++i) {
+    if (Key(y[i], i) < cut) continue;
+    cum += mass(i);
+    if (cum > target) return i;
+  }
+  return argmax;  // not reached: cum ends at total > target
+}
+
+}  // namespace
+
+void SampleRow(const float* x, int vocab, const SamplingRow& p, const PenaltyEntry* penalties, float* y,
+               SampleOutput* out) {
+  std::copy(x, x + vocab, y);
+  for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e) {
+    const PenaltyEntry& pe = penalties[e];
+    if (pe.token >= 0 && pe.token < vocab) y[pe.token] = sampling::Penalize(x[pe.token], pe, p);
+  }
+  out->token = Choose(y, vocab, p);
+
+  // Log-probabilities of the raw logits.
+  const int32_t top = ArgMaxKey(x, vocab);
+  const double mx = sampling::KeyLogit(Key(x[top], top));
+  double sum = 0;
+  for (int i = 0; i < vocab; ++i) sum += std::exp(double(x[i]) - mx);
+  const double log_z = mx + std::log(sum);
+  out->logprob = float(x[out->token] - log_z);
+  const int n = std::clamp(std::min(p.num_top_logprobs, kMaxTopLogprobs), 0, vocab);
+  out->num_top = n;
+  if (n > 0) {
+    std::vector<uint64_t> keys(vocab);
+    for (int i = 0; i < vocab; ++i) keys[i] = Key(x[i], i);
+    std::partial_sort(keys.begin(), keys.begin() + n, keys.end(), std::greater<uint64_t>());
+    for (int j = 0; j < n; ++j) {
+      const int32_t t = KeyToken(keys[j]);
+      out->top_tokens[j] = t;
+      out->top_logprobs[j] = float(x[t] - log_z);
+    }
+  }
+}
+
+}  // namespace gqa::cpu
