@@ -84,6 +84,17 @@ class Backend {
   // Uploads the host-side step metadata (count ints, built once per step and
   // read by every layer) to `device`. A GPU stages it through pinned memory
   // so that it is one asynchronous copy.
+  // Sizes the attention work buffers once, for steps of up to max_tokens
+  // tokens and max_seqs sequences of this shape.
+  virtual absl::Status ReserveAttention(int max_tokens, int max_seqs, const AttentionShape& shape) {
+    return absl::OkStatus();
+  }
+  // Plans this step's attention from the host copies of its token arrays
+  // (which sequence, which position), once per step before any layer: a GPU
+  // groups tokens into decode items and prefill tiles here (FlashInfer's
+  // plan/run) and uploads the plan; every layer's Attention then reuses it.
+  virtual void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                             const AttentionShape& shape) {}
   virtual void UploadStep(const int32_t* host, size_t count, int32_t* device) {
     CopyToDevice(device, host, count * sizeof(int32_t));
   }

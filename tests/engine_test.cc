@@ -119,7 +119,6 @@ std::vector<Result> RunTogether(Engine& engine, const std::vector<GenerationRequ
   return c.Wait();
 }
 
-std::vector<int32_t> Tokens(const Result& r) { return r.tokens; }
 
 class EngineInvarianceTest : public ::testing::TestWithParam<int> {};
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
+#include "kernels/cuda/sim/traffic_probe.h"
 #include "tools/membw.h"
 #include "tools/synthetic_model.h"
 #include "worker/executor.h"
@@ -133,9 +134,57 @@ absl::Status RunSweep(const Flags& f) {
   return absl::OkStatus();
 }
 
+// Memory traffic of the CUDA attention kernels, counted by the SIMT
+// interpreter for decode and prefill at several batch sizes, group sizes and
+// context lengths: bytes read over the fewest possible (Q, K, V, O once each)
+// and K/V sectors per request over a perfectly coalesced access.
+absl::Status RunKernelTraffic(const Flags& f) {
+  struct Row { bool prefill; int batch, group, context; };
+  std::vector<Row> rows;
+  for (int context : {1024, 4096}) {
+    for (int batch : {1, 8, 32}) {
+      for (int group : {1, 4, 8}) rows.push_back({false, batch, group, context});
+    }
+  }
+  for (int context : {256, 1024}) {
+    for (int group : {1, 4, 8}) rows.push_back({true, 1, group, context});
+  }
+  const bool json = f.Get("output") == "json";
+  nlohmann::json out = nlohmann::json::array();
+  if (!json) {
+    std::printf("| kernel | batch | group | head_dim | context | splits | K/V bytes / min | total bytes / min | K/V sectors per request / ideal |\n");
+    std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  }
+  for (const Row& r : rows) {
+    cuda_sim::TrafficCase c;
+    c.prefill = r.prefill;
+    c.batch = r.batch;
+    c.group_size = r.group;
+    c.num_kv_heads = 1;
+    c.head_dim = 128;
+    c.context = r.context;
+    c.kv_dtype = DType::kBF16;
+    ASSIGN_OR_RETURN(cuda_sim::TrafficReport t, cuda_sim::MeasureAttentionTraffic(c));
+    const char* kernel = r.prefill ? "prefill" : "decode";
+    if (json) {
+      out.push_back({{"kernel", kernel}, {"batch", r.batch}, {"group_size", r.group}, {"head_dim", c.head_dim},
+                     {"context", r.context}, {"kv_bytes_ratio", t.kv_bytes_ratio()},
+                     {"total_bytes_ratio", t.total_bytes_ratio()},
+                     {"sectors_per_request_ratio", t.sectors_per_request_ratio()}});
+    } else {
+      std::printf("| %s | %d | %d | %d | %d | %d | %.3f | %.3f | %.3f |\n", kernel, r.batch, r.group, c.head_dim, r.context,
+                  r.prefill ? 1 : t.max_splits, t.kv_bytes_ratio(), t.total_bytes_ratio(), t.sectors_per_request_ratio());
+      std::fflush(stdout);
+    }
+  }
+  if (json) std::printf("%s\n", out.dump(2).c_str());
+  return absl::OkStatus();
+}
+
 absl::Status Run(const Flags& f) {
   if (f.Get("mode") == "sweep") return RunSweep(f);
-  if (f.Get("mode") != "decode") return absl::InvalidArgumentError("--mode must be decode or sweep");
+  if (f.Get("mode") == "kernel-traffic") return RunKernelTraffic(f);
+  if (f.Get("mode") != "decode") return absl::InvalidArgumentError("--mode must be decode, sweep or kernel-traffic");
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t context, f.GetInt("context"));
   ASSIGN_OR_RETURN(int64_t samples, f.GetInt("samples"));
@@ -305,7 +354,10 @@ int main(int argc, char** argv) {
                "Offline decode benchmark: tokens/s and fraction of the memory-bandwidth roofline measured in the "
                "same run. Defaults: a Llama-3.2-1B-shaped model in BF16 with random weights.");
   f.Add("device", "cpu", "cpu, cuda (one GPU per rank) or cuda-sim (the CUDA kernels on the SIMT interpreter)");
-  f.Add("mode", "decode", "decode: batch-1 decode vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA");
+  f.Add("mode", "decode",
+        "decode: decode steps vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA; kernel-traffic: "
+        "memory traffic of the CUDA attention kernels, counted on the SIMT interpreter");
+  f.Add("output", "table", "kernel-traffic: table or json");
   f.Add("model", "", "decode mode: benchmark this model directory instead of a synthetic shape");
   f.Add("layers", "16", "synthetic model: layers");
   f.Add("hidden", "2048", "synthetic model: hidden size");

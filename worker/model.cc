@@ -167,6 +167,7 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq, int ma
   ws_.seqs = seqs;
   ws_.blocks_per_seq = blocks_per_seq;
   ws_.meta_ints = meta_ints;
+  RETURN_IF_ERROR(backend_->ReserveAttention(n, seqs, Shape()));
   return backend_->Synchronize();
 }
 
@@ -203,6 +204,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
         " rows, ", ws_.blocks_per_seq, " blocks)"));
   }
   backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
+  backend_->PlanAttention(b.token_seq.data(), b.positions.data(), n, Shape());
   const int32_t* d = ws_.meta.as<int32_t>();
   AttentionMeta am;
   am.num_tokens = n;

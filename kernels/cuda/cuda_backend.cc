@@ -6,9 +6,11 @@
 // device error fails the step instead of aborting the process.
 #include "kernels/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/sampling.h"
@@ -34,6 +36,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     if (staging_ != nullptr) cudaFreeHost(staging_);
+    if (plan_staging_ != nullptr) cudaFreeHost(plan_staging_);
     scratch_.Reset();
     gemm_.reset();
     cudaStreamDestroy(stream_);
@@ -106,6 +109,61 @@ class CudaBackend final : public Backend {
     return KvCacheLayout{num_blocks, block_size, num_kv_heads, head_dim, dtype, true};
   }
 
+  absl::Status ReserveAttention(int max_tokens, int max_seqs, const AttentionShape& shape) override {
+    if (!SpecialisedAttention(shape, KvLayout(1, 16, shape.num_kv_heads, shape.head_dim, DType::kF32))) {
+      return absl::OkStatus();  // the generic kernel needs no plan
+    }
+    // Split slots: enough for every sequence to split a few ways, at most
+    // 64 MiB of partial outputs.
+    const int64_t per_slot = int64_t{shape.num_q_heads} * (shape.head_dim + 1) * int64_t(sizeof(float));
+    split_slots_ = int(std::min<int64_t>(std::max(64, 4 * max_seqs), (int64_t{64} << 20) / per_slot));
+    plan_bytes_ = size_t(max_tokens) * (sizeof(DecodeItem) + sizeof(PrefillTile));
+    ASSIGN_OR_RETURN(plan_buf_, Allocate(plan_bytes_));
+    ASSIGN_OR_RETURN(partial_out_, Allocate(size_t(split_slots_) * shape.num_q_heads * shape.head_dim * sizeof(float)));
+    ASSIGN_OR_RETURN(partial_lse_, Allocate(size_t(split_slots_) * shape.num_q_heads * sizeof(float)));
+    if (plan_staging_ != nullptr) {
+      RETURN_IF_ERROR(Status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
+      cudaFreeHost(plan_staging_);
+      plan_staging_ = nullptr;
+    }
+    RETURN_IF_ERROR(Status(cudaMallocHost(&plan_staging_, plan_bytes_), "cudaMallocHost"));
+    max_plan_tokens_ = max_tokens;
+#if defined(GQA_CUDA_SIM)
+    target_blocks_ = 2 * 132;  // as on an H100, so that the interpreter's tests split contexts too
+#else
+    cudaDeviceProp prop{};
+    RETURN_IF_ERROR(Status(cudaGetDeviceProperties(&prop, device_), "cudaGetDeviceProperties"));
+    target_blocks_ = 2 * prop.multiProcessorCount;
+#endif
+    return absl::OkStatus();
+  }
+
+  void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                     const AttentionShape& shape) override {
+    planned_tokens_ = -1;
+    if (plan_staging_ == nullptr || num_tokens > max_plan_tokens_) return;
+    const AttentionPlan plan = MakeAttentionPlan(token_seq, token_pos, num_tokens, shape, target_blocks_, split_slots_);
+    // Decode items then prefill tiles, in one upload.
+    Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");  // the last upload may still read the staging
+    char* host = static_cast<char*>(plan_staging_);
+    const size_t decode_bytes = plan.decode.size() * sizeof(DecodeItem);
+    const size_t prefill_bytes = plan.prefill.size() * sizeof(PrefillTile);
+    std::memcpy(host, plan.decode.data(), decode_bytes);
+    std::memcpy(host + decode_bytes, plan.prefill.data(), prefill_bytes);
+    if (!Record(cudaMemcpyAsync(plan_buf_.data(), host, decode_bytes + prefill_bytes, cudaMemcpyHostToDevice, stream_),
+                "plan upload")) {
+      return;
+    }
+    run_.decode = plan_buf_.as<DecodeItem>();
+    run_.num_decode = int(plan.decode.size());
+    run_.max_splits = plan.max_splits;
+    run_.prefill = reinterpret_cast<const PrefillTile*>(plan_buf_.as<char>() + decode_bytes);
+    run_.num_prefill = int(plan.prefill.size());
+    run_.partial_out = partial_out_.as<float>();
+    run_.partial_lse = partial_lse_.as<float>();
+    planned_tokens_ = num_tokens;
+  }
+
   void UploadStep(const int32_t* host, size_t count, int32_t* device) override {
     const size_t bytes = count * sizeof(int32_t);
     if (bytes > staging_bytes_) {
@@ -166,6 +224,10 @@ class CudaBackend final : public Backend {
       return RecordStatus(absl::UnimplementedError(absl::StrCat(
           kKind, " attention supports head_dim up to ", kMaxAttentionHeadDim, ", not ", shape.head_dim)));
     }
+    if (planned_tokens_ == meta.num_tokens && SpecialisedAttention(shape, layout)) {
+      Record(LaunchPlannedAttention(q, meta, layout, k_cache, v_cache, shape, run_, out, stream_), "attention");
+      return;
+    }
     Record(LaunchAttention(q, meta, layout, k_cache, v_cache, shape, out, stream_), "attention");
   }
   void ConcatColumns(const float* src, int parts, int64_t part_stride, const int64_t* col_begin, int rows,
@@ -201,6 +263,15 @@ class CudaBackend final : public Backend {
   DeviceBuffer scratch_;  // activations rounded to 16 bits for the GEMM
   void* staging_ = nullptr;  // pinned host memory for step uploads
   size_t staging_bytes_ = 0;
+  // The specialised attention's plan (ReserveAttention, PlanAttention).
+  DeviceBuffer plan_buf_, partial_out_, partial_lse_;
+  void* plan_staging_ = nullptr;
+  size_t plan_bytes_ = 0;
+  int max_plan_tokens_ = 0;
+  int split_slots_ = 0;
+  int target_blocks_ = 0;
+  int planned_tokens_ = -1;  // tokens of the step planned; -1: none (generic kernel)
+  AttentionRun run_;
   absl::Status error_;
 };
 

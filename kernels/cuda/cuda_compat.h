@@ -10,9 +10,11 @@
 #if defined(GQA_CUDA_SIM)
 #include "kernels/cuda/sim/cuda_sim.h"
 #define GQA_CUDA_NS cuda_sim
+#define GQA_UNROLL
 #else
 #include <cuda_runtime.h>
 #define GQA_CUDA_NS cuda
+#define GQA_UNROLL _Pragma("unroll")
 #if defined(__CUDACC__)
 namespace gqa_cuda {
 template <typename... KArgs, typename... Args>

@@ -78,3 +78,58 @@ __device__ __forceinline__ float BlockSum(float v, float* scratch) {
 }
 
 }  // namespace gqa::GQA_CUDA_NS
+
+// ---- global memory through helpers the interpreter counts (traffic tests) ----
+namespace gqa::GQA_CUDA_NS {
+
+template <typename T>
+__device__ __forceinline__ T GlobalLoadAt(const T* p, const char* file, int line) {
+#if defined(GQA_CUDA_SIM)
+  gqa_sim::CountAccess(p, sizeof(T), false, file, line);
+#endif
+  return *p;
+}
+
+template <typename T>
+__device__ __forceinline__ void GlobalStoreAt(T* p, T v, const char* file, int line) {
+#if defined(GQA_CUDA_SIM)
+  gqa_sim::CountAccess(p, sizeof(T), true, file, line);
+#endif
+  *p = v;
+}
+
+// 16 bytes from global to shared memory without passing through registers
+// (cp.async, sm_80+); both addresses 16-byte aligned. Completes at
+// AsyncWait, after AsyncCommit closed its group.
+__device__ __forceinline__ void AsyncCopy16At(void* smem, const void* gmem, const char* file, int line) {
+#if defined(GQA_CUDA_SIM)
+  gqa_sim::CountAccess(gmem, 16, false, file, line);
+  gqa_sim::AsyncCopy(smem, gmem, 16);
+#else
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void AsyncCommit() {
+#if defined(GQA_CUDA_SIM)
+  gqa_sim::AsyncCommit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+template <int kKeepGroups>
+__device__ __forceinline__ void AsyncWait() {
+#if defined(GQA_CUDA_SIM)
+  gqa_sim::AsyncWait(kKeepGroups);
+#else
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kKeepGroups) : "memory");
+#endif
+}
+
+}  // namespace gqa::GQA_CUDA_NS
+
+#define GQA_LD(p) GlobalLoadAt((p), __FILE__, __LINE__)
+#define GQA_ST(p, v) GlobalStoreAt((p), (v), __FILE__, __LINE__)
+#define GQA_CP_ASYNC16(smem, gmem) AsyncCopy16At((smem), (gmem), __FILE__, __LINE__)

@@ -28,6 +28,7 @@
 
 #if defined(GQA_TEST_CUDA_SIM)
 #include "kernels/cuda/sim/simt.h"
+#include "kernels/cuda/sim/traffic_probe.h"
 #define DEVICE_NS cuda_sim
 #else
 #define DEVICE_NS cuda
@@ -408,7 +409,130 @@ TEST_CASE(AttentionGroupSizes) {
   for (const AttnCase& c : cases) RunAttentionCase(c);
 }
 
+// ---- the specialised kernels: planned decode (flash-decoding) and prefill ----
+
+// Four sequences in one step: a decode token at position 1299 (its context
+// split several ways), a decode token at position 0, a 37-token chunk that
+// continues a 263-token prefix (chunked prefill) and a fresh 20-token prompt.
+void RunPlannedCase(const AttnCase& c) {
+  const int lens[] = {1300, 1, 300, 20};
+  const int first_in_step[] = {1299, 0, 263, 0};
+  const int bs = c.block_size;
+  const int max_blocks = (1300 + bs - 1) / bs;
+  int total_blocks = 2;
+  for (int len : lens) total_blocks += (len + bs - 1) / bs;
+  std::vector<int32_t> ids(total_blocks);
+  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), Rng());
+  std::vector<int32_t> tables(4 * max_blocks, -1);
+  int next = 0;
+  for (int s = 0; s < 4; ++s) {
+    for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
+  }
+  std::vector<int32_t> all_seq, all_pos, all_slot, step_seq, step_pos, step_slot;
+  for (int s = 0; s < 4; ++s) {
+    for (int p = 0; p < lens[s]; ++p) {
+      const int32_t slot = tables[s * max_blocks + p / bs] * bs + p % bs;
+      all_seq.push_back(s);
+      all_pos.push_back(p);
+      all_slot.push_back(slot);
+      if (p >= first_in_step[s]) {
+        step_seq.push_back(s);
+        step_pos.push_back(p);
+        step_slot.push_back(slot);
+      }
+    }
+  }
+  const int n_all = int(all_pos.size()), n = int(step_pos.size()), hd = c.head_dim;
+  const std::vector<float> k = Random(size_t(n_all) * c.num_kv_heads * hd), v = Random(size_t(n_all) * c.num_kv_heads * hd);
+  const std::vector<float> q = Random(size_t(n) * c.num_q_heads * hd);
+  AttentionShape shape;
+  shape.num_q_heads = c.num_q_heads;
+  shape.num_kv_heads = c.num_kv_heads;
+  shape.group_size = c.group_size;
+  shape.q_head_offset = c.q_head_offset;
+  shape.head_dim = hd;
+  shape.scale = 1.0f / std::sqrt(float(hd));
+  shape.sliding_window = c.window;
+  auto meta_of = [&](const int32_t* seq, const int32_t* pos, const int32_t* slot, const int32_t* tab, int count) {
+    AttentionMeta m;
+    m.num_tokens = count;
+    m.token_seq = seq;
+    m.token_pos = pos;
+    m.slot_mapping = slot;
+    m.block_tables = tab;
+    m.max_blocks_per_seq = max_blocks;
+    return m;
+  };
+  const KvCacheLayout cl = Cpu().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  std::vector<uint8_t> ck(cl.Bytes()), cv(cl.Bytes());
+  Cpu().WriteKv(k.data(), v.data(), meta_of(all_seq.data(), all_pos.data(), all_slot.data(), tables.data(), n_all), cl,
+                ck.data(), cv.data());
+  std::vector<float> want(q.size());
+  Cpu().Attention(q.data(), meta_of(step_seq.data(), step_pos.data(), step_slot.data(), tables.data(), n), cl,
+                  ck.data(), cv.data(), shape, want.data());
+
+  const KvCacheLayout dl = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  DeviceBuffer d_all_seq = Upload(all_seq), d_all_pos = Upload(all_pos), d_all_slot = Upload(all_slot);
+  DeviceBuffer d_seq = Upload(step_seq), d_pos = Upload(step_pos), d_slot = Upload(step_slot);
+  DeviceBuffer d_tab = Upload(tables), dk = Upload(k), dv = Upload(v), dq = Upload(q);
+  DeviceBuffer dkc = Poisoned(dl.Bytes()), dvc = Poisoned(dl.Bytes());
+  Device().WriteKv(dk.as<float>(), dv.as<float>(),
+                   meta_of(d_all_seq.as<int32_t>(), d_all_pos.as<int32_t>(), d_all_slot.as<int32_t>(), d_tab.as<int32_t>(), n_all),
+                   dl, dkc.data(), dvc.data());
+  REQUIRE_OK(Device().ReserveAttention(n, 4, shape));
+  Device().PlanAttention(step_seq.data(), step_pos.data(), n, shape);
+  const AttentionMeta step_meta =
+      meta_of(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), n);
+  const auto got = UnderSchedules("planned attention " + Name(c), [&] {
+    DeviceBuffer out = Poisoned(q.size() * 4);
+    Device().Attention(dq.as<float>(), step_meta, dl, dkc.data(), dvc.data(), shape, out.as<float>());
+    return Download<float>(out, q.size());
+  });
+  ExpectClose(got, want, RelativeScale(want), 2e-5, "planned attention " + Name(c));
+}
+
+TEST_CASE(PlannedAttentionGroupSizes) {
+  const AttnCase cases[] = {
+      {4, 4, 1, 0, 64, 16, 0, DType::kF32},     // MHA
+      {4, 2, 2, 0, 128, 32, 0, DType::kBF16},   // GQA-2
+      {8, 2, 4, 0, 128, 16, 0, DType::kF32},    // GQA-4
+      {7, 1, 7, 0, 64, 16, 0, DType::kBF16},    // GQA-7, compiled as 8
+      {5, 2, 7, 3, 128, 32, 0, DType::kF32},    // a shard straddling two groups of 7
+      {8, 1, 8, 0, 128, 16, 0, DType::kBF16},   // GQA-8
+      {16, 2, 8, 0, 64, 32, 100, DType::kF32},  // GQA-8, sliding window
+      {4, 1, 4, 0, 256, 16, 0, DType::kBF16},   // head_dim 256
+  };
+  for (const AttnCase& c : cases) RunPlannedCase(c);
+}
+
 #if defined(GQA_TEST_CUDA_SIM)
+// Counted by the interpreter, not timed: decode reads each K/V element once
+// for all query heads of its group (a kernel that reloads K/V per query head
+// would read group_size times as much), total traffic stays near the
+// minimum, and K/V loads are coalesced.
+TEST_CASE(DecodeTrafficIsMinimal) {
+  for (DType dt : {DType::kBF16, DType::kF32}) {
+    for (int group : {1, 4, 8}) {
+      for (int batch : {1, 4}) {
+        cuda_sim::TrafficCase c;
+        c.group_size = group;
+        c.num_kv_heads = 2;
+        c.batch = batch;
+        c.context = 1024;
+        c.kv_dtype = dt;
+        c.block_size = batch == 1 ? 16 : 32;
+        absl::StatusOr<cuda_sim::TrafficReport> r = cuda_sim::MeasureAttentionTraffic(c);
+        REQUIRE_OK(r.status());
+        const std::string what = absl::StrCat(DTypeName(dt), " group ", group, " batch ", batch, " (", r->max_splits, " splits)");
+        CHECK_MSG(r->kv_bytes_ratio() >= 1.0 && r->kv_bytes_ratio() <= 1.03, what << ": K/V bytes x" << r->kv_bytes_ratio());
+        CHECK_MSG(r->total_bytes_ratio() <= 1.10, what << ": total bytes x" << r->total_bytes_ratio());
+        CHECK_MSG(r->sectors_per_request_ratio() <= 1.10, what << ": sectors per request x" << r->sectors_per_request_ratio());
+      }
+    }
+  }
+}
+
 TEST_CASE(TooLargeHeadDimIsAnErrorNotACrash) {
   AttentionShape shape;
   shape.num_q_heads = 1;

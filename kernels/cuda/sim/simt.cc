@@ -12,7 +12,12 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
+#include <map>
 #include <numeric>
+#include <set>
+#include <tuple>
+#include <unordered_map>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -125,6 +130,24 @@ struct Fiber {
   int src = 0;
   uint64_t result = 0;
   void* fake_stack = nullptr;  // AddressSanitizer's record of this fiber's stack
+  std::unordered_map<const void*, uint32_t> site_count;  // executions per access site (traffic)
+  struct PendingCopy {
+    void* dst;
+    const void* src;
+    size_t bytes;
+    int group;
+  };
+  std::vector<PendingCopy> pending;  // cp.async copies not yet retired
+  int open_group = 0;                // the group that AsyncCommit closes next
+};
+
+// One warp-level memory request being assembled from its lanes' accesses.
+struct Request {
+  bool store = false;
+  bool watched = false;
+  uint64_t bytes = 0;             // distinct addresses only: lanes reading one word share it
+  std::set<uint64_t> addresses;
+  std::set<uint64_t> sectors;
 };
 
 struct Block {
@@ -139,6 +162,9 @@ struct Block {
   const void* sched_stack_bottom = nullptr;
   size_t sched_stack_size = 0;
   void* sched_fake_stack = nullptr;
+  // Requests keyed by (warp, site, execution), folded into the totals when
+  // the block ends.
+  std::map<std::tuple<int, const void*, uint32_t>, Request> requests;
 };
 
 // Fiber stacks, reused by every block this OS thread runs.
@@ -167,6 +193,23 @@ thread_local Schedule t_schedule = Schedule::kForward;
 thread_local std::mt19937_64 t_rng(1);
 thread_local Stats t_stats;
 thread_local StackPool t_stacks;
+thread_local Traffic t_traffic;
+thread_local std::vector<std::pair<uintptr_t, uintptr_t>> t_watches;
+
+void Fold(TrafficTotals& t, const Request& r) {
+  t.bytes += r.bytes;
+  t.requests += 1;
+  t.sectors += r.sectors.size();
+  t.ideal_sectors += (r.bytes + 31) / 32;
+}
+
+void FoldRequests(Block& b) {
+  for (const auto& [key, r] : b.requests) {
+    Fold(r.store ? t_traffic.stores : t_traffic.loads, r);
+    if (r.watched && !r.store) Fold(t_traffic.watched_loads, r);
+  }
+  b.requests.clear();
+}
 
 Fiber& Me() { return *t_block->current; }
 
@@ -354,7 +397,10 @@ std::string RunBlock(Block& b) {
     if (!b.error.empty()) return b.error;
     bool all_done = true;
     for (const Fiber& f : b.fibers) all_done &= f.state == State::kDone;
-    if (all_done) return {};
+    if (all_done) {
+      FoldRequests(b);
+      return {};
+    }
     bool released = false;
     if (!ReleaseWarps(b, &released)) return b.error;
     if (released) continue;
@@ -461,5 +507,52 @@ void WarpSync(unsigned mask) {
 }
 
 Stats GetStats() { return t_stats; }
+
+void AsyncCopy(void* dst, const void* src, size_t bytes) {
+  Fiber& f = Me();
+  f.pending.push_back({dst, src, bytes, f.open_group});
+}
+
+void AsyncCommit() { ++Me().open_group; }
+
+void AsyncWait(int keep_groups) {
+  Fiber& f = Me();
+  // Committed groups are 0 .. open_group - 1; keep the newest keep_groups.
+  const int retire_below = f.open_group - keep_groups;
+  size_t kept = 0;
+  for (size_t i = 0; i < f.pending.size(); ++i) {
+    const Fiber::PendingCopy& c = f.pending[i];
+    if (c.group < retire_below) {
+      std::memcpy(c.dst, c.src, c.bytes);
+    } else {
+      f.pending[kept++] = c;
+    }
+  }
+  f.pending.resize(kept);
+}
+
+void ResetTraffic() { t_traffic = Traffic{}; }
+Traffic GetTraffic() { return t_traffic; }
+void WatchRange(const void* begin, size_t bytes) {
+  const auto b = reinterpret_cast<uintptr_t>(begin);
+  t_watches.emplace_back(b, b + bytes);
+}
+void ClearWatches() { t_watches.clear(); }
+
+void CountAccess(const void* p, size_t bytes, bool store, const char* file, int line) {
+  Block& b = *t_block;
+  Fiber& f = Me();
+  // The site: file and line folded into one key (file names are literals).
+  const void* site = reinterpret_cast<const char*>(file) + (uintptr_t(line) << 20);
+  const uint32_t k = f.site_count[site]++;
+  Request& r = b.requests[std::make_tuple(f.linear / 32, site, k)];
+  r.store = store;
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  if (r.addresses.insert(a).second) r.bytes += bytes;
+  for (uintptr_t s = a / 32; s <= (a + bytes - 1) / 32; ++s) r.sectors.insert(s);
+  for (const auto& [lo, hi] : t_watches) {
+    if (a >= lo && a < hi) r.watched = true;
+  }
+}
 
 }  // namespace gqa_sim

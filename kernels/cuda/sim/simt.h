@@ -66,6 +66,40 @@ unsigned WarpBallot(unsigned mask, bool predicate);
 void WarpSync(unsigned mask);
 int LaneId();
 
+// Global-memory traffic of the kernels' load/store helpers (GlobalLoad,
+// GlobalStore, AsyncCopy16 in device_utils.cuh), counted on this OS thread
+// since the last ResetTraffic(). A warp-level request is one execution of
+// one helper call site by the lanes of a warp (the k-th execution by each
+// lane); its sectors are the distinct 32-byte segments its lanes touch, and
+// its ideal the fewest segments that many bytes could occupy: Nsight
+// Compute's "sectors per request" against a perfectly coalesced access.
+struct TrafficTotals {
+  uint64_t bytes = 0;
+  uint64_t requests = 0;
+  uint64_t sectors = 0;
+  uint64_t ideal_sectors = 0;
+};
+struct Traffic {
+  TrafficTotals loads, stores;
+  TrafficTotals watched_loads;  // loads inside the watched ranges
+};
+void ResetTraffic();
+Traffic GetTraffic();
+// Loads that fall in [begin, begin + bytes) are also counted as watched
+// (say, the K and V caches), until ClearWatches().
+void WatchRange(const void* begin, size_t bytes);
+void ClearWatches();
+// Called by the helpers: one lane's access of `bytes` at p from call site
+// (file, line).
+void CountAccess(const void* p, size_t bytes, bool store, const char* file, int line);
+
+// cp.async under the interpreter: the copy is queued on the calling CUDA
+// thread and happens only when a wait retires its group, as on the GPU, so a
+// kernel that reads a tile before waiting for it reads stale shared memory.
+void AsyncCopy(void* dst, const void* src, size_t bytes);
+void AsyncCommit();
+void AsyncWait(int keep_groups);  // completes all but the newest keep_groups groups
+
 // Counters of the launches run on this OS thread (for tests).
 struct Stats {
   uint64_t launches = 0;

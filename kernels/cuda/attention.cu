@@ -1,0 +1,391 @@
+// The specialised GQA attention kernels (see attention.h). Every global
+// access goes through GQA_LD / GQA_ST / GQA_CP_ASYNC16, which the
+// interpreter counts, so the traffic tests can prove that each K/V element
+// is read once per group.
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/device_utils.cuh"
+
+namespace gqa::GQA_CUDA_NS {
+namespace {
+
+constexpr int kThreads = 128;
+
+// Keys per shared-memory tile: K and V, double-buffered, in at most 32 KiB.
+template <typename KvT, int HD>
+__host__ __device__ constexpr int KeyTile() {
+  constexpr int t = 32768 / (4 * int(sizeof(KvT)) * HD);
+  return t > 32 ? 32 : (t < 8 ? 8 : t);
+}
+
+__device__ __forceinline__ float ToFloat(float x) { return x; }
+__device__ __forceinline__ float ToFloat(uint16_t x) { return Bf16BitsToFloat(x); }
+
+// Loads keys [j0, j0 + nj) of KV head g into buffers k_s/v_s (row j - j0 at
+// j * HD) with 16-byte asynchronous copies, then closes the copy group.
+template <typename KvT, int HD>
+__device__ __forceinline__ void LoadKvTile(KvT* k_s, KvT* v_s, const KvT* k_cache, const KvT* v_cache,
+                                           const int32_t* table, const KvCacheLayout& layout, int g, int j0, int nj) {
+  constexpr int kVec = 16 / int(sizeof(KvT));
+  constexpr int kChunks = HD / kVec;
+  const int bs = layout.block_size;
+  for (int c = threadIdx.x; c < nj * kChunks; c += kThreads) {
+    const int j = c / kChunks, d = (c % kChunks) * kVec, p = j0 + j;
+    const int32_t block = GQA_LD(table + p / bs);
+    const int64_t off = layout.Offset(int64_t(block) * bs + p % bs, g) + d;
+    GQA_CP_ASYNC16(k_s + j * HD + d, k_cache + off);
+    GQA_CP_ASYNC16(v_s + j * HD + d, v_cache + off);
+  }
+  AsyncCommit();
+}
+
+// Flash-decoding. Block (item, g, split): the query heads of local KV head g
+// (at most G) of one decode token, over one split of its context. K/V tiles
+// are double-buffered in shared memory and read once for the whole group.
+template <typename KvT, int HD, int G>
+__global__ void __launch_bounds__(kThreads)
+DecodeKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const KvT* k_cache, const KvT* v_cache,
+             AttentionShape shape, const DecodeItem* items, float* out, float* partial_out, float* partial_lse) {
+  constexpr int kTile = KeyTile<KvT, HD>();
+  constexpr int kAcc = (G * HD + kThreads - 1) / kThreads;
+  __shared__ __align__(16) KvT k_s[2][kTile * HD];
+  __shared__ __align__(16) KvT v_s[2][kTile * HD];
+  __shared__ float q_s[G * HD];
+  __shared__ float p_s[G * kTile];
+  __shared__ float m_s[G], l_s[G], c_s[G];
+  __shared__ int32_t hdr[5];  // token, splits, partial offset, position, sequence
+
+  const int tid = threadIdx.x, g = blockIdx.y, split = blockIdx.z;
+  if (tid == 0) {
+    const DecodeItem item = GQA_LD(items + blockIdx.x);
+    hdr[0] = item.token;
+    hdr[1] = item.num_splits;
+    hdr[2] = item.partial_offset;
+    hdr[3] = GQA_LD(meta.token_pos + item.token);
+    hdr[4] = GQA_LD(meta.token_seq + item.token);
+  }
+  __syncthreads();
+  const int t = hdr[0], num_splits = hdr[1], offset = hdr[2], pos = hdr[3];
+  if (split >= num_splits) return;  // the whole block: this item has fewer splits
+  const int32_t* table = meta.block_tables + int64_t(hdr[4]) * meta.max_blocks_per_seq;
+  const int start = shape.sliding_window > 0 && pos - shape.sliding_window + 1 > 0 ? pos - shape.sliding_window + 1 : 0;
+  const int h0 = shape.FirstQueryHead(g), nh = shape.EndQueryHead(g) - h0;
+  // This split's keys: whole tiles, the last split taking the rest.
+  const int ctx = pos + 1 - start;
+  const int tiles = (ctx + kTile - 1) / kTile;
+  const int tiles_per_split = (tiles + num_splits - 1) / num_splits;
+  const int k0 = start + split * tiles_per_split * kTile;
+  const int k1 = k0 + tiles_per_split * kTile < pos + 1 ? k0 + tiles_per_split * kTile : pos + 1;
+  const int my_tiles = k1 > k0 ? (k1 - k0 + kTile - 1) / kTile : 0;
+
+  const float* q_rows = q + (int64_t(t) * shape.num_q_heads + h0) * HD;
+  for (int i = tid; i < nh * HD; i += kThreads) q_s[i] = GQA_LD(q_rows + i) * shape.scale;
+  if (tid < G) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  float acc[kAcc];
+GQA_UNROLL
+  for (int a = 0; a < kAcc; ++a) acc[a] = 0.0f;
+  if (my_tiles > 0) {
+    LoadKvTile<KvT, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k0, k1 - k0 < kTile ? k1 - k0 : kTile);
+  }
+  __syncthreads();
+
+  for (int it = 0; it < my_tiles; ++it) {
+    const int buf = it & 1, j0 = k0 + it * kTile;
+    const int nj = k1 - j0 < kTile ? k1 - j0 : kTile;
+    if (it + 1 < my_tiles) {
+      const int next = j0 + kTile;
+      LoadKvTile<KvT, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
+                          k1 - next < kTile ? k1 - next : kTile);
+    } else {
+      AsyncCommit();  // an empty group keeps "all but the newest" meaning "this tile"
+    }
+    AsyncWait<1>();
+    __syncthreads();
+    const KvT* kt = k_s[buf];
+    const KvT* vt = v_s[buf];
+    for (int i = tid; i < G * kTile; i += kThreads) {
+      const int h = i / kTile, j = i % kTile;
+      float s = -INFINITY;
+      if (h < nh && j < nj) {
+        s = 0.0f;
+        for (int d = 0; d < HD; ++d) s += q_s[h * HD + d] * ToFloat(kt[j * HD + d]);
+      }
+      p_s[i] = s;
+    }
+    __syncthreads();
+    if (tid < nh) {
+      float mx = m_s[tid];
+      for (int j = 0; j < nj; ++j) mx = fmaxf(mx, p_s[tid * kTile + j]);
+      const float corr = expf(m_s[tid] - mx);
+      float sum = 0.0f;
+      for (int j = 0; j < kTile; ++j) {
+        const float p = j < nj ? expf(p_s[tid * kTile + j] - mx) : 0.0f;
+        p_s[tid * kTile + j] = p;
+        sum += p;
+      }
+      l_s[tid] = l_s[tid] * corr + sum;
+      m_s[tid] = mx;
+      c_s[tid] = corr;
+    }
+    __syncthreads();
+GQA_UNROLL
+    for (int a = 0; a < kAcc; ++a) {
+      const int i = tid + a * kThreads;
+      if (i < nh * HD) {
+        const int h = i / HD, d = i % HD;
+        float v = acc[a] * c_s[h];
+        for (int j = 0; j < nj; ++j) v += p_s[h * kTile + j] * ToFloat(vt[j * HD + d]);
+        acc[a] = v;
+      }
+    }
+    __syncthreads();  // the next iteration's copy overwrites the other buffer
+  }
+
+GQA_UNROLL
+  for (int a = 0; a < kAcc; ++a) {
+    const int i = tid + a * kThreads;
+    if (i >= nh * HD) continue;
+    const int h = i / HD, d = i % HD;
+    const float l = l_s[h];
+    const float o = l > 0.0f ? acc[a] / l : 0.0f;
+    if (num_splits == 1) {
+      GQA_ST(out + (int64_t(t) * shape.num_q_heads + h0 + h) * HD + d, o);
+    } else {
+      const int64_t slot = offset + split;
+      GQA_ST(partial_out + (slot * shape.num_q_heads + h0 + h) * HD + d, o);
+      if (d == 0) GQA_ST(partial_lse + slot * shape.num_q_heads + h0 + h, l > 0.0f ? m_s[h] + logf(l) : -INFINITY);
+    }
+  }
+}
+
+// Block (item, local query head): combines the item's splits by their
+// log-sum-exp weights. Items of one split were written directly.
+__global__ void MergeSplitsKernel(const DecodeItem* items, int num_q_heads, int head_dim, const float* partial_out,
+                                  const float* partial_lse, float* out) {
+  __shared__ int32_t hdr[3];
+  if (threadIdx.x == 0) {
+    const DecodeItem item = GQA_LD(items + blockIdx.x);
+    hdr[0] = item.token;
+    hdr[1] = item.num_splits;
+    hdr[2] = item.partial_offset;
+  }
+  __syncthreads();
+  if (hdr[1] == 1) return;
+  const int h = blockIdx.y;
+  float mx = -INFINITY;
+  for (int s = 0; s < hdr[1]; ++s) mx = fmaxf(mx, GQA_LD(partial_lse + int64_t(hdr[2] + s) * num_q_heads + h));
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float num = 0.0f, den = 0.0f;
+    for (int s = 0; s < hdr[1]; ++s) {
+      const int64_t slot = hdr[2] + s;
+      const float w = expf(GQA_LD(partial_lse + slot * num_q_heads + h) - mx);
+      num += w * GQA_LD(partial_out + (slot * num_q_heads + h) * head_dim + d);
+      den += w;
+    }
+    GQA_ST(out + (int64_t(hdr[0]) * num_q_heads + h) * head_dim + d, num / den);
+  }
+}
+
+// Tiled causal attention for prefill tiles. Block (tile, g): the rows are
+// the tile's tokens x the query heads of local KV head g (at most
+// kRows); each K/V tile of the visible context is loaded once into shared
+// memory for all of them, with an online softmax per row. (f32 FMAs, not
+// tensor cores.)
+template <typename KvT, int HD, int G>
+__global__ void __launch_bounds__(kThreads)
+PrefillKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const KvT* k_cache, const KvT* v_cache,
+              AttentionShape shape, const PrefillTile* prefill_tiles, float* out) {
+  constexpr int kTile = KeyTile<KvT, HD>();
+  constexpr int kRows = PrefillRows(HD);
+  constexpr int kTokens = kRows / G;
+  constexpr int kAcc = (kRows * HD + kThreads - 1) / kThreads;
+  __shared__ __align__(16) KvT k_s[2][kTile * HD];
+  __shared__ __align__(16) KvT v_s[2][kTile * HD];
+  __shared__ float p_s[kRows * kTile];
+  __shared__ float m_s[kRows], l_s[kRows], c_s[kRows];
+  __shared__ int32_t hdr[4];
+
+  const int tid = threadIdx.x, g = blockIdx.y;
+  if (tid == 0) {
+    const PrefillTile tile = GQA_LD(prefill_tiles + blockIdx.x);
+    hdr[0] = tile.seq;
+    hdr[1] = tile.first_token;
+    hdr[2] = tile.num_tokens;
+    hdr[3] = tile.first_pos;
+  }
+  __syncthreads();
+  const int first_token = hdr[1], n_tok = hdr[2] < kTokens ? hdr[2] : kTokens, first_pos = hdr[3];
+  const int32_t* table = meta.block_tables + int64_t(hdr[0]) * meta.max_blocks_per_seq;
+  const int h0 = shape.FirstQueryHead(g), nh = shape.EndQueryHead(g) - h0;
+  const int rows = n_tok * nh;
+  const int last_pos = first_pos + n_tok - 1;
+  const int window = shape.sliding_window;
+  const int k_begin = window > 0 && first_pos - window + 1 > 0 ? first_pos - window + 1 : 0;
+  const int num_tiles = (last_pos + 1 - k_begin + kTile - 1) / kTile;
+
+  // Row r: token r / nh of the tile, head r % nh; its scaled query is staged
+  // in shared memory once.
+  __shared__ float q_s[kRows * HD];
+  for (int i = tid; i < rows * HD; i += kThreads) {
+    const int r = i / HD, d = i % HD;
+    const int tok = first_token + r / nh, h = h0 + r % nh;
+    q_s[i] = GQA_LD(q + (int64_t(tok) * shape.num_q_heads + h) * HD + d) * shape.scale;
+  }
+  if (tid < kRows) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  float acc[kAcc];
+GQA_UNROLL
+  for (int a = 0; a < kAcc; ++a) acc[a] = 0.0f;
+  if (num_tiles > 0) {
+    LoadKvTile<KvT, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k_begin,
+                        last_pos + 1 - k_begin < kTile ? last_pos + 1 - k_begin : kTile);
+  }
+  __syncthreads();
+  for (int it = 0; it < num_tiles; ++it) {
+    const int buf = it & 1, j0 = k_begin + it * kTile;
+    const int nj = last_pos + 1 - j0 < kTile ? last_pos + 1 - j0 : kTile;
+    if (it + 1 < num_tiles) {
+      const int next = j0 + kTile;
+      LoadKvTile<KvT, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
+                          last_pos + 1 - next < kTile ? last_pos + 1 - next : kTile);
+    } else {
+      AsyncCommit();
+    }
+    AsyncWait<1>();
+    __syncthreads();
+    const KvT* kt = k_s[buf];
+    const KvT* vt = v_s[buf];
+    for (int i = tid; i < kRows * kTile; i += kThreads) {
+      const int r = i / kTile, j = i % kTile;
+      float s = -INFINITY;
+      if (r < rows && j < nj) {
+        const int p = first_pos + r / nh, key = j0 + j;
+        const bool visible = key <= p && (window <= 0 || key > p - window);
+        if (visible) {
+          s = 0.0f;
+          for (int d = 0; d < HD; ++d) s += q_s[r * HD + d] * ToFloat(kt[j * HD + d]);
+        }
+      }
+      p_s[i] = s;
+    }
+    __syncthreads();
+    if (tid < rows) {
+      float mx = m_s[tid];
+      for (int j = 0; j < nj; ++j) mx = fmaxf(mx, p_s[tid * kTile + j]);
+      // A row that has seen no visible key yet keeps m = -inf: no update.
+      const float corr = mx == -INFINITY ? 1.0f : expf(m_s[tid] - mx);
+      float sum = 0.0f;
+      for (int j = 0; j < kTile; ++j) {
+        const float s = p_s[tid * kTile + j];
+        const float p = (j < nj && s != -INFINITY) ? expf(s - mx) : 0.0f;
+        p_s[tid * kTile + j] = p;
+        sum += p;
+      }
+      l_s[tid] = l_s[tid] * corr + sum;
+      m_s[tid] = mx;
+      c_s[tid] = corr;
+    }
+    __syncthreads();
+GQA_UNROLL
+    for (int a = 0; a < kAcc; ++a) {
+      const int i = tid + a * kThreads;
+      if (i < rows * HD) {
+        const int r = i / HD, d = i % HD;
+        float v = acc[a] * c_s[r];
+        for (int j = 0; j < nj; ++j) v += p_s[r * kTile + j] * ToFloat(vt[j * HD + d]);
+        acc[a] = v;
+      }
+    }
+    __syncthreads();
+  }
+GQA_UNROLL
+  for (int a = 0; a < kAcc; ++a) {
+    const int i = tid + a * kThreads;
+    if (i >= rows * HD) continue;
+    const int r = i / HD, d = i % HD;
+    const int tok = first_token + r / nh, h = h0 + r % nh;
+    GQA_ST(out + (int64_t(tok) * shape.num_q_heads + h) * HD + d, acc[a] / l_s[r]);
+  }
+}
+
+template <typename KvT, int HD, int G>
+cudaError_t LaunchFor(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                      const void* v_cache, const AttentionShape& shape, const AttentionRun& run, float* out,
+                      cudaStream_t s) {
+  const KvT* kc = static_cast<const KvT*>(k_cache);
+  const KvT* vc = static_cast<const KvT*>(v_cache);
+  if (run.num_decode > 0) {
+    cudaError_t e = gqa_cuda::Launch(DecodeKernel<KvT, HD, G>, dim3(run.num_decode, shape.num_kv_heads, run.max_splits),
+                                     dim3(kThreads), s, q, meta, layout, kc, vc, shape, run.decode, out,
+                                     run.partial_out, run.partial_lse);
+    if (e != cudaSuccess) return e;
+    if (run.max_splits > 1) {
+      e = gqa_cuda::Launch(MergeSplitsKernel, dim3(run.num_decode, shape.num_q_heads), dim3(HD < 128 ? HD : 128), s,
+                           run.decode, shape.num_q_heads, HD, run.partial_out, run.partial_lse, out);
+      if (e != cudaSuccess) return e;
+    }
+  }
+  if (run.num_prefill > 0) {
+    return gqa_cuda::Launch(PrefillKernel<KvT, HD, G>, dim3(run.num_prefill, shape.num_kv_heads), dim3(kThreads), s, q,
+                            meta, layout, kc, vc, shape, run.prefill, out);
+  }
+  return cudaSuccess;
+}
+
+// The largest number of query heads of this rank that read one KV head.
+int LocalGroup(const AttentionShape& shape) {
+  int g = 0;
+  for (int kv = 0; kv < shape.num_kv_heads; ++kv) {
+    const int n = shape.EndQueryHead(kv) - shape.FirstQueryHead(kv);
+    g = n > g ? n : g;
+  }
+  return g;
+}
+
+template <typename KvT, int HD>
+cudaError_t DispatchGroup(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                          const void* v_cache, const AttentionShape& shape, const AttentionRun& run, float* out,
+                          cudaStream_t s) {
+  const int g = LocalGroup(shape);
+  if (g <= 1) return LaunchFor<KvT, HD, 1>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  if (g <= 2) return LaunchFor<KvT, HD, 2>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  if (g <= 4) return LaunchFor<KvT, HD, 4>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  if (g <= 8) return LaunchFor<KvT, HD, 8>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  return cudaErrorInvalidValue;
+}
+
+template <typename KvT>
+cudaError_t DispatchHeadDim(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
+                            const void* k_cache, const void* v_cache, const AttentionShape& shape,
+                            const AttentionRun& run, float* out, cudaStream_t s) {
+  switch (shape.head_dim) {
+    case 64: return DispatchGroup<KvT, 64>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+    case 128: return DispatchGroup<KvT, 128>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+    case 256: return DispatchGroup<KvT, 256>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace
+
+bool SpecialisedAttention(const AttentionShape& shape, const KvCacheLayout& layout) {
+  const int hd = shape.head_dim;
+  return layout.head_major && (hd == 64 || hd == 128 || hd == 256) && LocalGroup(shape) <= 8 &&
+         (layout.dtype == DType::kF32 || layout.dtype == DType::kBF16);
+}
+
+cudaError_t LaunchPlannedAttention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
+                                   const void* k_cache, const void* v_cache, const AttentionShape& shape,
+                                   const AttentionRun& run, float* out, cudaStream_t s) {
+  if (!SpecialisedAttention(shape, layout)) return cudaErrorInvalidValue;
+  if (layout.dtype == DType::kBF16) {
+    return DispatchHeadDim<uint16_t>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+  }
+  return DispatchHeadDim<float>(q, meta, layout, k_cache, v_cache, shape, run, out, s);
+}
+
+}  // namespace gqa::GQA_CUDA_NS

@@ -1,0 +1,48 @@
+// The host half of the specialised attention: grouping a step's tokens into
+// decode items and prefill tiles, and splitting long decode contexts.
+#include <algorithm>
+
+#include "kernels/cuda/attention.h"
+
+namespace gqa::GQA_CUDA_NS {
+
+AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                                const AttentionShape& shape, int target_blocks, int split_slots_available) {
+  AttentionPlan plan;
+  int group = 0;
+  for (int kv = 0; kv < shape.num_kv_heads; ++kv) group = std::max(group, shape.EndQueryHead(kv) - shape.FirstQueryHead(kv));
+  const int tile_tokens = std::max(1, PrefillTileTokens(shape.head_dim, group));
+  for (int t = 0; t < num_tokens;) {
+    // The run of adjacent tokens of this sequence at consecutive positions.
+    int end = t + 1;
+    while (end < num_tokens && token_seq[end] == token_seq[t] && token_pos[end] == token_pos[end - 1] + 1) ++end;
+    if (end - t == 1) {
+      plan.decode.push_back(DecodeItem{t, 1, -1});
+    } else {
+      for (int a = t; a < end; a += tile_tokens) {
+        plan.prefill.push_back(PrefillTile{token_seq[t], a, std::min(tile_tokens, end - a), token_pos[a]});
+      }
+    }
+    t = end;
+  }
+  // Split decode contexts while the grid is smaller than target_blocks.
+  const int items = int(plan.decode.size());
+  if (items == 0) return plan;
+  const int base_blocks = items * std::max(1, shape.num_kv_heads) + int(plan.prefill.size()) * shape.num_kv_heads;
+  const int want = std::min(kMaxSplits, (target_blocks + base_blocks - 1) / std::max(1, base_blocks));
+  if (want <= 1) return plan;
+  for (DecodeItem& d : plan.decode) {
+    const int pos = token_pos[d.token];
+    const int start = shape.sliding_window > 0 ? std::max(0, pos - shape.sliding_window + 1) : 0;
+    const int by_length = (pos + 1 - start) / kMinSplitKeys;
+    const int splits = std::min({want, by_length, split_slots_available - plan.split_slots});
+    if (splits <= 1) continue;
+    d.num_splits = splits;
+    d.partial_offset = plan.split_slots;
+    plan.split_slots += splits;
+    plan.max_splits = std::max(plan.max_splits, splits);
+  }
+  return plan;
+}
+
+}  // namespace gqa::GQA_CUDA_NS
