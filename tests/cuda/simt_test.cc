@@ -182,6 +182,23 @@ TEST_CASE(OversizedBlockIsRefused) {
   cudaGetLastError();
 }
 
+// The interpreter's 16-bit types against the kernels' bit conversions and
+// known values (round to nearest even, subnormals, overflow, NaN).
+TEST_CASE(SixteenBitFloatTypes) {
+  CHECK(__float2bfloat16(1.0f).x == 0x3f80);
+  CHECK(__float2bfloat16(1.00390625f).x == 0x3f80);  // a tie rounds to even
+  CHECK(__float2bfloat16(1.01171875f).x == 0x3f82);  // a tie rounds to even, upwards
+  CHECK(__bfloat162float(__nv_bfloat16{0xc0a0}) == -5.0f);
+  CHECK(__float2half(1.0f).x == 0x3c00);
+  CHECK(__float2half(65504.0f).x == 0x7bff);
+  CHECK(__float2half(1e6f).x == 0x7c00);
+  CHECK(__float2half(5.960464477539063e-08f).x == 0x0001);
+  CHECK(__half2float(__half{0x0001}) == 5.960464477539063e-08f);
+  CHECK(__half2float(__half{0xc000}) == -2.0f);
+  const float nan = __uint_as_float(0x7fc00000u);
+  CHECK((__float2half(nan).x & 0x7c00) == 0x7c00 && (__float2half(nan).x & 0x3ff) != 0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) { return mini_test::RunAll(argc, argv); }

@@ -2,6 +2,7 @@
 // done when the call returns, so streams and synchronisation have nothing to
 // wait for. Allocations are exact-sized so that AddressSanitizer catches a
 // kernel that reads or writes past the end of a buffer.
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -30,6 +31,21 @@ void SetLastError(cudaError_t e, std::string message) {
   t_last_message = std::move(message);
 }
 }  // namespace gqa_sim
+
+float __half2float(__half h) {
+  const uint32_t sign = uint32_t(h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1fu, man = h.x & 0x3ffu;
+  if (exp == 0) return __uint_as_float(__float_as_uint(float(man) * (1.0f / 16777216.0f)) | sign);
+  if (exp == 31) return __uint_as_float(sign | 0x7f800000u | (man << 13));
+  return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+__half __float2half(float f) {
+  const uint32_t u = __float_as_uint(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return {uint16_t(sign | 0x7e00u)};
+  if (a >= 0x477ff000u) return {uint16_t(sign | 0x7c00u)};
+  if (a < 0x38800000u) return {uint16_t(sign | uint32_t(std::nearbyint(__uint_as_float(a) * 16777216.0f)))};
+  return {uint16_t(sign | ((a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13))};
+}
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = kGqaSimDeviceCount;

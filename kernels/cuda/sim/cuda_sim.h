@@ -120,6 +120,25 @@ inline int __clz(unsigned x) { return x == 0 ? 32 : __builtin_clz(x); }
 using std::isinf;
 using std::isnan;
 
+// ---- 16-bit float types (cuda_bf16.h / cuda_fp16.h), bits and conversions ----
+struct __nv_bfloat16 {
+  uint16_t x;
+};
+struct __half {
+  uint16_t x;
+};
+inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float(uint32_t(h.x) << 16); }
+// Round to nearest even; NaN stays NaN.
+inline __nv_bfloat16 __float2bfloat16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return {uint16_t((u >> 16) | 0x40)};
+  return {uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
+float __half2float(__half h);
+__half __float2half(float f);  // round to nearest even
+inline __half __float2half_rn(float f) { return __float2half(f); }
+
 // ---- runtime API over host memory ----
 enum cudaError_t : int {
   cudaSuccess = 0,
