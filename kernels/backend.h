@@ -94,7 +94,7 @@ class Backend {
   // groups tokens into decode items and prefill tiles here (FlashInfer's
   // plan/run) and uploads the plan; every layer's Attention then reuses it.
   virtual void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
-                             const AttentionShape& shape) {}
+                             const AttentionShape& shape, const KvCacheLayout& layout) {}
   virtual void UploadStep(const int32_t* host, size_t count, int32_t* device) {
     CopyToDevice(device, host, count * sizeof(int32_t));
   }

@@ -204,7 +204,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
         " rows, ", ws_.blocks_per_seq, " blocks)"));
   }
   backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
-  backend_->PlanAttention(b.token_seq.data(), b.positions.data(), n, Shape());
+  backend_->PlanAttention(b.token_seq.data(), b.positions.data(), n, Shape(), cache.layout());
   const int32_t* d = ws_.meta.as<int32_t>();
   AttentionMeta am;
   am.num_tokens = n;

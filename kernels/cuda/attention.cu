@@ -2,6 +2,8 @@
 // access goes through GQA_LD / GQA_ST / GQA_CP_ASYNC16, which the
 // interpreter counts, so the traffic tests can prove that each K/V element
 // is read once per group.
+#include <type_traits>
+
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/device_utils.cuh"
 
@@ -312,6 +314,178 @@ GQA_UNROLL
   }
 }
 
+
+// Prefill on tensor cores (bf16 cache, head_dim 64 or 128). Block (tile, g):
+// 64 query rows (the tile's tokens x the query heads of local KV head g),
+// 16 per warp. S = Q K^T and O += P V run as mma.sync m16n8k16 with bf16
+// inputs (Q and P rounded to bf16) and f32 accumulation, FlashAttention-2's
+// online softmax on the accumulator fragments, K/V tiles of 32 keys
+// double-buffered in shared memory and read once for all 64 rows.
+template <int HD, int G>
+__global__ void __launch_bounds__(kThreads)
+PrefillMmaKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const uint16_t* k_cache,
+                 const uint16_t* v_cache, AttentionShape shape, const PrefillTile* prefill_tiles, float* out) {
+  constexpr int kTile = 32;
+  constexpr int kTokens = kMmaPrefillRows / G;
+  constexpr int kKSteps = HD / 16;  // k-steps of Q K^T
+  constexpr int kOChunks = HD / 8;  // 8-column chunks of O
+  static_assert(KeyTile<uint16_t, HD>() == kTile, "a 32-key bf16 tile");
+  __shared__ __align__(16) uint16_t k_s[2][kTile * HD];
+  __shared__ __align__(16) uint16_t v_s[2][kTile * HD];
+  __shared__ int32_t hdr[4];
+
+  const int tid = threadIdx.x, g = blockIdx.y;
+  if (tid == 0) {
+    const PrefillTile tile = GQA_LD(prefill_tiles + blockIdx.x);
+    hdr[0] = tile.seq;
+    hdr[1] = tile.first_token;
+    hdr[2] = tile.num_tokens;
+    hdr[3] = tile.first_pos;
+  }
+  __syncthreads();
+  const int first_token = hdr[1], n_tok = hdr[2] < kTokens ? hdr[2] : kTokens, first_pos = hdr[3];
+  const int32_t* table = meta.block_tables + int64_t(hdr[0]) * meta.max_blocks_per_seq;
+  const int h0 = shape.FirstQueryHead(g), nh = shape.EndQueryHead(g) - h0;
+  const int rows = n_tok * nh, last_pos = first_pos + n_tok - 1, window = shape.sliding_window;
+  const int k_begin = window > 0 && first_pos - window + 1 > 0 ? first_pos - window + 1 : 0;
+  const int num_tiles = (last_pos + 1 - k_begin + kTile - 1) / kTile;
+
+  // This lane's two rows (g8 and g8 + 8 of its warp's 16) and their positions.
+  const int lane = tid % 32, g8 = lane / 4, t4 = lane % 4;
+  const int row[2] = {(tid / 32) * 16 + g8, (tid / 32) * 16 + g8 + 8};
+  int pos[2];
+  for (int i = 0; i < 2; ++i) pos[i] = first_pos + row[i] / nh;
+  auto q_at = [&](int r, int c) -> float {
+    if (r >= rows) return 0.0f;
+    const int tok = first_token + r / nh, h = h0 + r % nh;
+    return GQA_LD(q + (int64_t(tok) * shape.num_q_heads + h) * HD + c) * shape.scale;
+  };
+  uint32_t qa[kKSteps][4];
+  GQA_UNROLL
+  for (int kk = 0; kk < kKSteps; ++kk) {
+    const int c = kk * 16 + 2 * t4;
+    qa[kk][0] = PackBf16x2(q_at(row[0], c), q_at(row[0], c + 1));
+    qa[kk][1] = PackBf16x2(q_at(row[1], c), q_at(row[1], c + 1));
+    qa[kk][2] = PackBf16x2(q_at(row[0], c + 8), q_at(row[0], c + 9));
+    qa[kk][3] = PackBf16x2(q_at(row[1], c + 8), q_at(row[1], c + 9));
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[kOChunks][4];
+  GQA_UNROLL
+  for (int dn = 0; dn < kOChunks; ++dn) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+
+  if (num_tiles > 0) {
+    LoadKvTile<uint16_t, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k_begin,
+                             last_pos + 1 - k_begin < kTile ? last_pos + 1 - k_begin : kTile);
+  }
+  __syncthreads();
+  for (int it = 0; it < num_tiles; ++it) {
+    const int buf = it & 1, j0 = k_begin + it * kTile;
+    const int nj = last_pos + 1 - j0 < kTile ? last_pos + 1 - j0 : kTile;
+    if (it + 1 < num_tiles) {
+      const int next = j0 + kTile;
+      LoadKvTile<uint16_t, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
+                               last_pos + 1 - next < kTile ? last_pos + 1 - next : kTile);
+    } else {
+      AsyncCommit();
+    }
+    AsyncWait<1>();
+    // Rows of a short last tile were not loaded: V must be zero there, since
+    // P's zeros times stale shared memory could be NaN.
+    for (int i = nj * HD + tid; i < kTile * HD; i += kThreads) v_s[buf][i] = 0;
+    __syncthreads();
+    const uint16_t* kt = k_s[buf];
+    const uint16_t* vt = v_s[buf];
+
+    float s[4][4];
+    GQA_UNROLL
+    for (int n = 0; n < 4; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+      const uint16_t* key_row = kt + (n * 8 + g8) * HD;
+      GQA_UNROLL
+      for (int kk = 0; kk < kKSteps; ++kk) {
+        const uint32_t b[2] = {uint32_t(key_row[kk * 16 + 2 * t4]) | uint32_t(key_row[kk * 16 + 2 * t4 + 1]) << 16,
+                               uint32_t(key_row[kk * 16 + 8 + 2 * t4]) | uint32_t(key_row[kk * 16 + 9 + 2 * t4]) << 16};
+        MmaBf16(s[n], qa[kk], b, s[n]);
+      }
+    }
+    // Mask, then the online softmax of this lane's two rows; the four lanes
+    // of a row (t4 = 0..3) combine their maxima and sums by shuffles.
+    float mx[2] = {-INFINITY, -INFINITY};
+    GQA_UNROLL
+    for (int n = 0; n < 4; ++n) {
+      GQA_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const int r = i / 2, key = j0 + n * 8 + 2 * t4 + (i & 1);
+        const bool visible = row[r] < rows && key - j0 < nj && key <= pos[r] && (window <= 0 || key > pos[r] - window);
+        if (!visible) s[n][i] = -INFINITY;
+        mx[r] = fmaxf(mx[r], s[n][i]);
+      }
+    }
+    float corr[2], sum[2] = {0.0f, 0.0f};
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mn = fmaxf(m[r], mx[r]);
+      corr[r] = mn == -INFINITY ? 1.0f : expf(m[r] - mn);
+      m[r] = mn;
+    }
+    GQA_UNROLL
+    for (int n = 0; n < 4; ++n) {
+      GQA_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const int r = i / 2;
+        s[n][i] = s[n][i] == -INFINITY ? 0.0f : expf(s[n][i] - m[r]);
+        sum[r] += s[n][i];
+      }
+    }
+    for (int r = 0; r < 2; ++r) {
+      sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 1);
+      sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], 2);
+      l[r] = l[r] * corr[r] + sum[r];
+    }
+    GQA_UNROLL
+    for (int dn = 0; dn < kOChunks; ++dn) {
+      o[dn][0] *= corr[0];
+      o[dn][1] *= corr[0];
+      o[dn][2] *= corr[1];
+      o[dn][3] *= corr[1];
+    }
+    // P (16 x 32 per warp) as A fragments: the accumulator layout of two
+    // 8-key chunks is the A layout of one 16-key step.
+    uint32_t pa[2][4];
+    GQA_UNROLL
+    for (int kk = 0; kk < 2; ++kk) {
+      pa[kk][0] = PackBf16x2(s[2 * kk][0], s[2 * kk][1]);
+      pa[kk][1] = PackBf16x2(s[2 * kk][2], s[2 * kk][3]);
+      pa[kk][2] = PackBf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      pa[kk][3] = PackBf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+    GQA_UNROLL
+    for (int dn = 0; dn < kOChunks; ++dn) {
+      const int col = dn * 8 + g8;
+      GQA_UNROLL
+      for (int kk = 0; kk < 2; ++kk) {
+        const int k0 = kk * 16 + 2 * t4;
+        const uint32_t b[2] = {uint32_t(vt[k0 * HD + col]) | uint32_t(vt[(k0 + 1) * HD + col]) << 16,
+                               uint32_t(vt[(k0 + 8) * HD + col]) | uint32_t(vt[(k0 + 9) * HD + col]) << 16};
+        MmaBf16(o[dn], pa[kk], b, o[dn]);
+      }
+    }
+    __syncthreads();  // the next iteration's copy overwrites the other buffer
+  }
+  GQA_UNROLL
+  for (int dn = 0; dn < kOChunks; ++dn) {
+    GQA_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const int r = i / 2;
+      if (row[r] >= rows) continue;
+      const int tok = first_token + row[r] / nh, h = h0 + row[r] % nh;
+      GQA_ST(out + (int64_t(tok) * shape.num_q_heads + h) * HD + dn * 8 + 2 * t4 + (i & 1), o[dn][i] / l[r]);
+    }
+  }
+}
+
 template <typename KvT, int HD, int G>
 cudaError_t LaunchFor(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
                       const void* v_cache, const AttentionShape& shape, const AttentionRun& run, float* out,
@@ -330,6 +504,10 @@ cudaError_t LaunchFor(const float* q, const AttentionMeta& meta, const KvCacheLa
     }
   }
   if (run.num_prefill > 0) {
+    if constexpr (std::is_same_v<KvT, uint16_t> && HD <= 128) {
+      return gqa_cuda::Launch(PrefillMmaKernel<HD, G>, dim3(run.num_prefill, shape.num_kv_heads), dim3(kThreads), s, q,
+                              meta, layout, kc, vc, shape, run.prefill, out);
+    }
     return gqa_cuda::Launch(PrefillKernel<KvT, HD, G>, dim3(run.num_prefill, shape.num_kv_heads), dim3(kThreads), s, q,
                             meta, layout, kc, vc, shape, run.prefill, out);
   }

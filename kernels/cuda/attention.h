@@ -39,7 +39,15 @@ struct PrefillTile {
 GQA_HOST_DEVICE constexpr int PrefillRows(int head_dim) { return 2048 / head_dim; }
 // Group sizes are rounded up to 1, 2, 4 or 8 (the compiled variants).
 GQA_HOST_DEVICE constexpr int GroupVariant(int group) { return group <= 1 ? 1 : group <= 2 ? 2 : group <= 4 ? 4 : 8; }
-GQA_HOST_DEVICE constexpr int PrefillTileTokens(int head_dim, int group) { return PrefillRows(head_dim) / GroupVariant(group); }
+// With a bf16 cache and head_dim up to 128, prefill runs on tensor cores
+// (mma.sync m16n8k16, bf16 inputs, f32 accumulation): 4 warps x 16 rows.
+constexpr int kMmaPrefillRows = 64;
+GQA_HOST_DEVICE constexpr bool TensorCorePrefill(int head_dim, DType kv_dtype) {
+  return kv_dtype == DType::kBF16 && (head_dim == 64 || head_dim == 128);
+}
+GQA_HOST_DEVICE constexpr int PrefillTileTokens(int head_dim, int group, DType kv_dtype) {
+  return (TensorCorePrefill(head_dim, kv_dtype) ? kMmaPrefillRows : PrefillRows(head_dim)) / GroupVariant(group);
+}
 constexpr int kMaxSplits = 16;     // context splits of one decode item
 constexpr int kMinSplitKeys = 256; // fewest keys per split
 
@@ -60,7 +68,8 @@ struct AttentionPlan {
 // target_blocks (e.g. twice the multiprocessors) is not reached and
 // split_slots_available lasts.
 AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
-                                const AttentionShape& shape, int target_blocks, int split_slots_available);
+                                const AttentionShape& shape, DType kv_dtype, int target_blocks,
+                                int split_slots_available);
 
 // Device arrays of a plan and the buffers its splits use.
 struct AttentionRun {

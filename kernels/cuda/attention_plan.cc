@@ -7,11 +7,12 @@
 namespace gqa::GQA_CUDA_NS {
 
 AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
-                                const AttentionShape& shape, int target_blocks, int split_slots_available) {
+                                const AttentionShape& shape, DType kv_dtype, int target_blocks,
+                                int split_slots_available) {
   AttentionPlan plan;
   int group = 0;
   for (int kv = 0; kv < shape.num_kv_heads; ++kv) group = std::max(group, shape.EndQueryHead(kv) - shape.FirstQueryHead(kv));
-  const int tile_tokens = std::max(1, PrefillTileTokens(shape.head_dim, group));
+  const int tile_tokens = std::max(1, PrefillTileTokens(shape.head_dim, group, kv_dtype));
   for (int t = 0; t < num_tokens;) {
     // The run of adjacent tokens of this sequence at consecutive positions.
     int end = t + 1;

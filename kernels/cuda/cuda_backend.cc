@@ -138,11 +138,12 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
-                     const AttentionShape& shape) override {
+  void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens, const AttentionShape& shape,
+                     const KvCacheLayout& layout) override {
     planned_tokens_ = -1;
-    if (plan_staging_ == nullptr || num_tokens > max_plan_tokens_) return;
-    const AttentionPlan plan = MakeAttentionPlan(token_seq, token_pos, num_tokens, shape, target_blocks_, split_slots_);
+    if (plan_staging_ == nullptr || num_tokens > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
+    const AttentionPlan plan =
+        MakeAttentionPlan(token_seq, token_pos, num_tokens, shape, layout.dtype, target_blocks_, split_slots_);
     // Decode items then prefill tiles, in one upload.
     Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");  // the last upload may still read the staging
     char* host = static_cast<char*>(plan_staging_);

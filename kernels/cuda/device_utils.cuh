@@ -133,3 +133,64 @@ __device__ __forceinline__ void AsyncWait() {
 #define GQA_LD(p) GlobalLoadAt((p), __FILE__, __LINE__)
 #define GQA_ST(p, v) GlobalStoreAt((p), (v), __FILE__, __LINE__)
 #define GQA_CP_ASYNC16(smem, gmem) AsyncCopy16At((smem), (gmem), __FILE__, __LINE__)
+
+// ---- tensor cores: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 ----
+namespace gqa::GQA_CUDA_NS {
+
+// Two bf16 in one register, `lo` in the low half (the element of the smaller
+// index, as the PTX ISA packs .bf16x2).
+__device__ __forceinline__ uint32_t PackBf16x2(float lo, float hi) {
+  return uint32_t(FloatToBf16Bits(lo)) | (uint32_t(FloatToBf16Bits(hi)) << 16);
+}
+
+// D = A (16x16, row-major) * B (16x8, column-major) + C, f32 accumulation,
+// for the whole warp; every lane passes its fragments in the PTX ISA's
+// layout (g = lane / 4, t = lane % 4):
+//   a[0] = A[g][2t..2t+1]    a[1] = A[g+8][2t..2t+1]
+//   a[2] = A[g][2t+8..2t+9]  a[3] = A[g+8][2t+8..2t+9]
+//   b[0] = B[2t..2t+1][g]    b[1] = B[2t+8..2t+9][g]
+//   c, d = {X[g][2t], X[g][2t+1], X[g+8][2t], X[g+8][2t+1]}
+// The interpreter exchanges the fragments across the 32 lanes and computes
+// each lane's part of D from the whole matrices, so a kernel that builds its
+// fragments in another layout gets a wrong result here as on a GPU.
+__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                        const float (&c)[4]) {
+#if defined(GQA_CUDA_SIM)
+  struct Fragments {
+    uint32_t a[4], b[2];
+  };
+  Fragments mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+  Fragments all[32];
+  gqa_sim::WarpGather(0xffffffffu, &mine, sizeof(mine), all);
+  float A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane >> 2, t = lane & 3;
+    const Fragments& f = all[lane];
+    const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+    for (int r = 0; r < 4; ++r) {
+      A[rows[r]][cols[r]] = Bf16BitsToFloat(uint16_t(f.a[r] & 0xffffu));
+      A[rows[r]][cols[r] + 1] = Bf16BitsToFloat(uint16_t(f.a[r] >> 16));
+    }
+    for (int r = 0; r < 2; ++r) {
+      B[2 * t + 8 * r][g] = Bf16BitsToFloat(uint16_t(f.b[r] & 0xffffu));
+      B[2 * t + 8 * r + 1][g] = Bf16BitsToFloat(uint16_t(f.b[r] >> 16));
+    }
+  }
+  const int g = gqa_sim::LaneId() / 4, t = gqa_sim::LaneId() % 4;
+  const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+  for (int i = 0; i < 4; ++i) {
+    float acc = c[i];
+    for (int k = 0; k < 16; ++k) acc = fmaf(A[rows[i]][k], B[k][cols[i]], acc);
+    d[i] = acc;
+  }
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%10,%11,%12,%13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#endif
+}
+
+}  // namespace gqa::GQA_CUDA_NS

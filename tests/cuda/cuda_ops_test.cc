@@ -12,7 +12,9 @@
 //   matmul: f32 weights 1e-5 x sum|x w|; f16/bf16 weights: the GPU rounds
 //     the activations to the weight type (cuBLASLt's contract), so
 //     2^-11 (f16) / 2^-8 (bf16) x sum|x w| plus 1e-5 x sum|x w|
-//   attention: 2e-5 x (1 + |want|) (online vs two-pass softmax)
+//   attention: 2e-5 x (1 + |want|) (online vs two-pass softmax); prefill on
+//     tensor cores (bf16 cache, head_dim 64/128), whose Q and P are rounded
+//     to bf16: 1e-2 x (1 + |want|) elementwise and 5e-3 normwise
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -481,7 +483,7 @@ void RunPlannedCase(const AttnCase& c) {
                    meta_of(d_all_seq.as<int32_t>(), d_all_pos.as<int32_t>(), d_all_slot.as<int32_t>(), d_tab.as<int32_t>(), n_all),
                    dl, dkc.data(), dvc.data());
   REQUIRE_OK(Device().ReserveAttention(n, 4, shape));
-  Device().PlanAttention(step_seq.data(), step_pos.data(), n, shape);
+  Device().PlanAttention(step_seq.data(), step_pos.data(), n, shape, dl);
   const AttentionMeta step_meta =
       meta_of(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), n);
   const auto got = UnderSchedules("planned attention " + Name(c), [&] {
@@ -489,7 +491,23 @@ void RunPlannedCase(const AttnCase& c) {
     Device().Attention(dq.as<float>(), step_meta, dl, dkc.data(), dvc.data(), shape, out.as<float>());
     return Download<float>(out, q.size());
   });
-  ExpectClose(got, want, RelativeScale(want), 2e-5, "planned attention " + Name(c));
+  // The first two step tokens are decode items, the rest prefill tiles.
+  const size_t decode_values = size_t(2) * c.num_q_heads * hd;
+  const std::vector<float> got_d(got.begin(), got.begin() + decode_values), want_d(want.begin(), want.begin() + decode_values);
+  const std::vector<float> got_p(got.begin() + decode_values, got.end()), want_p(want.begin() + decode_values, want.end());
+  ExpectClose(got_d, want_d, RelativeScale(want_d), 2e-5, "planned decode " + Name(c));
+  if (c.kv_dtype == DType::kBF16 && (hd == 64 || hd == 128)) {
+    // Tensor cores: Q and P rounded to bf16 (8 significant bits).
+    ExpectClose(got_p, want_p, RelativeScale(want_p), 1e-2, "tensor-core prefill " + Name(c));
+    double err = 0, norm = 0;
+    for (size_t i = 0; i < got_p.size(); ++i) {
+      err += (double(got_p[i]) - want_p[i]) * (double(got_p[i]) - want_p[i]);
+      norm += double(want_p[i]) * want_p[i];
+    }
+    CHECK_MSG(std::sqrt(err / norm) <= 5e-3, "tensor-core prefill " << Name(c) << ": relative error " << std::sqrt(err / norm));
+  } else {
+    ExpectClose(got_p, want_p, RelativeScale(want_p), 2e-5, "planned prefill " + Name(c));
+  }
 }
 
 TEST_CASE(PlannedAttentionGroupSizes) {

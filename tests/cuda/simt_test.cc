@@ -6,7 +6,11 @@
 #include <string>
 #include <vector>
 
+#include <cmath>
+#include <random>
+
 #include "kernels/cuda/cuda_compat.h"
+#include "kernels/cuda/device_utils.cuh"
 #include "tests/cuda/mini_test.h"
 
 namespace {
@@ -197,6 +201,48 @@ TEST_CASE(SixteenBitFloatTypes) {
   CHECK(__half2float(__half{0xc000}) == -2.0f);
   const float nan = __uint_as_float(0x7fc00000u);
   CHECK((__float2half(nan).x & 0x7c00) == 0x7c00 && (__float2half(nan).x & 0x3ff) != 0);
+}
+
+// One warp multiplies A (16x16) by B (16x8) on the emulated tensor core,
+// each lane building its fragments from the matrices in the PTX ISA's
+// layout; the product must be the plain one. A kernel with another layout
+// would not be.
+__global__ void MmaKernel(const float* A, const float* B, const float* C, float* D) {
+  using gqa::cuda_sim::PackBf16x2;
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  const uint32_t a[4] = {PackBf16x2(A[g * 16 + 2 * t], A[g * 16 + 2 * t + 1]),
+                         PackBf16x2(A[(g + 8) * 16 + 2 * t], A[(g + 8) * 16 + 2 * t + 1]),
+                         PackBf16x2(A[g * 16 + 2 * t + 8], A[g * 16 + 2 * t + 9]),
+                         PackBf16x2(A[(g + 8) * 16 + 2 * t + 8], A[(g + 8) * 16 + 2 * t + 9])};
+  const uint32_t b[2] = {PackBf16x2(B[(2 * t) * 8 + g], B[(2 * t + 1) * 8 + g]),
+                         PackBf16x2(B[(2 * t + 8) * 8 + g], B[(2 * t + 9) * 8 + g])};
+  const float c[4] = {C[g * 8 + 2 * t], C[g * 8 + 2 * t + 1], C[(g + 8) * 8 + 2 * t], C[(g + 8) * 8 + 2 * t + 1]};
+  float d[4];
+  gqa::cuda_sim::MmaBf16(d, a, b, c);
+  D[g * 8 + 2 * t] = d[0];
+  D[g * 8 + 2 * t + 1] = d[1];
+  D[(g + 8) * 8 + 2 * t] = d[2];
+  D[(g + 8) * 8 + 2 * t + 1] = d[3];
+}
+
+TEST_CASE(TensorCoreFragmentsFollowThePtxLayout) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> A(256), B(128), C(128), D(128, std::nanf(""));
+  // Values exact in bf16, so that the product is exact up to f32 sums.
+  for (float& x : A) x = __bfloat162float(__float2bfloat16(normal(rng)));
+  for (float& x : B) x = __bfloat162float(__float2bfloat16(normal(rng)));
+  for (float& x : C) x = normal(rng);
+  REQUIRE(gqa_cuda::Launch(MmaKernel, dim3(1), dim3(32), nullptr, A.data(), B.data(), C.data(), D.data()) ==
+          cudaSuccess);
+  for (int i = 0; i < 16; ++i) {
+    for (int j = 0; j < 8; ++j) {
+      double want = C[i * 8 + j];
+      for (int k = 0; k < 16; ++k) want += double(A[i * 16 + k]) * B[k * 8 + j];
+      CHECK_MSG(std::abs(D[i * 8 + j] - want) <= 1e-5 * (1 + std::abs(want)), "D[" << i << "][" << j << "] = "
+                                                                                << D[i * 8 + j] << ", want " << want);
+    }
+  }
 }
 
 }  // namespace

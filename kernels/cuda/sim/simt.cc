@@ -129,6 +129,7 @@ struct Fiber {
   uint64_t value = 0;
   int src = 0;
   uint64_t result = 0;
+  unsigned char blob[64];  // this lane's contribution to a WarpGather
   void* fake_stack = nullptr;  // AddressSanitizer's record of this fiber's stack
   std::unordered_map<const void*, uint32_t> site_count;  // executions per access site (traffic)
   struct PendingCopy {
@@ -495,6 +496,31 @@ uint64_t WarpExchange(unsigned mask, uint64_t value, int src_lane) {
 
 unsigned WarpBallot(unsigned mask, bool predicate) {
   return unsigned(WarpCollective(WarpOp::kBallot, mask, predicate ? 1 : 0, 0));
+}
+
+void WarpGather(unsigned mask, const void* mine, size_t bytes, void* all) {
+  Block& b = *t_block;
+  Fiber& f = Me();
+  if (bytes > sizeof(f.blob)) {
+    b.error = BlockName(b) + ": warp gather of more than 64 bytes per lane";
+    bytes = sizeof(f.blob);
+  }
+  std::memcpy(f.blob, mine, bytes);
+  f.state = State::kWarp;
+  f.op = WarpOp::kSync;
+  f.mask = mask;
+  f.value = 0;
+  YieldToScheduler(false);
+  // Every lane of the mask has deposited; none overwrites its blob before
+  // the second meeting below.
+  const int first = f.linear & ~31;
+  for (int lane = 0; lane < 32; ++lane) {
+    if (mask >> lane & 1u) std::memcpy(static_cast<unsigned char*>(all) + lane * bytes, b.fibers[first + lane].blob, bytes);
+  }
+  f.state = State::kWarp;
+  f.op = WarpOp::kSync;
+  f.mask = mask;
+  YieldToScheduler(false);
 }
 
 void WarpSync(unsigned mask) {

@@ -63,6 +63,11 @@ void SyncThreads(const char* file, int line);
 uint64_t WarpExchange(unsigned mask, uint64_t value, int src_lane);
 // One bit per lane in mask: that lane's predicate.
 unsigned WarpBallot(unsigned mask, bool predicate);
+// Every lane in mask contributes `bytes` (at most 64) and receives all 32
+// lanes' contributions in `all` (lane l's at l * bytes; lanes outside the
+// mask left as they were): what a tensor-core instruction does with its
+// operand fragments.
+void WarpGather(unsigned mask, const void* mine, size_t bytes, void* all);
 void WarpSync(unsigned mask);
 int LaneId();
 

@@ -78,7 +78,7 @@ absl::StatusOr<TrafficReport> MeasureAttentionTraffic(const TrafficCase& c) {
     return absl::InvalidArgumentError(absl::StrCat("no specialised kernel for group ", c.group_size, ", head_dim ", hd));
   }
   RETURN_IF_ERROR(dev->ReserveAttention(n, c.batch, shape));
-  dev->PlanAttention(step_seq.data(), step_pos.data(), n, shape);
+  dev->PlanAttention(step_seq.data(), step_pos.data(), n, shape, layout);
   meta.num_tokens = n;
   meta.token_seq = d_seq.as<int32_t>();
   meta.token_pos = d_pos.as<int32_t>();
@@ -104,7 +104,7 @@ absl::StatusOr<TrafficReport> MeasureAttentionTraffic(const TrafficCase& c) {
   r.kv_sectors = double(t.watched_loads.sectors);
   r.kv_ideal_sectors = double(t.watched_loads.ideal_sectors);
   const AttentionPlan plan =
-      MakeAttentionPlan(step_seq.data(), step_pos.data(), n, shape, 2 * 132, std::max(64, 4 * c.batch));
+      MakeAttentionPlan(step_seq.data(), step_pos.data(), n, shape, c.kv_dtype, 2 * 132, std::max(64, 4 * c.batch));
   r.max_splits = plan.max_splits;
   return r;
 }
