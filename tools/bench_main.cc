@@ -10,6 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "tools/flags.h"
 #include "kernels/cuda/sim/traffic_probe.h"
+#include "tools/attention_bench.h"
 #include "tools/membw.h"
 #include "tools/synthetic_model.h"
 #include "worker/executor.h"
@@ -184,7 +185,10 @@ absl::Status RunKernelTraffic(const Flags& f) {
 absl::Status Run(const Flags& f) {
   if (f.Get("mode") == "sweep") return RunSweep(f);
   if (f.Get("mode") == "kernel-traffic") return RunKernelTraffic(f);
-  if (f.Get("mode") != "decode") return absl::InvalidArgumentError("--mode must be decode, sweep or kernel-traffic");
+  if (f.Get("mode") == "attention") return RunAttentionBench(f);
+  if (f.Get("mode") != "decode") {
+    return absl::InvalidArgumentError("--mode must be decode, sweep, kernel-traffic or attention");
+  }
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t context, f.GetInt("context"));
   ASSIGN_OR_RETURN(int64_t samples, f.GetInt("samples"));
@@ -356,7 +360,12 @@ int main(int argc, char** argv) {
   f.Add("device", "cpu", "cpu, cuda (one GPU per rank) or cuda-sim (the CUDA kernels on the SIMT interpreter)");
   f.Add("mode", "decode",
         "decode: decode steps vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA; kernel-traffic: "
-        "memory traffic of the CUDA attention kernels, counted on the SIMT interpreter");
+        "memory traffic of the CUDA attention kernels, counted on the SIMT interpreter; attention: the attention op alone, "
+        "decode GB/s against a device copy and prefill TFLOP/s");
+  f.Add("attn-context", "1024,4096,16384,32768", "attention: context lengths");
+  f.Add("attn-batch", "1,8,64", "attention: decode batch sizes");
+  f.Add("attn-groups", "1,4,8", "attention: query heads per KV head");
+  f.Add("attn-max-gib", "24", "attention: skip shapes whose K/V cache exceeds this many GiB");
   f.Add("output", "table", "kernel-traffic: table or json");
   f.Add("model", "", "decode mode: benchmark this model directory instead of a synthetic shape");
   f.Add("layers", "16", "synthetic model: layers");

@@ -5,7 +5,8 @@
 # CPU backend on the device, whole models on the device against the CPU),
 # then the GPU benchmarks (decode steps of a Llama-3-8B-shaped random model
 # at batch 1, 16 and 64 against a device-to-device copy measured in the same
-# run; prefill tokens/s), and prints a table. Logs go to $OUT (or
+# run; prefill tokens/s; the attention op alone: decode GB/s against the
+# copy, prefill TFLOP/s), and prints tables. Logs go to $OUT (or
 # gpu-check-out/). Abseil and nlohmann-json come from the system, or from
 # .gpu-deps/ made by tools/gpu_deps.sh on a Debian machine.
 #   GQA_GPU_LAYERS (default 32), GQA_GPU_CONTEXT (default 1024) size the benchmark.
@@ -61,6 +62,12 @@ for b in 1 16 64; do
       --kv-cache-dtype bf16 --samples 8 --steps-per-sample 8 --probe-mib 2048 > "$out/bench_b$b.json" 2> "$out/bench_b$b.err" \
     || { result[bench_b$b]="FAIL"; tail -3 "$out/bench_b$b.err"; }
 done
+
+echo "== attention kernels alone (decode GB/s against a device copy, prefill TFLOP/s)"
+"$bin/gqa-bench" --mode attention --device cuda --attn-context 1024,4096,16384,32768 --attn-batch 1,8,16,64 \
+    --attn-groups 1,4,8 --kv-heads 8 --head-dim 128 --samples 10 --probe-mib 2048 --attn-max-gib 24 \
+    > "$out/attention.md" 2> "$out/attention.err" || result[attention]="FAIL"
+cat "$out/attention.md"
 
 echo
 echo "| check | result |"

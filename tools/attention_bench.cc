@@ -1,0 +1,211 @@
+#include "tools/attention_bench.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "nlohmann/json.hpp"
+#include "tools/membw.h"
+#include "worker/device_group.h"
+
+namespace gqa {
+namespace {
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind, int threads) {
+  switch (kind) {
+    case DeviceKind::kCpu: return std::unique_ptr<Backend>(new CpuBackend(threads > 0 ? threads : 1));
+    case DeviceKind::kCuda: return cuda::CreateBackend(0);
+    case DeviceKind::kCudaSim: return cuda_sim::CreateBackend(0);
+  }
+  return absl::InvalidArgumentError("unknown device");
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Seconds of `fn` followed by a synchronisation, `iters` times (after one
+// warm-up run); returns the samples.
+template <typename Fn>
+absl::StatusOr<std::vector<double>> Time(Backend& b, int iters, Fn fn) {
+  fn();
+  RETURN_IF_ERROR(b.Synchronize());
+  std::vector<double> s;
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = MonotonicSeconds();
+    fn();
+    RETURN_IF_ERROR(b.Synchronize());
+    s.push_back(MonotonicSeconds() - t0);
+  }
+  return s;
+}
+
+// Copy bandwidth of the device (bytes read + written per second) over two
+// buffers of `bytes`: the roofline each attention figure is set against.
+absl::StatusOr<double> CopyBandwidth(Backend& b, DeviceBuffer& src, DeviceBuffer& dst, int iters) {
+  ASSIGN_OR_RETURN(std::vector<double> s, Time(b, iters, [&] { b.CopyDeviceToDevice(dst.data(), src.data(), src.bytes()); }));
+  return 2.0 * double(src.bytes()) / Median(s);
+}
+
+}  // namespace
+
+absl::Status RunAttentionBench(const Flags& f) {
+  ASSIGN_OR_RETURN(DeviceKind kind, ParseDeviceKind(f.Get("device")));
+  ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
+  ASSIGN_OR_RETURN(std::vector<int> contexts, f.GetIntList("attn-context"));
+  ASSIGN_OR_RETURN(std::vector<int> batches, f.GetIntList("attn-batch"));
+  ASSIGN_OR_RETURN(std::vector<int> groups, f.GetIntList("attn-groups"));
+  ASSIGN_OR_RETURN(int64_t kv_heads, f.GetInt("kv-heads"));
+  ASSIGN_OR_RETURN(int64_t head_dim, f.GetInt("head-dim"));
+  ASSIGN_OR_RETURN(int64_t iters, f.GetInt("samples"));
+  ASSIGN_OR_RETURN(int64_t max_gib, f.GetInt("attn-max-gib"));
+  ASSIGN_OR_RETURN(int64_t probe_mib, f.GetInt("probe-mib"));
+  if (iters < 1 || kv_heads < 1 || head_dim < 2 || max_gib < 1 || probe_mib < 1) {
+    return absl::InvalidArgumentError("sizes must be positive");
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> dev, MakeBackend(kind, int(threads)));
+  const int block_size = 16;
+  const DType kv_dtype = DType::kBF16;
+  ASSIGN_OR_RETURN(DeviceBuffer probe_a, dev->Allocate(size_t(probe_mib) << 20));
+  ASSIGN_OR_RETURN(DeviceBuffer probe_b, dev->Allocate(size_t(probe_mib) << 20));
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  // A random bf16 pattern (never NaN or infinity) that fills the caches.
+  std::vector<uint16_t> pattern(size_t(8) << 20);
+  for (uint16_t& x : pattern) x = cpu::FloatToBf16(normal(rng));
+
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("%s, bf16 KV cache, %lld KV heads of %lld, blocks of %d\n", dev->Name().c_str(),
+              static_cast<long long>(kv_heads), static_cast<long long>(head_dim), block_size);
+  std::printf("| kernel | batch | group | context | time ms (median) | GB/s or TFLOP/s | copy GB/s | fraction of copy |\n");
+  std::printf("|---|---|---|---|---|---|---|---|\n");
+  for (int context : contexts) {
+    for (int group : groups) {
+      for (int batch : batches) {
+        const int blocks_per_seq = (context + block_size - 1) / block_size;
+        const KvCacheLayout layout = dev->KvLayout(blocks_per_seq * batch, block_size, int(kv_heads), int(head_dim), kv_dtype);
+        if (2 * layout.Bytes() > (max_gib << 30)) continue;
+        ASSIGN_OR_RETURN(DeviceBuffer kc, dev->Allocate(layout.Bytes()));
+        ASSIGN_OR_RETURN(DeviceBuffer vc, dev->Allocate(layout.Bytes()));
+        for (DeviceBuffer* c : {&kc, &vc}) {
+          for (size_t off = 0; off < c->bytes(); off += pattern.size() * 2) {
+            dev->CopyToDevice(static_cast<char*>(c->data()) + off, pattern.data(), std::min(pattern.size() * 2, c->bytes() - off));
+          }
+        }
+        const int nq = group * int(kv_heads);
+        AttentionShape shape;
+        shape.num_q_heads = nq;
+        shape.num_kv_heads = int(kv_heads);
+        shape.group_size = group;
+        shape.head_dim = int(head_dim);
+        shape.scale = 1.0f / std::sqrt(float(head_dim));
+        // Decode: every sequence's last token.
+        std::vector<int32_t> seq(batch), pos(batch, context - 1), slot(batch), tables;
+        for (int b = 0; b < batch; ++b) {
+          seq[b] = b;
+          slot[b] = (b * blocks_per_seq) * block_size + context - 1;
+          for (int i = 0; i < blocks_per_seq; ++i) tables.push_back(b * blocks_per_seq + i);
+        }
+        std::vector<float> q(size_t(batch) * nq * head_dim);
+        for (float& x : q) x = normal(rng);
+        auto upload = [&](const auto& host) -> absl::StatusOr<DeviceBuffer> {
+          ASSIGN_OR_RETURN(DeviceBuffer d, dev->Allocate(host.size() * sizeof(host[0])));
+          dev->CopyToDevice(d.data(), host.data(), host.size() * sizeof(host[0]));
+          return d;
+        };
+        ASSIGN_OR_RETURN(DeviceBuffer d_seq, upload(seq));
+        ASSIGN_OR_RETURN(DeviceBuffer d_pos, upload(pos));
+        ASSIGN_OR_RETURN(DeviceBuffer d_slot, upload(slot));
+        ASSIGN_OR_RETURN(DeviceBuffer d_tab, upload(tables));
+        ASSIGN_OR_RETURN(DeviceBuffer d_q, upload(q));
+        ASSIGN_OR_RETURN(DeviceBuffer d_out, dev->Allocate(q.size() * sizeof(float)));
+        AttentionMeta meta;
+        meta.num_tokens = batch;
+        meta.token_seq = d_seq.as<int32_t>();
+        meta.token_pos = d_pos.as<int32_t>();
+        meta.slot_mapping = d_slot.as<int32_t>();
+        meta.block_tables = d_tab.as<int32_t>();
+        meta.max_blocks_per_seq = blocks_per_seq;
+        RETURN_IF_ERROR(dev->ReserveAttention(batch, batch, shape));
+        dev->PlanAttention(seq.data(), pos.data(), batch, shape, layout);
+        ASSIGN_OR_RETURN(double copy, CopyBandwidth(*dev, probe_a, probe_b, int(iters)));
+        ASSIGN_OR_RETURN(std::vector<double> t, Time(*dev, int(iters), [&] {
+          dev->Attention(d_q.as<float>(), meta, layout, kc.data(), vc.data(), shape, d_out.as<float>());
+        }));
+        const double bytes = 2.0 * layout.Bytes() * double(context) / double(blocks_per_seq * block_size) +
+                             2.0 * double(q.size()) * sizeof(float);
+        const double gbps = bytes / Median(t) / 1e9;
+        std::printf("| decode | %d | %d | %d | %.3f | %.0f | %.0f | %.2f |\n", batch, group, context, 1e3 * Median(t), gbps,
+                    copy / 1e9, gbps * 1e9 / copy);
+        std::fflush(stdout);
+        rows.push_back({{"kernel", "decode"}, {"batch", batch}, {"group_size", group}, {"context", context},
+                        {"ms_median", 1e3 * Median(t)}, {"GBps", gbps}, {"copy_GBps", copy / 1e9},
+                        {"fraction_of_copy", gbps * 1e9 / copy}});
+      }
+      // Prefill: one prompt of `context` tokens in one step, causal.
+      if (int64_t(context) * group * kv_heads * head_dim * 4 * 2 > (max_gib << 30)) continue;
+      const int blocks = (context + block_size - 1) / block_size;
+      const KvCacheLayout layout = dev->KvLayout(blocks, block_size, int(kv_heads), int(head_dim), kv_dtype);
+      ASSIGN_OR_RETURN(DeviceBuffer kc, dev->Allocate(layout.Bytes()));
+      ASSIGN_OR_RETURN(DeviceBuffer vc, dev->Allocate(layout.Bytes()));
+      for (DeviceBuffer* c : {&kc, &vc}) {
+        for (size_t off = 0; off < c->bytes(); off += pattern.size() * 2) {
+          dev->CopyToDevice(static_cast<char*>(c->data()) + off, pattern.data(), std::min(pattern.size() * 2, c->bytes() - off));
+        }
+      }
+      const int nq = group * int(kv_heads);
+      AttentionShape shape;
+      shape.num_q_heads = nq;
+      shape.num_kv_heads = int(kv_heads);
+      shape.group_size = group;
+      shape.head_dim = int(head_dim);
+      shape.scale = 1.0f / std::sqrt(float(head_dim));
+      std::vector<int32_t> seq(context, 0), pos(context), slot(context), tables(blocks);
+      for (int i = 0; i < context; ++i) pos[i] = slot[i] = i;
+      for (int i = 0; i < blocks; ++i) tables[i] = i;
+      std::vector<float> q(size_t(context) * nq * head_dim);
+      for (float& x : q) x = normal(rng);
+      auto upload = [&](const auto& host) -> absl::StatusOr<DeviceBuffer> {
+        ASSIGN_OR_RETURN(DeviceBuffer d, dev->Allocate(host.size() * sizeof(host[0])));
+        dev->CopyToDevice(d.data(), host.data(), host.size() * sizeof(host[0]));
+        return d;
+      };
+      ASSIGN_OR_RETURN(DeviceBuffer d_seq, upload(seq));
+      ASSIGN_OR_RETURN(DeviceBuffer d_pos, upload(pos));
+      ASSIGN_OR_RETURN(DeviceBuffer d_slot, upload(slot));
+      ASSIGN_OR_RETURN(DeviceBuffer d_tab, upload(tables));
+      ASSIGN_OR_RETURN(DeviceBuffer d_q, upload(q));
+      ASSIGN_OR_RETURN(DeviceBuffer d_out, dev->Allocate(q.size() * sizeof(float)));
+      AttentionMeta meta;
+      meta.num_tokens = context;
+      meta.token_seq = d_seq.as<int32_t>();
+      meta.token_pos = d_pos.as<int32_t>();
+      meta.slot_mapping = d_slot.as<int32_t>();
+      meta.block_tables = d_tab.as<int32_t>();
+      meta.max_blocks_per_seq = blocks;
+      RETURN_IF_ERROR(dev->ReserveAttention(context, 1, shape));
+      dev->PlanAttention(seq.data(), pos.data(), context, shape, layout);
+      ASSIGN_OR_RETURN(std::vector<double> t, Time(*dev, int(iters), [&] {
+        dev->Attention(d_q.as<float>(), meta, layout, kc.data(), vc.data(), shape, d_out.as<float>());
+      }));
+      // Causal: half of the full Q K^T and P V products, 2 flops per MAC.
+      const double flops = 2.0 * 2.0 * nq * double(head_dim) * double(context) * double(context) / 2.0;
+      const double tflops = flops / Median(t) / 1e12;
+      std::printf("| prefill | 1 | %d | %d | %.3f | %.2f TFLOP/s | | |\n", group, context, 1e3 * Median(t), tflops);
+      std::fflush(stdout);
+      rows.push_back({{"kernel", "prefill"}, {"batch", 1}, {"group_size", group}, {"context", context},
+                      {"ms_median", 1e3 * Median(t)}, {"TFLOPs", tflops}});
+    }
+  }
+  if (f.Get("output") == "json") std::printf("%s\n", rows.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace gqa
