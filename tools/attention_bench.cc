@@ -54,6 +54,58 @@ absl::StatusOr<double> CopyBandwidth(Backend& b, DeviceBuffer& src, DeviceBuffer
   return 2.0 * double(src.bytes()) / Median(s);
 }
 
+template <typename T>
+absl::StatusOr<DeviceBuffer> Upload(Backend& dev, const std::vector<T>& host) {
+  ASSIGN_OR_RETURN(DeviceBuffer d, dev.Allocate(host.size() * sizeof(T)));
+  dev.CopyToDevice(d.data(), host.data(), host.size() * sizeof(T));
+  return d;
+}
+
+// A K or V cache of `layout`, filled with the repeated pattern.
+absl::StatusOr<DeviceBuffer> FilledCache(Backend& dev, const KvCacheLayout& layout, const std::vector<uint16_t>& pattern) {
+  ASSIGN_OR_RETURN(DeviceBuffer c, dev.Allocate(layout.Bytes()));
+  const size_t chunk = pattern.size() * sizeof(uint16_t);
+  for (size_t off = 0; off < c.bytes(); off += chunk) {
+    dev.CopyToDevice(static_cast<char*>(c.data()) + off, pattern.data(), std::min(chunk, c.bytes() - off));
+  }
+  return c;
+}
+
+AttentionShape Shape(int group, int kv_heads, int head_dim) {
+  AttentionShape shape;
+  shape.num_q_heads = group * kv_heads;
+  shape.num_kv_heads = kv_heads;
+  shape.group_size = group;
+  shape.head_dim = head_dim;
+  shape.scale = 1.0f / std::sqrt(float(head_dim));
+  return shape;
+}
+
+// Device copies of one step's token arrays and queries, and its meta.
+struct StepOnDevice {
+  DeviceBuffer seq, pos, slot, tables, q, out;
+  AttentionMeta meta;
+};
+
+absl::StatusOr<StepOnDevice> UploadStep(Backend& dev, const std::vector<int32_t>& seq, const std::vector<int32_t>& pos,
+                                        const std::vector<int32_t>& slot, const std::vector<int32_t>& tables,
+                                        int blocks_per_seq, const std::vector<float>& q) {
+  StepOnDevice s;
+  ASSIGN_OR_RETURN(s.seq, Upload(dev, seq));
+  ASSIGN_OR_RETURN(s.pos, Upload(dev, pos));
+  ASSIGN_OR_RETURN(s.slot, Upload(dev, slot));
+  ASSIGN_OR_RETURN(s.tables, Upload(dev, tables));
+  ASSIGN_OR_RETURN(s.q, Upload(dev, q));
+  ASSIGN_OR_RETURN(s.out, dev.Allocate(q.size() * sizeof(float)));
+  s.meta.num_tokens = int(seq.size());
+  s.meta.token_seq = s.seq.as<int32_t>();
+  s.meta.token_pos = s.pos.as<int32_t>();
+  s.meta.slot_mapping = s.slot.as<int32_t>();
+  s.meta.block_tables = s.tables.as<int32_t>();
+  s.meta.max_blocks_per_seq = blocks_per_seq;
+  return s;
+}
+
 }  // namespace
 
 absl::Status RunAttentionBench(const Flags& f) {
@@ -92,20 +144,9 @@ absl::Status RunAttentionBench(const Flags& f) {
         const int blocks_per_seq = (context + block_size - 1) / block_size;
         const KvCacheLayout layout = dev->KvLayout(blocks_per_seq * batch, block_size, int(kv_heads), int(head_dim), kv_dtype);
         if (2 * layout.Bytes() > (max_gib << 30)) continue;
-        ASSIGN_OR_RETURN(DeviceBuffer kc, dev->Allocate(layout.Bytes()));
-        ASSIGN_OR_RETURN(DeviceBuffer vc, dev->Allocate(layout.Bytes()));
-        for (DeviceBuffer* c : {&kc, &vc}) {
-          for (size_t off = 0; off < c->bytes(); off += pattern.size() * 2) {
-            dev->CopyToDevice(static_cast<char*>(c->data()) + off, pattern.data(), std::min(pattern.size() * 2, c->bytes() - off));
-          }
-        }
-        const int nq = group * int(kv_heads);
-        AttentionShape shape;
-        shape.num_q_heads = nq;
-        shape.num_kv_heads = int(kv_heads);
-        shape.group_size = group;
-        shape.head_dim = int(head_dim);
-        shape.scale = 1.0f / std::sqrt(float(head_dim));
+        ASSIGN_OR_RETURN(DeviceBuffer kc, FilledCache(*dev, layout, pattern));
+        ASSIGN_OR_RETURN(DeviceBuffer vc, FilledCache(*dev, layout, pattern));
+        const AttentionShape shape = Shape(group, int(kv_heads), int(head_dim));
         // Decode: every sequence's last token.
         std::vector<int32_t> seq(batch), pos(batch, context - 1), slot(batch), tables;
         for (int b = 0; b < batch; ++b) {
@@ -113,31 +154,14 @@ absl::Status RunAttentionBench(const Flags& f) {
           slot[b] = (b * blocks_per_seq) * block_size + context - 1;
           for (int i = 0; i < blocks_per_seq; ++i) tables.push_back(b * blocks_per_seq + i);
         }
-        std::vector<float> q(size_t(batch) * nq * head_dim);
+        std::vector<float> q(size_t(batch) * shape.num_q_heads * head_dim);
         for (float& x : q) x = normal(rng);
-        auto upload = [&](const auto& host) -> absl::StatusOr<DeviceBuffer> {
-          ASSIGN_OR_RETURN(DeviceBuffer d, dev->Allocate(host.size() * sizeof(host[0])));
-          dev->CopyToDevice(d.data(), host.data(), host.size() * sizeof(host[0]));
-          return d;
-        };
-        ASSIGN_OR_RETURN(DeviceBuffer d_seq, upload(seq));
-        ASSIGN_OR_RETURN(DeviceBuffer d_pos, upload(pos));
-        ASSIGN_OR_RETURN(DeviceBuffer d_slot, upload(slot));
-        ASSIGN_OR_RETURN(DeviceBuffer d_tab, upload(tables));
-        ASSIGN_OR_RETURN(DeviceBuffer d_q, upload(q));
-        ASSIGN_OR_RETURN(DeviceBuffer d_out, dev->Allocate(q.size() * sizeof(float)));
-        AttentionMeta meta;
-        meta.num_tokens = batch;
-        meta.token_seq = d_seq.as<int32_t>();
-        meta.token_pos = d_pos.as<int32_t>();
-        meta.slot_mapping = d_slot.as<int32_t>();
-        meta.block_tables = d_tab.as<int32_t>();
-        meta.max_blocks_per_seq = blocks_per_seq;
+        ASSIGN_OR_RETURN(StepOnDevice step, UploadStep(*dev, seq, pos, slot, tables, blocks_per_seq, q));
         RETURN_IF_ERROR(dev->ReserveAttention(batch, batch, shape));
         dev->PlanAttention(seq.data(), pos.data(), batch, shape, layout);
         ASSIGN_OR_RETURN(double copy, CopyBandwidth(*dev, probe_a, probe_b, int(iters)));
         ASSIGN_OR_RETURN(std::vector<double> t, Time(*dev, int(iters), [&] {
-          dev->Attention(d_q.as<float>(), meta, layout, kc.data(), vc.data(), shape, d_out.as<float>());
+          dev->Attention(step.q.as<float>(), step.meta, layout, kc.data(), vc.data(), shape, step.out.as<float>());
         }));
         const double bytes = 2.0 * layout.Bytes() * double(context) / double(blocks_per_seq * block_size) +
                              2.0 * double(q.size()) * sizeof(float);
@@ -153,47 +177,20 @@ absl::Status RunAttentionBench(const Flags& f) {
       if (int64_t(context) * group * kv_heads * head_dim * 4 * 2 > (max_gib << 30)) continue;
       const int blocks = (context + block_size - 1) / block_size;
       const KvCacheLayout layout = dev->KvLayout(blocks, block_size, int(kv_heads), int(head_dim), kv_dtype);
-      ASSIGN_OR_RETURN(DeviceBuffer kc, dev->Allocate(layout.Bytes()));
-      ASSIGN_OR_RETURN(DeviceBuffer vc, dev->Allocate(layout.Bytes()));
-      for (DeviceBuffer* c : {&kc, &vc}) {
-        for (size_t off = 0; off < c->bytes(); off += pattern.size() * 2) {
-          dev->CopyToDevice(static_cast<char*>(c->data()) + off, pattern.data(), std::min(pattern.size() * 2, c->bytes() - off));
-        }
-      }
-      const int nq = group * int(kv_heads);
-      AttentionShape shape;
-      shape.num_q_heads = nq;
-      shape.num_kv_heads = int(kv_heads);
-      shape.group_size = group;
-      shape.head_dim = int(head_dim);
-      shape.scale = 1.0f / std::sqrt(float(head_dim));
+      ASSIGN_OR_RETURN(DeviceBuffer kc, FilledCache(*dev, layout, pattern));
+      ASSIGN_OR_RETURN(DeviceBuffer vc, FilledCache(*dev, layout, pattern));
+      const AttentionShape shape = Shape(group, int(kv_heads), int(head_dim));
+      const int nq = shape.num_q_heads;
       std::vector<int32_t> seq(context, 0), pos(context), slot(context), tables(blocks);
       for (int i = 0; i < context; ++i) pos[i] = slot[i] = i;
       for (int i = 0; i < blocks; ++i) tables[i] = i;
       std::vector<float> q(size_t(context) * nq * head_dim);
       for (float& x : q) x = normal(rng);
-      auto upload = [&](const auto& host) -> absl::StatusOr<DeviceBuffer> {
-        ASSIGN_OR_RETURN(DeviceBuffer d, dev->Allocate(host.size() * sizeof(host[0])));
-        dev->CopyToDevice(d.data(), host.data(), host.size() * sizeof(host[0]));
-        return d;
-      };
-      ASSIGN_OR_RETURN(DeviceBuffer d_seq, upload(seq));
-      ASSIGN_OR_RETURN(DeviceBuffer d_pos, upload(pos));
-      ASSIGN_OR_RETURN(DeviceBuffer d_slot, upload(slot));
-      ASSIGN_OR_RETURN(DeviceBuffer d_tab, upload(tables));
-      ASSIGN_OR_RETURN(DeviceBuffer d_q, upload(q));
-      ASSIGN_OR_RETURN(DeviceBuffer d_out, dev->Allocate(q.size() * sizeof(float)));
-      AttentionMeta meta;
-      meta.num_tokens = context;
-      meta.token_seq = d_seq.as<int32_t>();
-      meta.token_pos = d_pos.as<int32_t>();
-      meta.slot_mapping = d_slot.as<int32_t>();
-      meta.block_tables = d_tab.as<int32_t>();
-      meta.max_blocks_per_seq = blocks;
+      ASSIGN_OR_RETURN(StepOnDevice step, UploadStep(*dev, seq, pos, slot, tables, blocks, q));
       RETURN_IF_ERROR(dev->ReserveAttention(context, 1, shape));
       dev->PlanAttention(seq.data(), pos.data(), context, shape, layout);
       ASSIGN_OR_RETURN(std::vector<double> t, Time(*dev, int(iters), [&] {
-        dev->Attention(d_q.as<float>(), meta, layout, kc.data(), vc.data(), shape, d_out.as<float>());
+        dev->Attention(step.q.as<float>(), step.meta, layout, kc.data(), vc.data(), shape, step.out.as<float>());
       }));
       // Causal: half of the full Q K^T and P V products, 2 flops per MAC.
       const double flops = 2.0 * 2.0 * nq * double(head_dim) * double(context) * double(context) / 2.0;

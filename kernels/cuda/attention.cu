@@ -40,6 +40,44 @@ __device__ __forceinline__ void LoadKvTile(KvT* k_s, KvT* v_s, const KvT* k_cach
   AsyncCommit();
 }
 
+// Online-softmax step of one score row over a tile of kTile scores (nj of
+// them valid): scores become probabilities, m (running max) and l (running
+// sum) advance, and c receives the factor that rescales the row's earlier
+// accumulator. A row that has seen no visible key yet (all -inf) keeps
+// m = -inf and c = 1.
+template <int kTile>
+__device__ __forceinline__ void SoftmaxRowStep(float* p, float& m, float& l, float& c, int nj) {
+  float mx = m;
+  for (int j = 0; j < nj; ++j) mx = fmaxf(mx, p[j]);
+  const float corr = mx == -INFINITY ? 1.0f : expf(m - mx);
+  float sum = 0.0f;
+  for (int j = 0; j < kTile; ++j) {
+    const float e = (j < nj && p[j] != -INFINITY) ? expf(p[j] - mx) : 0.0f;
+    p[j] = e;
+    sum += e;
+  }
+  l = l * corr + sum;
+  m = mx;
+  c = corr;
+}
+
+// The accumulators this thread owns (output i = tid + a * kThreads of rows x
+// HD): rescaled by their row's factor and advanced by the tile's P V.
+template <typename KvT, int HD, int kTile, int kAcc>
+__device__ __forceinline__ void AccumulateTile(float (&acc)[kAcc], const float* p_s, const float* c_s, const KvT* vt,
+                                               int rows, int nj) {
+  GQA_UNROLL
+  for (int a = 0; a < kAcc; ++a) {
+    const int i = threadIdx.x + a * kThreads;
+    if (i < rows * HD) {
+      const int r = i / HD, d = i % HD;
+      float v = acc[a] * c_s[r];
+      for (int j = 0; j < nj; ++j) v += p_s[r * kTile + j] * ToFloat(vt[j * HD + d]);
+      acc[a] = v;
+    }
+  }
+}
+
 // Flash-decoding. Block (item, g, split): the query heads of local KV head g
 // (at most G) of one decode token, over one split of its context. K/V tiles
 // are double-buffered in shared memory and read once for the whole group.
@@ -117,31 +155,9 @@ GQA_UNROLL
       p_s[i] = s;
     }
     __syncthreads();
-    if (tid < nh) {
-      float mx = m_s[tid];
-      for (int j = 0; j < nj; ++j) mx = fmaxf(mx, p_s[tid * kTile + j]);
-      const float corr = expf(m_s[tid] - mx);
-      float sum = 0.0f;
-      for (int j = 0; j < kTile; ++j) {
-        const float p = j < nj ? expf(p_s[tid * kTile + j] - mx) : 0.0f;
-        p_s[tid * kTile + j] = p;
-        sum += p;
-      }
-      l_s[tid] = l_s[tid] * corr + sum;
-      m_s[tid] = mx;
-      c_s[tid] = corr;
-    }
+    if (tid < nh) SoftmaxRowStep<kTile>(p_s + tid * kTile, m_s[tid], l_s[tid], c_s[tid], nj);
     __syncthreads();
-GQA_UNROLL
-    for (int a = 0; a < kAcc; ++a) {
-      const int i = tid + a * kThreads;
-      if (i < nh * HD) {
-        const int h = i / HD, d = i % HD;
-        float v = acc[a] * c_s[h];
-        for (int j = 0; j < nj; ++j) v += p_s[h * kTile + j] * ToFloat(vt[j * HD + d]);
-        acc[a] = v;
-      }
-    }
+    AccumulateTile<KvT, HD, kTile>(acc, p_s, c_s, vt, nh, nj);
     __syncthreads();  // the next iteration's copy overwrites the other buffer
   }
 
@@ -275,33 +291,9 @@ GQA_UNROLL
       p_s[i] = s;
     }
     __syncthreads();
-    if (tid < rows) {
-      float mx = m_s[tid];
-      for (int j = 0; j < nj; ++j) mx = fmaxf(mx, p_s[tid * kTile + j]);
-      // A row that has seen no visible key yet keeps m = -inf: no update.
-      const float corr = mx == -INFINITY ? 1.0f : expf(m_s[tid] - mx);
-      float sum = 0.0f;
-      for (int j = 0; j < kTile; ++j) {
-        const float s = p_s[tid * kTile + j];
-        const float p = (j < nj && s != -INFINITY) ? expf(s - mx) : 0.0f;
-        p_s[tid * kTile + j] = p;
-        sum += p;
-      }
-      l_s[tid] = l_s[tid] * corr + sum;
-      m_s[tid] = mx;
-      c_s[tid] = corr;
-    }
+    if (tid < rows) SoftmaxRowStep<kTile>(p_s + tid * kTile, m_s[tid], l_s[tid], c_s[tid], nj);
     __syncthreads();
-GQA_UNROLL
-    for (int a = 0; a < kAcc; ++a) {
-      const int i = tid + a * kThreads;
-      if (i < rows * HD) {
-        const int r = i / HD, d = i % HD;
-        float v = acc[a] * c_s[r];
-        for (int j = 0; j < nj; ++j) v += p_s[r * kTile + j] * ToFloat(vt[j * HD + d]);
-        acc[a] = v;
-      }
-    }
+    AccumulateTile<KvT, HD, kTile>(acc, p_s, c_s, vt, rows, nj);
     __syncthreads();
   }
 GQA_UNROLL

@@ -15,6 +15,7 @@
 //   attention: 2e-5 x (1 + |want|) (online vs two-pass softmax); prefill on
 //     tensor cores (bf16 cache, head_dim 64/128), whose Q and P are rounded
 //     to bf16: 1e-2 x (1 + |want|) elementwise and 5e-3 normwise
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -293,54 +294,20 @@ std::string Name(const AttnCase& c) {
                       c.head_dim, " bs", c.block_size, " w", c.window, " ", DTypeName(c.kv_dtype));
 }
 
-// Three sequences of 1, 54 and 97 tokens in shuffled blocks; the step holds
-// the first's only token, a 5-token chunk at the end of the second (chunked
-// prefill) and the third's last token (decode).
-void RunAttentionCase(const AttnCase& c) {
-  const int lens[] = {1, 54, 97};
-  const int bs = c.block_size;
-  const int max_blocks = (97 + bs - 1) / bs;
-  int total_blocks = 0;
-  for (int len : lens) total_blocks += (len + bs - 1) / bs;
-  total_blocks += 3;  // unused blocks in between
-  std::vector<int32_t> ids(total_blocks);
-  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
-  std::shuffle(ids.begin(), ids.end(), Rng());
-  std::vector<int32_t> tables(3 * max_blocks, -1);
-  int next = 0;
-  for (int s = 0; s < 3; ++s) {
-    for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
-  }
-  // Every position of every sequence, for the KV write; and the step's tokens.
-  std::vector<int32_t> all_seq, all_pos, all_slot, step_seq, step_pos, step_slot;
-  for (int s = 0; s < 3; ++s) {
-    for (int p = 0; p < lens[s]; ++p) {
-      const int32_t slot = tables[s * max_blocks + p / bs] * bs + p % bs;
-      all_seq.push_back(s);
-      all_pos.push_back(p);
-      all_slot.push_back(slot);
-      const bool in_step = (s == 0) || (s == 1 && p >= 49) || (s == 2 && p == 96);
-      if (in_step) {
-        step_seq.push_back(s);
-        step_pos.push_back(p);
-        step_slot.push_back(slot);
-      }
-    }
-  }
-  const int n_all = int(all_pos.size()), n = int(step_pos.size());
-  const int hd = c.head_dim;
-  const std::vector<float> k = Random(size_t(n_all) * c.num_kv_heads * hd), v = Random(size_t(n_all) * c.num_kv_heads * hd);
-  const std::vector<float> q = Random(size_t(n) * c.num_q_heads * hd);
+// Sequences of the given lengths in shuffled blocks (a few left unused in
+// between); the step holds positions [first_in_step[s], lens[s]) of each.
+// Both backends write every position's K/V into their own cache layout, and
+// the CPU's attention over the step is the reference.
+struct AttentionScenario {
   AttentionShape shape;
-  shape.num_q_heads = c.num_q_heads;
-  shape.num_kv_heads = c.num_kv_heads;
-  shape.group_size = c.group_size;
-  shape.q_head_offset = c.q_head_offset;
-  shape.head_dim = hd;
-  shape.scale = 1.0f / std::sqrt(float(hd));
-  shape.sliding_window = c.window;
+  KvCacheLayout cpu_layout, dev_layout;
+  std::vector<int32_t> tables, all_seq, all_pos, all_slot, step_seq, step_pos, step_slot;
+  int max_blocks = 0;
+  std::vector<float> q, want;
+  std::vector<uint8_t> cpu_k, cpu_v;
+  DeviceBuffer d_all_seq, d_all_pos, d_all_slot, d_seq, d_pos, d_slot, d_tab, dk, dv, dq, dkc, dvc;
 
-  auto meta_of = [&](const int32_t* seq, const int32_t* pos, const int32_t* slot, const int32_t* tab, int count) {
+  AttentionMeta Meta(const int32_t* seq, const int32_t* pos, const int32_t* slot, const int32_t* tab, int count) const {
     AttentionMeta m;
     m.num_tokens = count;
     m.token_seq = seq;
@@ -349,49 +316,113 @@ void RunAttentionCase(const AttnCase& c) {
     m.block_tables = tab;
     m.max_blocks_per_seq = max_blocks;
     return m;
-  };
+  }
+  int steps() const { return int(step_pos.size()); }
+  AttentionMeta DeviceStepMeta() const {
+    return Meta(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), steps());
+  }
+};
 
-  // CPU reference with its own (token-major) cache.
-  const KvCacheLayout cl = Cpu().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
-  std::vector<uint8_t> ck(cl.Bytes()), cv(cl.Bytes());
-  Cpu().WriteKv(k.data(), v.data(), meta_of(all_seq.data(), all_pos.data(), all_slot.data(), tables.data(), n_all), cl,
-                ck.data(), cv.data());
-  std::vector<float> want(q.size());
-  Cpu().Attention(q.data(), meta_of(step_seq.data(), step_pos.data(), step_slot.data(), tables.data(), n), cl,
-                  ck.data(), cv.data(), shape, want.data());
+std::unique_ptr<AttentionScenario> MakeScenario(const AttnCase& c, const std::vector<int>& lens,
+                                                const std::vector<int>& first_in_step) {
+  auto sc = std::make_unique<AttentionScenario>();
+  const int bs = c.block_size, num_seqs = int(lens.size());
+  sc->max_blocks = (*std::max_element(lens.begin(), lens.end()) + bs - 1) / bs;
+  int total_blocks = 3;
+  for (int len : lens) total_blocks += (len + bs - 1) / bs;
+  std::vector<int32_t> ids(total_blocks);
+  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), Rng());
+  sc->tables.assign(size_t(num_seqs) * sc->max_blocks, -1);
+  int next = 0;
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) sc->tables[s * sc->max_blocks + b] = ids[next++];
+  }
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int p = 0; p < lens[s]; ++p) {
+      const int32_t slot = sc->tables[s * sc->max_blocks + p / bs] * bs + p % bs;
+      sc->all_seq.push_back(s);
+      sc->all_pos.push_back(p);
+      sc->all_slot.push_back(slot);
+      if (p >= first_in_step[s]) {
+        sc->step_seq.push_back(s);
+        sc->step_pos.push_back(p);
+        sc->step_slot.push_back(slot);
+      }
+    }
+  }
+  const int n_all = int(sc->all_pos.size()), n = sc->steps(), hd = c.head_dim;
+  const std::vector<float> k = Random(size_t(n_all) * c.num_kv_heads * hd), v = Random(size_t(n_all) * c.num_kv_heads * hd);
+  sc->q = Random(size_t(n) * c.num_q_heads * hd);
+  AttentionShape& shape = sc->shape;
+  shape.num_q_heads = c.num_q_heads;
+  shape.num_kv_heads = c.num_kv_heads;
+  shape.group_size = c.group_size;
+  shape.q_head_offset = c.q_head_offset;
+  shape.head_dim = hd;
+  shape.scale = 1.0f / std::sqrt(float(hd));
+  shape.sliding_window = c.window;
 
-  // The device with the layout it chose.
-  const KvCacheLayout dl = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
-  DeviceBuffer d_all_seq = Upload(all_seq), d_all_pos = Upload(all_pos), d_all_slot = Upload(all_slot);
-  DeviceBuffer d_seq = Upload(step_seq), d_pos = Upload(step_pos), d_slot = Upload(step_slot);
-  DeviceBuffer d_tab = Upload(tables), dk = Upload(k), dv = Upload(v), dq = Upload(q);
-  DeviceBuffer dkc = Poisoned(dl.Bytes()), dvc = Poisoned(dl.Bytes());
-  const AttentionMeta all_meta = meta_of(d_all_seq.as<int32_t>(), d_all_pos.as<int32_t>(), d_all_slot.as<int32_t>(),
-                                         d_tab.as<int32_t>(), n_all);
-  const AttentionMeta step_meta =
-      meta_of(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), n);
-  Device().WriteKv(dk.as<float>(), dv.as<float>(), all_meta, dl, dkc.data(), dvc.data());
+  sc->cpu_layout = Cpu().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  sc->cpu_k.resize(sc->cpu_layout.Bytes());
+  sc->cpu_v.resize(sc->cpu_layout.Bytes());
+  Cpu().WriteKv(k.data(), v.data(),
+                sc->Meta(sc->all_seq.data(), sc->all_pos.data(), sc->all_slot.data(), sc->tables.data(), n_all),
+                sc->cpu_layout, sc->cpu_k.data(), sc->cpu_v.data());
+  sc->want.resize(sc->q.size());
+  Cpu().Attention(sc->q.data(), sc->Meta(sc->step_seq.data(), sc->step_pos.data(), sc->step_slot.data(), sc->tables.data(), n),
+                  sc->cpu_layout, sc->cpu_k.data(), sc->cpu_v.data(), shape, sc->want.data());
 
+  sc->dev_layout = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
+  sc->d_all_seq = Upload(sc->all_seq);
+  sc->d_all_pos = Upload(sc->all_pos);
+  sc->d_all_slot = Upload(sc->all_slot);
+  sc->d_seq = Upload(sc->step_seq);
+  sc->d_pos = Upload(sc->step_pos);
+  sc->d_slot = Upload(sc->step_slot);
+  sc->d_tab = Upload(sc->tables);
+  sc->dk = Upload(k);
+  sc->dv = Upload(v);
+  sc->dq = Upload(sc->q);
+  sc->dkc = Poisoned(sc->dev_layout.Bytes());
+  sc->dvc = Poisoned(sc->dev_layout.Bytes());
+  Device().WriteKv(sc->dk.as<float>(), sc->dv.as<float>(),
+                   sc->Meta(sc->d_all_seq.as<int32_t>(), sc->d_all_pos.as<int32_t>(), sc->d_all_slot.as<int32_t>(),
+                            sc->d_tab.as<int32_t>(), n_all),
+                   sc->dev_layout, sc->dkc.data(), sc->dvc.data());
+  return sc;
+}
+
+std::vector<float> DeviceAttention(const AttentionScenario& sc, const std::string& what) {
+  return UnderSchedules(what, [&] {
+    DeviceBuffer out = Poisoned(sc.q.size() * 4);
+    Device().Attention(sc.dq.as<float>(), sc.DeviceStepMeta(), sc.dev_layout, sc.dkc.data(), sc.dvc.data(), sc.shape,
+                       out.as<float>());
+    return Download<float>(out, sc.q.size());
+  });
+}
+
+// Three sequences of 1, 54 and 97 tokens; the step holds the first's only
+// token, a 5-token chunk at the end of the second (chunked prefill) and the
+// third's last token (decode). The generic kernel (no plan).
+void RunAttentionCase(const AttnCase& c) {
+  const std::unique_ptr<AttentionScenario> sc = MakeScenario(c, {1, 54, 97}, {0, 49, 96});
   // The written cache holds exactly the CPU's values, element by element.
-  const size_t esize = DTypeSize(c.kv_dtype);
-  const auto got_k = Download<uint8_t>(dkc, dl.Bytes());
-  const auto got_v = Download<uint8_t>(dvc, dl.Bytes());
+  const size_t esize = DTypeSize(c.kv_dtype), hd = size_t(c.head_dim);
+  const auto got_k = Download<uint8_t>(sc->dkc, sc->dev_layout.Bytes());
+  const auto got_v = Download<uint8_t>(sc->dvc, sc->dev_layout.Bytes());
   int mismatches = 0;
-  for (int t = 0; t < n_all; ++t) {
+  for (size_t t = 0; t < sc->all_slot.size(); ++t) {
     for (int h = 0; h < c.num_kv_heads; ++h) {
-      const size_t cpu_off = size_t(cl.Offset(all_slot[t], h)) * esize, dev_off = size_t(dl.Offset(all_slot[t], h)) * esize;
-      mismatches += std::memcmp(ck.data() + cpu_off, got_k.data() + dev_off, hd * esize) != 0;
-      mismatches += std::memcmp(cv.data() + cpu_off, got_v.data() + dev_off, hd * esize) != 0;
+      const size_t cpu_off = size_t(sc->cpu_layout.Offset(sc->all_slot[t], h)) * esize;
+      const size_t dev_off = size_t(sc->dev_layout.Offset(sc->all_slot[t], h)) * esize;
+      mismatches += std::memcmp(sc->cpu_k.data() + cpu_off, got_k.data() + dev_off, hd * esize) != 0;
+      mismatches += std::memcmp(sc->cpu_v.data() + cpu_off, got_v.data() + dev_off, hd * esize) != 0;
     }
   }
   CHECK_MSG(mismatches == 0, "write_kv " << Name(c) << ": " << mismatches << " rows differ from the CPU's");
-
-  const auto got = UnderSchedules("attention " + Name(c), [&] {
-    DeviceBuffer out = Poisoned(q.size() * 4);
-    Device().Attention(dq.as<float>(), step_meta, dl, dkc.data(), dvc.data(), shape, out.as<float>());
-    return Download<float>(out, q.size());
-  });
-  ExpectClose(got, want, RelativeScale(want), 2e-5, "attention " + Name(c));
+  const auto got = DeviceAttention(*sc, "attention " + Name(c));
+  ExpectClose(got, sc->want, RelativeScale(sc->want), 2e-5, "attention " + Name(c));
 }
 
 TEST_CASE(AttentionGroupSizes) {
@@ -417,80 +448,12 @@ TEST_CASE(AttentionGroupSizes) {
 // split several ways), a decode token at position 0, a 37-token chunk that
 // continues a 263-token prefix (chunked prefill) and a fresh 20-token prompt.
 void RunPlannedCase(const AttnCase& c) {
-  const int lens[] = {1300, 1, 300, 20};
-  const int first_in_step[] = {1299, 0, 263, 0};
-  const int bs = c.block_size;
-  const int max_blocks = (1300 + bs - 1) / bs;
-  int total_blocks = 2;
-  for (int len : lens) total_blocks += (len + bs - 1) / bs;
-  std::vector<int32_t> ids(total_blocks);
-  for (int i = 0; i < total_blocks; ++i) ids[i] = i;
-  std::shuffle(ids.begin(), ids.end(), Rng());
-  std::vector<int32_t> tables(4 * max_blocks, -1);
-  int next = 0;
-  for (int s = 0; s < 4; ++s) {
-    for (int b = 0; b < (lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = ids[next++];
-  }
-  std::vector<int32_t> all_seq, all_pos, all_slot, step_seq, step_pos, step_slot;
-  for (int s = 0; s < 4; ++s) {
-    for (int p = 0; p < lens[s]; ++p) {
-      const int32_t slot = tables[s * max_blocks + p / bs] * bs + p % bs;
-      all_seq.push_back(s);
-      all_pos.push_back(p);
-      all_slot.push_back(slot);
-      if (p >= first_in_step[s]) {
-        step_seq.push_back(s);
-        step_pos.push_back(p);
-        step_slot.push_back(slot);
-      }
-    }
-  }
-  const int n_all = int(all_pos.size()), n = int(step_pos.size()), hd = c.head_dim;
-  const std::vector<float> k = Random(size_t(n_all) * c.num_kv_heads * hd), v = Random(size_t(n_all) * c.num_kv_heads * hd);
-  const std::vector<float> q = Random(size_t(n) * c.num_q_heads * hd);
-  AttentionShape shape;
-  shape.num_q_heads = c.num_q_heads;
-  shape.num_kv_heads = c.num_kv_heads;
-  shape.group_size = c.group_size;
-  shape.q_head_offset = c.q_head_offset;
-  shape.head_dim = hd;
-  shape.scale = 1.0f / std::sqrt(float(hd));
-  shape.sliding_window = c.window;
-  auto meta_of = [&](const int32_t* seq, const int32_t* pos, const int32_t* slot, const int32_t* tab, int count) {
-    AttentionMeta m;
-    m.num_tokens = count;
-    m.token_seq = seq;
-    m.token_pos = pos;
-    m.slot_mapping = slot;
-    m.block_tables = tab;
-    m.max_blocks_per_seq = max_blocks;
-    return m;
-  };
-  const KvCacheLayout cl = Cpu().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
-  std::vector<uint8_t> ck(cl.Bytes()), cv(cl.Bytes());
-  Cpu().WriteKv(k.data(), v.data(), meta_of(all_seq.data(), all_pos.data(), all_slot.data(), tables.data(), n_all), cl,
-                ck.data(), cv.data());
-  std::vector<float> want(q.size());
-  Cpu().Attention(q.data(), meta_of(step_seq.data(), step_pos.data(), step_slot.data(), tables.data(), n), cl,
-                  ck.data(), cv.data(), shape, want.data());
-
-  const KvCacheLayout dl = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
-  DeviceBuffer d_all_seq = Upload(all_seq), d_all_pos = Upload(all_pos), d_all_slot = Upload(all_slot);
-  DeviceBuffer d_seq = Upload(step_seq), d_pos = Upload(step_pos), d_slot = Upload(step_slot);
-  DeviceBuffer d_tab = Upload(tables), dk = Upload(k), dv = Upload(v), dq = Upload(q);
-  DeviceBuffer dkc = Poisoned(dl.Bytes()), dvc = Poisoned(dl.Bytes());
-  Device().WriteKv(dk.as<float>(), dv.as<float>(),
-                   meta_of(d_all_seq.as<int32_t>(), d_all_pos.as<int32_t>(), d_all_slot.as<int32_t>(), d_tab.as<int32_t>(), n_all),
-                   dl, dkc.data(), dvc.data());
-  REQUIRE_OK(Device().ReserveAttention(n, 4, shape));
-  Device().PlanAttention(step_seq.data(), step_pos.data(), n, shape, dl);
-  const AttentionMeta step_meta =
-      meta_of(d_seq.as<int32_t>(), d_pos.as<int32_t>(), d_slot.as<int32_t>(), d_tab.as<int32_t>(), n);
-  const auto got = UnderSchedules("planned attention " + Name(c), [&] {
-    DeviceBuffer out = Poisoned(q.size() * 4);
-    Device().Attention(dq.as<float>(), step_meta, dl, dkc.data(), dvc.data(), shape, out.as<float>());
-    return Download<float>(out, q.size());
-  });
+  const std::unique_ptr<AttentionScenario> sc = MakeScenario(c, {1300, 1, 300, 20}, {1299, 0, 263, 0});
+  REQUIRE_OK(Device().ReserveAttention(sc->steps(), 4, sc->shape));
+  Device().PlanAttention(sc->step_seq.data(), sc->step_pos.data(), sc->steps(), sc->shape, sc->dev_layout);
+  const auto got = DeviceAttention(*sc, "planned attention " + Name(c));
+  const std::vector<float>& want = sc->want;
+  const int hd = c.head_dim;
   // The first two step tokens are decode items, the rest prefill tiles.
   const size_t decode_values = size_t(2) * c.num_q_heads * hd;
   const std::vector<float> got_d(got.begin(), got.begin() + decode_values), want_d(want.begin(), want.begin() + decode_values);
