@@ -40,6 +40,37 @@ __device__ __forceinline__ void LoadKvTile(KvT* k_s, KvT* v_s, const KvT* k_cach
   AsyncCommit();
 }
 
+// Keys [k_begin, k_end) stream through shared memory in tiles of kTile,
+// double-buffered: StartKvTiles loads tile 0, and AdvanceKvTiles at tile it
+// prefetches tile it + 1 into the other buffer (or closes an empty group, so
+// that "all but the newest group" is always this tile), waits for tile it
+// and returns how many keys it holds. The caller synchronises the block
+// before reading the tile, and again before the next call.
+template <typename KvT, int HD, int kTile>
+__device__ __forceinline__ void StartKvTiles(KvT (&k_s)[2][kTile * HD], KvT (&v_s)[2][kTile * HD], const KvT* k_cache,
+                                             const KvT* v_cache, const int32_t* table, const KvCacheLayout& layout,
+                                             int g, int k_begin, int k_end) {
+  if (k_end > k_begin) {
+    LoadKvTile<KvT, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k_begin,
+                        k_end - k_begin < kTile ? k_end - k_begin : kTile);
+  }
+}
+
+template <typename KvT, int HD, int kTile>
+__device__ __forceinline__ int AdvanceKvTiles(KvT (&k_s)[2][kTile * HD], KvT (&v_s)[2][kTile * HD], const KvT* k_cache,
+                                              const KvT* v_cache, const int32_t* table, const KvCacheLayout& layout,
+                                              int g, int k_begin, int k_end, int it) {
+  const int j0 = k_begin + it * kTile, next = j0 + kTile;
+  if (next < k_end) {
+    LoadKvTile<KvT, HD>(k_s[(it & 1) ^ 1], v_s[(it & 1) ^ 1], k_cache, v_cache, table, layout, g, next,
+                        k_end - next < kTile ? k_end - next : kTile);
+  } else {
+    AsyncCommit();
+  }
+  AsyncWait<1>();
+  return k_end - j0 < kTile ? k_end - j0 : kTile;
+}
+
 // Online-softmax step of one score row over a tile of kTile scores (nj of
 // them valid): scores become probabilities, m (running max) and l (running
 // sum) advance, and c receives the factor that rescales the row's earlier
@@ -126,22 +157,12 @@ DecodeKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const KvT
   float acc[kAcc];
 GQA_UNROLL
   for (int a = 0; a < kAcc; ++a) acc[a] = 0.0f;
-  if (my_tiles > 0) {
-    LoadKvTile<KvT, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k0, k1 - k0 < kTile ? k1 - k0 : kTile);
-  }
+  StartKvTiles<KvT, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k0, k1);
   __syncthreads();
 
   for (int it = 0; it < my_tiles; ++it) {
-    const int buf = it & 1, j0 = k0 + it * kTile;
-    const int nj = k1 - j0 < kTile ? k1 - j0 : kTile;
-    if (it + 1 < my_tiles) {
-      const int next = j0 + kTile;
-      LoadKvTile<KvT, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
-                          k1 - next < kTile ? k1 - next : kTile);
-    } else {
-      AsyncCommit();  // an empty group keeps "all but the newest" meaning "this tile"
-    }
-    AsyncWait<1>();
+    const int buf = it & 1;
+    const int nj = AdvanceKvTiles<KvT, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k0, k1, it);
     __syncthreads();
     const KvT* kt = k_s[buf];
     const KvT* vt = v_s[buf];
@@ -258,22 +279,11 @@ PrefillKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const Kv
   float acc[kAcc];
 GQA_UNROLL
   for (int a = 0; a < kAcc; ++a) acc[a] = 0.0f;
-  if (num_tiles > 0) {
-    LoadKvTile<KvT, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k_begin,
-                        last_pos + 1 - k_begin < kTile ? last_pos + 1 - k_begin : kTile);
-  }
+  StartKvTiles<KvT, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k_begin, last_pos + 1);
   __syncthreads();
   for (int it = 0; it < num_tiles; ++it) {
     const int buf = it & 1, j0 = k_begin + it * kTile;
-    const int nj = last_pos + 1 - j0 < kTile ? last_pos + 1 - j0 : kTile;
-    if (it + 1 < num_tiles) {
-      const int next = j0 + kTile;
-      LoadKvTile<KvT, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
-                          last_pos + 1 - next < kTile ? last_pos + 1 - next : kTile);
-    } else {
-      AsyncCommit();
-    }
-    AsyncWait<1>();
+    const int nj = AdvanceKvTiles<KvT, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k_begin, last_pos + 1, it);
     __syncthreads();
     const KvT* kt = k_s[buf];
     const KvT* vt = v_s[buf];
@@ -366,22 +376,12 @@ PrefillMmaKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const
   GQA_UNROLL
   for (int dn = 0; dn < kOChunks; ++dn) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
 
-  if (num_tiles > 0) {
-    LoadKvTile<uint16_t, HD>(k_s[0], v_s[0], k_cache, v_cache, table, layout, g, k_begin,
-                             last_pos + 1 - k_begin < kTile ? last_pos + 1 - k_begin : kTile);
-  }
+  StartKvTiles<uint16_t, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k_begin, last_pos + 1);
   __syncthreads();
   for (int it = 0; it < num_tiles; ++it) {
     const int buf = it & 1, j0 = k_begin + it * kTile;
-    const int nj = last_pos + 1 - j0 < kTile ? last_pos + 1 - j0 : kTile;
-    if (it + 1 < num_tiles) {
-      const int next = j0 + kTile;
-      LoadKvTile<uint16_t, HD>(k_s[buf ^ 1], v_s[buf ^ 1], k_cache, v_cache, table, layout, g, next,
-                               last_pos + 1 - next < kTile ? last_pos + 1 - next : kTile);
-    } else {
-      AsyncCommit();
-    }
-    AsyncWait<1>();
+    const int nj =
+        AdvanceKvTiles<uint16_t, HD, kTile>(k_s, v_s, k_cache, v_cache, table, layout, g, k_begin, last_pos + 1, it);
     // Rows of a short last tile were not loaded: V must be zero there, since
     // P's zeros times stale shared memory could be NaN.
     for (int i = nj * HD + tid; i < kTile * HD; i += kThreads) v_s[buf][i] = 0;
