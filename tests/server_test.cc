@@ -7,14 +7,20 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "gqa/v1/gqa.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -65,6 +71,7 @@ struct ServerSetup {
   int max_queued = 256;
   std::string api_key;
   bool tokenizer = true;
+  std::chrono::milliseconds header_timeout{10000}, body_timeout{60000};
 };
 
 // One server: engine, frontend, HTTP and gRPC on free loopback ports.
@@ -96,6 +103,8 @@ class TestServer {
     ho.port = 0;
     ho.api_key = setup.api_key;
     ho.max_body_bytes = 1 << 20;
+    ho.header_timeout = setup.header_timeout;
+    ho.body_timeout = setup.body_timeout;
     http_ = std::make_unique<HttpServer>(ho);
     EXPECT_TRUE(http_->Start().ok());
     http_->SetFrontend(frontend_.get());
@@ -116,6 +125,8 @@ class TestServer {
     c.set_read_timeout(60, 0);
     return c;
   }
+  int http_port() const { return http_->port(); }
+  int grpc_port() const { return grpc_->port(); }
   v1::Generation::Stub& Grpc() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   Frontend& frontend() { return *frontend_; }
@@ -141,6 +152,58 @@ class TestServer {
 TestServer& Shared() {
   static TestServer* s = new TestServer(ServerSetup{});
   return *s;
+}
+
+// One loopback connection for bytes that httplib's client will not send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  }
+  ~RawConnection() { close(fd_); }
+  bool Send(const std::string& data) {
+    for (size_t at = 0; at < data.size();) {
+      const ssize_t n = send(fd_, data.data() + at, data.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // True once the server has sent something (or closed).
+  bool Readable(int ms = 0) {
+    pollfd p{fd_, POLLIN, 0};
+    return poll(&p, 1, ms) > 0;
+  }
+  // Everything until the server closes, or `timeout` passes.
+  std::string ReadAll(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    std::string out;
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    char buf[65536];
+    while (std::chrono::steady_clock::now() < end) {
+      if (!Readable(50)) continue;
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// The status of the first response in `raw` (0 if none).
+int StatusOf(const std::string& raw) { return raw.size() > 12 && raw.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(raw.substr(9, 3)) : 0; }
+
+size_t Count(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+  return n;
 }
 
 Json PostJson(TestServer& s, const std::string& path, const Json& body, int* status = nullptr) {
@@ -415,8 +478,8 @@ TEST(ServerTest, BadInputsGetTheirCodes) {
     std::string needle;
   };
   const std::vector<Case> cases = {
-      {"{not json", 400, "not a JSON object"},
-      {"[1,2]", 400, "not a JSON object"},
+      {"{not json", 400, "not valid JSON"},
+      {"[1,2]", 400, "must be a JSON object"},
       {R"({"prompt": 7})", 400, "'prompt'"},
       {R"({"prompt": "hi", "max_tokens": "ten"})", 400, "max_tokens"},
       {R"({"prompt": "hi", "max_tokens": -3})", 400, "max_tokens"},
@@ -477,6 +540,178 @@ TEST(ServerTest, BadInputsGetTheirCodes) {
   const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}});
   EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
   EXPECT_TRUE(s.WaitAllFree());
+}
+
+// A chunked upload is held to --max-body-bytes while it is read (413), as a
+// Content-Length one is; a small chunked request still works.
+TEST(ServerTest, ChunkedBodyLimitHoldsWhileReading) {
+  TestServer& s = Shared();
+  {
+    RawConnection c(s.http_port());
+    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n"));
+    const std::string chunk = absl::StrCat("10000\r\n", std::string(0x10000, ' '), "\r\n");
+    int sent = 0;
+    while (sent < 64 && !c.Readable()) {  // at most 4 MiB; the limit is 1 MiB
+      if (!c.Send(chunk)) break;
+      ++sent;
+    }
+    const std::string raw = c.ReadAll();
+    EXPECT_EQ(StatusOf(raw), 413) << raw.substr(0, 300);
+    EXPECT_LT(sent, 64);
+    EXPECT_NE(raw.find("invalid_request_error"), std::string::npos);
+  }
+  RawConnection c(s.http_port());
+  const std::string body = R"({"prompt": [1, 2], "max_tokens": 2})";
+  ASSERT_TRUE(c.Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  "Connection: close\r\n\r\n5\r\n", body.substr(0, 5), "\r\n",
+                                  absl::StrFormat("%x", body.size() - 5), "\r\n", body.substr(5), "\r\n0\r\n\r\n")));
+  const std::string raw = c.ReadAll();
+  EXPECT_EQ(StatusOf(raw), 200) << raw;
+  EXPECT_NE(raw.find("\"token_ids\""), std::string::npos);
+}
+
+// A client that trickles its headers or body gets 408 at the deadline, not
+// a thread for as long as it keeps sending.
+TEST(ServerTest, SlowRequestsGet408) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.header_timeout = std::chrono::milliseconds(400);
+  setup.body_timeout = std::chrono::milliseconds(400);
+  TestServer s(setup);
+  auto trickle = [&](const std::string& first, char filler) {
+    RawConnection c(s.http_port());
+    EXPECT_TRUE(c.Send(first));
+    const auto start = std::chrono::steady_clock::now();
+    while (!c.Readable(100) && std::chrono::steady_clock::now() - start < std::chrono::seconds(4)) {
+      c.Send(std::string(1, filler));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::string raw = c.ReadAll(std::chrono::seconds(5));
+    EXPECT_EQ(StatusOf(raw), 408) << raw;
+    EXPECT_LT(seconds, 2.0);
+  };
+  trickle("POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ", 'a');
+  trickle("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{", ' ');
+}
+
+// Framing that proxies may read differently is refused; pipelined requests
+// are answered in order without a stall.
+TEST(ServerTest, HttpFramingAndPipelining) {
+  TestServer& s = Shared();
+  const std::string body = R"({"prompt": [1, 2], "max_tokens": 2})";
+  struct Case {
+    std::string request;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                    "\r\nContent-Length: 3\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(), ", 3\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nno colon here\r\nContent-Length: ", body.size(),
+                    "\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                    "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n", 415},
+      {"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"TRACE /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405},
+      {"GET /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405},
+      {"TRACE /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+      {absl::StrCat("GET /", std::string(64 << 10, 'a'), " HTTP/1.1\r\nHost: x\r\n\r\n"), 414},
+  };
+  for (const Case& c : cases) {
+    RawConnection conn(s.http_port());
+    ASSERT_TRUE(conn.Send(c.request));
+    const std::string raw = conn.ReadAll();
+    EXPECT_EQ(StatusOf(raw), c.status) << c.request.substr(0, 120) << "\n-> " << raw.substr(0, 300);
+    const size_t at = raw.find("\r\n\r\n");
+    ASSERT_NE(at, std::string::npos) << raw;
+    const Json j = Json::parse(raw.substr(at + 4), nullptr, false);
+    ASSERT_TRUE(j.contains("error")) << raw;
+    if (c.status != 404 && c.status < 500) {
+      EXPECT_EQ(j["error"]["type"], "invalid_request_error") << raw;
+    }
+    if (c.status == 405) {
+      EXPECT_NE(raw.find("\r\nAllow: POST\r\n"), std::string::npos) << raw;
+    }
+  }
+  // Two requests in one packet: two answers, in order, at once.
+  RawConnection conn(s.http_port());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(conn.Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                                     "\r\n\r\n", body, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  const std::string raw = conn.ReadAll();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_EQ(Count(raw, "HTTP/1.1 200 OK"), 2u) << raw;
+  const size_t first = raw.find("\"token_ids\""), second = raw.find("\"object\":\"list\"");
+  EXPECT_TRUE(first != std::string::npos && second != std::string::npos && first < second) << raw;
+}
+
+// Bodies that are not JSON say what is wrong and where; chat's top_logprobs
+// is range-checked; models.retrieve() works.
+TEST(ServerTest, JsonErrorsTopLogprobsAndModelRetrieve) {
+  TestServer& s = Shared();
+  const std::vector<std::pair<std::string, std::string>> bodies = {
+      {R"({"prompt": "hi", "max_tokens": })", "byte offset 32"},
+      {R"({"prompt": "hi", "temperature": NaN})", "byte offset 33"},
+      {"{\"prompt\": \"a\xff\"}", "UTF-8"},
+      {"[1, 2]", "must be a JSON object (it is a JSON array)"},
+  };
+  for (const auto& [body, needle] : bodies) {
+    int status = 0;
+    auto res = s.Http().Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(res);
+    status = res->status;
+    EXPECT_EQ(status, 400);
+    const Json j = Json::parse(res->body);
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos) << res->body;
+  }
+  int status = 0;
+  const Json chat = PostJson(s, "/v1/chat/completions",
+                             {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"logprobs", true},
+                              {"top_logprobs", -5}, {"max_tokens", 1}},
+                             &status);
+  EXPECT_EQ(status, 400) << chat.dump();
+  EXPECT_EQ(chat["error"]["param"], "top_logprobs");
+
+  auto model = s.Http().Get("/v1/models/test-model");
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->status, 200);
+  EXPECT_EQ(Json::parse(model->body)["id"], "test-model");
+  EXPECT_EQ(Json::parse(model->body)["object"], "model");
+  auto other = s.Http().Get("/v1/models/gpt-9");
+  EXPECT_EQ(other->status, 404);
+  EXPECT_EQ(Json::parse(other->body)["error"]["code"], "model_not_found");
+}
+
+// Response ids are unique per server; a stream's chunks share one.
+TEST(ServerTest, CompletionIdsAreUnique) {
+  TestServer& s = Shared();
+  httplib::Client c = s.Http();
+  c.set_keep_alive(true);
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    auto res = c.Post("/v1/completions", R"({"prompt": [1, 2], "max_tokens": 1})", "application/json");
+    ASSERT_TRUE(res);
+    ids.insert(Json::parse(res->body)["id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), 20u);
+  std::string buf;
+  ASSERT_TRUE(PostReceiving(s, "/v1/chat/completions",
+                            Json{{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4},
+                                 {"ignore_eos", true}, {"stream", true}}.dump(),
+                            [&](const char* data, size_t len) {
+                              buf.append(data, len);
+                              return true;
+                            }));
+  std::set<std::string> stream_ids;
+  for (size_t pos = 0; (pos = buf.find("data: {", pos)) != std::string::npos; ++pos) {
+    stream_ids.insert(Json::parse(buf.substr(pos + 6, buf.find("\n\n", pos) - pos - 6))["id"].get<std::string>());
+  }
+  ASSERT_EQ(stream_ids.size(), 1u) << buf;
+  EXPECT_EQ(ids.count(*stream_ids.begin()), 0u);
+  EXPECT_EQ(stream_ids.begin()->rfind("chatcmpl-", 0), 0u);
 }
 
 TEST(ServerTest, ApiKey) {
