@@ -337,7 +337,7 @@ void HttpServer::Routes() {
   // Authentication and readiness run before every handler.
   svr.set_pre_routing_handler([this, key](const httplib::Request& req, httplib::Response& res) {
     if (!key.empty() && req.path != "/health") {
-      if (req.get_header_value("Authorization") != "Bearer " + key) {
+      if (!BearerMatches(req.get_header_value("Authorization"), key)) {
         SendError(res, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -420,8 +420,9 @@ void HttpServer::Routes() {
     try {
       absl::StatusOr<std::vector<int32_t>> ids;
       if (j.contains("messages")) {
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
-        ids = text.ok() ? fe.Tokenize(*text, false, /*parse_special_tokens=*/true) : text.status();
+        absl::StatusOr<ChatPrompt> chat = fe.RenderChatPrompt(j["messages"], ChatExtras(j));
+        ids = chat.ok() ? fe.Tokenize(chat->text, false, /*parse_special_tokens=*/true, chat->literal_ranges)
+                        : chat.status();
       } else {
         ids = fe.Tokenize(Get<std::string>(j, "prompt", ""), Get<bool>(j, "add_special_tokens", true));
       }
@@ -466,9 +467,10 @@ void HttpServer::Routes() {
             throw BadField{"messages", "every message needs a string 'role'"};
           }
         }
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
-        if (!text.ok()) return SendStatus(res, text.status());
-        r.prompt_text = *text;
+        absl::StatusOr<ChatPrompt> prompt = fe.RenderChatPrompt(j["messages"], ChatExtras(j));
+        if (!prompt.ok()) return SendStatus(res, prompt.status());
+        r.prompt_text = std::move(prompt->text);
+        r.literal_ranges = std::move(prompt->literal_ranges);
         r.add_special_tokens = false;  // the template writes BOS itself
         r.parse_special_tokens = true;  // and its role markers are special tokens
         const int top = Get<int>(j, "top_logprobs", 0);
