@@ -60,11 +60,12 @@ absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
   if (!in.Dump(&slices).ok()) return absl::InvalidArgumentError("the request message cannot be read");
   std::string bytes;
   for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  if (out->ParseFromString(bytes)) return absl::OkStatus();
+  // Checked first: the parser would log an error line for each such request.
   const std::string field = NonUtf8Field(bytes, *Msg::descriptor(), "");
   if (!field.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("field '", field, "' is not valid UTF-8 (string fields must be)"));
   }
+  if (out->ParseFromString(bytes)) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat("the request is not a valid protobuf encoding of ", Msg::descriptor()->full_name()));
 }
