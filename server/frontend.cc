@@ -350,6 +350,13 @@ void Frontend::Complete(const std::shared_ptr<State>& st, FinishReason reason, a
   const double latency = Seconds(Clock::now() - st->arrival);
   e2e_->Observe(latency);
   const double ttft = st->result.tokens.empty() ? -1 : Seconds(st->first_token - st->arrival);
+  {
+    // Start holds mu_ until the request's ids are set: a request that ends
+    // during Submit waits here for them.
+    std::lock_guard<std::mutex> lock(mu_);
+    active_.erase(st->id);
+    idle_cv_.notify_all();
+  }
   std::string line;
   if (options_.log_json) {
     nlohmann::json j = {{"event", "request"}, {"request_id", st->request_id},
@@ -364,11 +371,6 @@ void Frontend::Complete(const std::shared_ptr<State>& st, FinishReason reason, a
                            st->result.error.ok() ? "" : absl::StrCat(" error=\"", LogEscape(st->result.error.message()), "\""));
   }
   std::fprintf(stderr, "%s\n", line.c_str());
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    active_.erase(st->id);
-    idle_cv_.notify_all();
-  }
   if (st->on_done) st->on_done(st->result);
 }
 
