@@ -1,9 +1,13 @@
 #include "server/frontend.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <random>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
 #include "server/tokenizer/chat_template.h"
 #include "server/tokenizer/detokenizer.h"
 #include "server/tokenizer/stop_strings.h"
@@ -25,11 +29,68 @@ struct Frontend::State {
 };
 
 namespace {
+
+// Text for one log line: quotes, backslashes, control characters (C0, DEL,
+// C1) and bytes that are not UTF-8 are escaped, so that no value can end
+// the line or drive the terminal; with `bare`, spaces too (an unquoted value).
+std::string LogEscape(absl::string_view s, bool bare = false) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+    } else if (c == '\n') {
+      out += "\\n";
+      ++i;
+    } else if (c < 0x20 || c == 0x7f || (bare && c == ' ')) {
+      out += absl::StrFormat("\\x%02x", c);
+      ++i;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+    } else {
+      // One UTF-8 sequence, or an escaped byte.
+      const int len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
+      bool ok = len > 0 && i + len <= s.size();
+      uint32_t cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+      for (int k = 1; ok && k < len; ++k) {
+        const unsigned char d = s[i + k];
+        ok = (d & 0xc0) == 0x80;
+        cp = (cp << 6) | (d & 0x3f);
+      }
+      ok = ok && !(len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) && !(len == 4 && (cp < 0x10000 || cp > 0x10ffff));
+      if (!ok) {
+        out += absl::StrFormat("\\x%02x", c);
+        ++i;
+      } else if (cp >= 0x80 && cp < 0xa0) {
+        out += absl::StrFormat("\\u%04x", cp);
+        i += len;
+      } else {
+        out.append(s.data() + i, len);
+        i += len;
+      }
+    }
+  }
+  return out;
+}
+
 std::vector<double> LatencyBuckets() {
   return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 }
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 }  // namespace
+
+bool BearerMatches(absl::string_view header, absl::string_view key) {
+  if (header.size() < 7 || !absl::EqualsIgnoreCase(header.substr(0, 6), "bearer") || header[6] != ' ') return false;
+  const absl::string_view token = absl::StripAsciiWhitespace(header.substr(7));
+  unsigned diff = token.size() != key.size();
+  for (size_t i = 0; i < key.size(); ++i) diff |= static_cast<unsigned char>(i < token.size() ? token[i] : 0) ^
+                                                  static_cast<unsigned char>(key[i]);
+  return diff == 0 && !key.empty();
+}
 
 Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> tokenizer, const FrontendOptions& options)
     : engine_(std::move(engine)), tokenizer_(std::move(tokenizer)), options_(options) {
@@ -56,7 +117,7 @@ Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> to
   const double factor = info_.kv_replication_factor;
   metrics_.Gauge("gqa_kv_replication_factor", "KV heads held over all ranks / KV heads of the model.",
                  [factor] { return factor; });
-  metrics_.Gauge("gqa_num_preemptions_total", "Sequences preempted (and recomputed later).",
+  metrics_.CounterRead("gqa_num_preemptions_total", "Sequences preempted (and recomputed later).",
                  [e] { return double(e->Stats().preemptions); });
   requests_total_ = metrics_.Counter("gqa_requests_total", "Requests accepted.");
   rejected_total_ = metrics_.Counter("gqa_requests_rejected_total", "Requests refused (bad input, overload, draining).");
@@ -72,7 +133,8 @@ Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> to
 Frontend::~Frontend() { engine_.reset(); }
 
 absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(const std::string& text, bool add_special_tokens,
-                                                        bool parse_special_tokens) const {
+                                                        bool parse_special_tokens,
+                                                        const std::vector<std::pair<size_t, size_t>>& literal_ranges) const {
   if (!tokenizer_) return absl::InvalidArgumentError("this model directory has no tokenizer files: send token ids");
   if (text.size() > size_t(options_.max_prompt_chars)) {
     return absl::InvalidArgumentError(absl::StrCat("the prompt has ", text.size(), " bytes; the limit is ",
@@ -81,6 +143,7 @@ absl::StatusOr<std::vector<int32_t>> Frontend::Tokenize(const std::string& text,
   EncodeOptions opts;
   opts.add_special_tokens = add_special_tokens;
   opts.parse_special_tokens = parse_special_tokens;
+  opts.literal_ranges = literal_ranges;
   return tokenizer_->Encode(text, opts);
 }
 
@@ -90,6 +153,12 @@ absl::StatusOr<std::string> Frontend::Detokenize(const std::vector<int32_t>& ids
 }
 
 absl::StatusOr<std::string> Frontend::RenderChat(const nlohmann::json& messages, const nlohmann::json& extra) const {
+  ASSIGN_OR_RETURN(ChatPrompt p, RenderChatPrompt(messages, extra));
+  return std::move(p.text);
+}
+
+absl::StatusOr<ChatPrompt> Frontend::RenderChatPrompt(const nlohmann::json& messages,
+                                                      const nlohmann::json& extra) const {
   if (!tokenizer_) return absl::InvalidArgumentError("this model directory has no tokenizer files: chat needs one");
   if (tokenizer_->chat_template() == nullptr) {
     return absl::InvalidArgumentError("the model's tokenizer_config.json has no chat_template");
@@ -97,7 +166,78 @@ absl::StatusOr<std::string> Frontend::RenderChat(const nlohmann::json& messages,
   nlohmann::ordered_json vars = nlohmann::ordered_json::parse(extra.dump());
   vars["messages"] = nlohmann::ordered_json::parse(messages.dump());
   vars["add_generation_prompt"] = true;
-  return tokenizer_->ApplyChatTemplate(vars);  // fills bos_token / eos_token
+  ChatPrompt out;
+  if (options_.special_tokens_in_content) {
+    ASSIGN_OR_RETURN(out.text, tokenizer_->ApplyChatTemplate(vars));  // fills bos_token / eos_token
+    return out;
+  }
+  // Special-token text in content is wrapped in markers that no client can
+  // guess (a random nonce); after rendering, each marked span becomes a
+  // literal range and the markers go.
+  std::random_device rd;
+  const std::string nonce = absl::StrFormat("%08x%08x", rd(), rd());
+  const std::string open = "[[gqa-literal-" + nonce + "]]", close = "[[/gqa-literal-" + nonce + "]]";
+  std::vector<std::string> specials = tokenizer_->SpecialTokenTexts();
+  std::sort(specials.begin(), specials.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  bool first_byte[256] = {};
+  for (const std::string& t : specials) {
+    if (!t.empty()) first_byte[static_cast<unsigned char>(t[0])] = true;
+  }
+  auto mark = [&](nlohmann::ordered_json& v) {
+    if (!v.is_string()) return;
+    const std::string text = v.get<std::string>();
+    std::string marked;
+    for (size_t i = 0; i < text.size();) {
+      const std::string* hit = nullptr;
+      if (first_byte[static_cast<unsigned char>(text[i])]) {
+        for (const std::string& t : specials) {
+          if (!t.empty() && text.compare(i, t.size(), t) == 0) {
+            hit = &t;
+            break;
+          }
+        }
+      }
+      if (hit == nullptr) {
+        marked += text[i++];
+      } else {
+        absl::StrAppend(&marked, open, *hit, close);
+        i += hit->size();
+      }
+    }
+    v = marked;
+  };
+  for (auto& m : vars["messages"]) {
+    if (!m.is_object() || !m.contains("content")) continue;
+    if (m["content"].is_array()) {
+      for (auto& part : m["content"]) {
+        if (part.is_object() && part.contains("text")) mark(part["text"]);
+      }
+    } else {
+      mark(m["content"]);
+    }
+  }
+  ASSIGN_OR_RETURN(std::string rendered, tokenizer_->ApplyChatTemplate(vars));
+  out.text.reserve(rendered.size());
+  for (size_t i = 0; i < rendered.size();) {
+    if (rendered.compare(i, open.size(), open) == 0) {
+      const size_t end = rendered.find(close, i + open.size());
+      if (end != std::string::npos) {
+        const size_t begin = out.text.size();
+        out.text.append(rendered, i + open.size(), end - i - open.size());
+        out.literal_ranges.emplace_back(begin, out.text.size());
+        i = end + close.size();
+        continue;
+      }
+      i += open.size();  // an unmatched marker (the template cut it) is dropped
+      continue;
+    }
+    if (rendered.compare(i, close.size(), close) == 0) {
+      i += close.size();
+      continue;
+    }
+    out.text += rendered[i++];
+  }
+  return out;
 }
 
 absl::StatusOr<int64_t> Frontend::Start(ApiRequest req, DeltaFn on_delta, DoneFn on_done) {
@@ -106,12 +246,20 @@ absl::StatusOr<int64_t> Frontend::Start(ApiRequest req, DeltaFn on_delta, DoneFn
     return st;
   };
   if (draining()) return refuse(absl::UnavailableError("the server is shutting down"));
-  if (engine_->Stats().waiting >= options_.max_queued_requests) {
-    return refuse(absl::ResourceExhaustedError(absl::StrCat("the server is overloaded: ", options_.max_queued_requests,
-                                                            " requests are already waiting; retry later")));
+  // Waiting requests first take the free sequence slots, then the waiting
+  // room of max_queued_requests (0: none, admit only when a slot is free).
+  const EngineStats stats = engine_->Stats();
+  const int free_slots = std::max(0, engine_->options().max_num_seqs - stats.running);
+  if (stats.waiting >= free_slots + options_.max_queued_requests) {
+    return refuse(absl::ResourceExhaustedError(
+        options_.max_queued_requests == 0
+            ? absl::StrCat("the server is busy: all ", engine_->options().max_num_seqs,
+                           " sequence slots are taken and there is no waiting room; retry later")
+            : absl::StrCat("the server is overloaded: ", options_.max_queued_requests,
+                           " requests are already waiting; retry later")));
   }
   if (req.prompt_text) {
-    auto ids = Tokenize(*req.prompt_text, req.add_special_tokens, req.parse_special_tokens);
+    auto ids = Tokenize(*req.prompt_text, req.add_special_tokens, req.parse_special_tokens, req.literal_ranges);
     if (!ids.ok()) return refuse(ids.status());
     req.gen.prompt = std::move(*ids);
   } else {
@@ -202,18 +350,27 @@ void Frontend::Complete(const std::shared_ptr<State>& st, FinishReason reason, a
   const double latency = Seconds(Clock::now() - st->arrival);
   e2e_->Observe(latency);
   const double ttft = st->result.tokens.empty() ? -1 : Seconds(st->first_token - st->arrival);
-  std::fprintf(stderr, "%s\n",
-               absl::StrFormat("gqa: request id=%s prompt_tokens=%d output_tokens=%d ttft_s=%.4f latency_s=%.4f "
-                               "finish=%s%s",
-                               st->request_id, st->result.prompt_tokens, st->result.completion_tokens, ttft, latency,
-                               FinishReasonName(reason),
-                               st->result.error.ok() ? "" : absl::StrCat(" error=\"", st->result.error.message(), "\""))
-                   .c_str());
   {
+    // Start holds mu_ until the request's ids are set: a request that ends
+    // during Submit waits here for them.
     std::lock_guard<std::mutex> lock(mu_);
     active_.erase(st->id);
     idle_cv_.notify_all();
   }
+  std::string line;
+  if (options_.log_json) {
+    nlohmann::json j = {{"event", "request"}, {"request_id", st->request_id},
+                        {"prompt_tokens", st->result.prompt_tokens}, {"output_tokens", st->result.completion_tokens},
+                        {"ttft_s", ttft}, {"latency_s", latency}, {"finish", FinishReasonName(reason)}};
+    if (!st->result.error.ok()) j["error"] = std::string(st->result.error.message());
+    line = j.dump(-1, ' ', /*ensure_ascii=*/true, nlohmann::json::error_handler_t::replace);
+  } else {
+    line = absl::StrFormat("gqa: request id=%s prompt_tokens=%d output_tokens=%d ttft_s=%.4f latency_s=%.4f finish=%s%s",
+                           LogEscape(st->request_id, /*bare=*/true), st->result.prompt_tokens, st->result.completion_tokens, ttft,
+                           latency, FinishReasonName(reason),
+                           st->result.error.ok() ? "" : absl::StrCat(" error=\"", LogEscape(st->result.error.message()), "\""));
+  }
+  std::fprintf(stderr, "%s\n", line.c_str());
   if (st->on_done) st->on_done(st->result);
 }
 

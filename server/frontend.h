@@ -24,6 +24,10 @@ struct FrontendOptions {
   std::string served_model_name = "gqa-model";
   int max_queued_requests = 256;  // requests waiting for admission beyond this are refused
   int max_prompt_chars = 1 << 22;  // text prompts longer than this are refused before tokenizing
+  bool log_json = false;            // one JSON object per request log line instead of key=value text
+  // false: special-token text inside chat message content stays text (only
+  // the template's own markers become special tokens).
+  bool special_tokens_in_content = true;
 };
 
 struct ApiRequest {
@@ -31,6 +35,7 @@ struct ApiRequest {
   std::vector<int32_t> prompt_ids;         // used when there is no text
   bool add_special_tokens = true;          // BOS etc. for text prompts (not for chat: the template has them)
   bool parse_special_tokens = false;       // special-token text becomes special ids (rendered chat prompts only)
+  std::vector<std::pair<size_t, size_t>> literal_ranges;  // prompt_text bytes where it does not
   GenerationRequest gen;                   // everything but the prompt
   std::vector<std::string> stop;           // stop strings (need a tokenizer)
   std::string request_id;                  // for the log line; made up when empty
@@ -50,6 +55,13 @@ struct FinalResult {
   std::vector<SampledToken> tokens;  // all tokens
 };
 
+// A rendered chat prompt: the text, and the byte ranges of message content
+// in which special-token text must stay text (see special_tokens_in_content).
+struct ChatPrompt {
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> literal_ranges;
+};
+
 struct ModelInfo {
   std::string name, architecture;
   int num_q_heads = 0, num_kv_heads = 0, head_dim = 0, num_layers = 0, vocab_size = 0;
@@ -58,6 +70,10 @@ struct ModelInfo {
   int max_model_len = 0;
   bool has_tokenizer = false;
 };
+
+// An Authorization value "Bearer <key>": the scheme in any case (RFC 7235),
+// the key compared in time independent of where it differs.
+bool BearerMatches(absl::string_view header, absl::string_view key);
 
 class Frontend {
  public:
@@ -81,12 +97,17 @@ class Frontend {
   void CancelAll();
 
   absl::StatusOr<std::vector<int32_t>> Tokenize(const std::string& text, bool add_special_tokens,
-                                                bool parse_special_tokens = false) const;
+                                                bool parse_special_tokens = false,
+                                                const std::vector<std::pair<size_t, size_t>>& literal_ranges = {}) const;
   absl::StatusOr<std::string> Detokenize(const std::vector<int32_t>& ids) const;
   // Renders the chat template for OpenAI-style messages, with the generation
   // prompt; `extra` adds template variables (tools, chat_template_kwargs).
   absl::StatusOr<std::string> RenderChat(const nlohmann::json& messages,
                                          const nlohmann::json& extra = nlohmann::json::object()) const;
+  // The same, with the ranges to encode as plain text when
+  // special_tokens_in_content is off. Encode with parse_special_tokens.
+  absl::StatusOr<ChatPrompt> RenderChatPrompt(const nlohmann::json& messages,
+                                              const nlohmann::json& extra = nlohmann::json::object()) const;
 
   const ModelInfo& info() const { return info_; }
   Metrics& metrics() { return metrics_; }

@@ -4,6 +4,8 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <google/protobuf/unknown_field_set.h>
+
 #include <deque>
 
 #include "absl/strings/str_cat.h"
@@ -11,6 +13,69 @@
 
 namespace gqa {
 namespace {
+
+namespace pb = google::protobuf;
+
+bool IsUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    const int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xf0 && c < 0xf5 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char d = s[i + k];
+      if ((d & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+// The string field (dotted path) of `bytes` that is not UTF-8, or "".
+std::string NonUtf8Field(const std::string& bytes, const pb::Descriptor& d, const std::string& prefix) {
+  pb::UnknownFieldSet fields;
+  if (!fields.ParseFromString(bytes)) return "";
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const pb::UnknownField& u = fields.field(i);
+    const pb::FieldDescriptor* f = d.FindFieldByNumber(u.number());
+    if (f == nullptr || u.type() != pb::UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    if (f->type() == pb::FieldDescriptor::TYPE_STRING && !IsUtf8(u.length_delimited())) return prefix + f->name();
+    if (f->type() == pb::FieldDescriptor::TYPE_MESSAGE) {
+      const std::string inner = NonUtf8Field(u.length_delimited(), *f->message_type(), prefix + f->name() + ".");
+      if (!inner.empty()) return inner;
+    }
+  }
+  return "";
+}
+
+// Parses a request from the wire; a message that does not decode is
+// INVALID_ARGUMENT saying why (the library would answer UNIMPLEMENTED).
+template <typename Msg>
+absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
+  std::vector<grpc::Slice> slices;
+  if (!in.Dump(&slices).ok()) return absl::InvalidArgumentError("the request message cannot be read");
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // Checked first: the parser would log an error line for each such request.
+  const std::string field = NonUtf8Field(bytes, *Msg::descriptor(), "");
+  if (!field.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("field '", field, "' is not valid UTF-8 (string fields must be)"));
+  }
+  if (out->ParseFromString(bytes)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("the request is not a valid protobuf encoding of ", Msg::descriptor()->full_name()));
+}
+
+template <typename Msg>
+void Encode(const Msg& m, grpc::ByteBuffer* out) {
+  const std::string bytes = m.SerializeAsString();
+  grpc::Slice slice(bytes);
+  *out = grpc::ByteBuffer(&slice, 1);
+}
 
 grpc::Status ToGrpc(const absl::Status& st) {
   if (st.ok()) return grpc::Status::OK;
@@ -93,7 +158,13 @@ void AddTokens(const std::vector<SampledToken>& tokens, bool with_logprobs, Msg*
 
 }  // namespace
 
-class GrpcServer::Service final : public v1::Generation::CallbackService {
+// Every method takes and returns raw bytes, so that a request that does not
+// decode gets INVALID_ARGUMENT with a reason.
+using RawService = v1::Generation::WithRawCallbackMethod_Generate<v1::Generation::WithRawCallbackMethod_GenerateStream<
+    v1::Generation::WithRawCallbackMethod_Tokenize<v1::Generation::WithRawCallbackMethod_Detokenize<
+        v1::Generation::WithRawCallbackMethod_GetModelInfo<v1::Generation::Service>>>>>;
+
+class GrpcServer::Service final : public RawService {
  public:
   Service(Frontend* fe, std::string api_key) : fe_(fe), api_key_(std::move(api_key)) {}
 
@@ -101,26 +172,28 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
     if (api_key_.empty()) return grpc::Status::OK;
     const auto& md = ctx->client_metadata();
     auto it = md.find("authorization");
-    if (it == md.end() || std::string(it->second.data(), it->second.size()) != "Bearer " + api_key_) {
+    if (it == md.end() || !BearerMatches(absl::string_view(it->second.data(), it->second.size()), api_key_)) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing or invalid API key (metadata 'authorization: Bearer <key>')");
     }
     return grpc::Status::OK;
   }
 
-  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const v1::GenerateRequest* req,
-                                     v1::GenerateResponse* resp) override {
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                     grpc::ByteBuffer* out) override {
     class Reactor final : public grpc::ServerUnaryReactor {
      public:
       Reactor(Frontend* fe, grpc::CallbackServerContext* ctx) : fe_(fe), ctx_(ctx) {}
-      void Begin(absl::StatusOr<ApiRequest> r, v1::GenerateResponse* resp) {
+      void Begin(absl::StatusOr<ApiRequest> r, grpc::ByteBuffer* out) {
         if (!r.ok()) return Finish(ToGrpc(r.status()));
         const bool logprobs = r->gen.sampling.logprobs > 0;
-        absl::StatusOr<int64_t> id = fe_->Start(std::move(*r), nullptr, [this, resp, logprobs](const FinalResult& f) {
-          resp->set_text(f.text);
-          AddTokens(f.tokens, logprobs, resp);
-          resp->set_finish_reason(ToProto(f.reason));
-          resp->mutable_usage()->set_prompt_tokens(f.prompt_tokens);
-          resp->mutable_usage()->set_completion_tokens(f.completion_tokens);
+        absl::StatusOr<int64_t> id = fe_->Start(std::move(*r), nullptr, [this, out, logprobs](const FinalResult& f) {
+          v1::GenerateResponse resp;
+          resp.set_text(f.text);
+          AddTokens(f.tokens, logprobs, &resp);
+          resp.set_finish_reason(ToProto(f.reason));
+          resp.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
+          resp.mutable_usage()->set_completion_tokens(f.completion_tokens);
+          Encode(resp, out);
           Finish(FinalStatus(f, ctx_));
         });
         if (!id.ok()) return Finish(ToGrpc(id.status()));
@@ -147,13 +220,20 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
       reactor->Finish(auth);
       return reactor;
     }
-    reactor->Begin(FromProto(*req, fe_->info().max_model_len), resp);
+    reactor->Begin(Parse(*raw), out);
     return reactor;
   }
 
-  grpc::ServerWriteReactor<v1::GenerateStreamResponse>* GenerateStream(grpc::CallbackServerContext* ctx,
-                                                                      const v1::GenerateRequest* req) override {
-    class Reactor final : public grpc::ServerWriteReactor<v1::GenerateStreamResponse> {
+  // Decodes and converts a generation request.
+  absl::StatusOr<ApiRequest> Parse(const grpc::ByteBuffer& raw) const {
+    v1::GenerateRequest req;
+    if (absl::Status st = Decode(raw, &req); !st.ok()) return st;
+    return FromProto(req, fe_->info().max_model_len);
+  }
+
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(grpc::CallbackServerContext* ctx,
+                                                             const grpc::ByteBuffer* raw) override {
+    class Reactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
      public:
       Reactor(Frontend* fe, grpc::CallbackServerContext* ctx) : fe_(fe), ctx_(ctx) {}
       void Begin(absl::StatusOr<ApiRequest> r) {
@@ -165,14 +245,14 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
               v1::GenerateStreamResponse m;
               m.set_text(d.text);
               AddTokens(d.tokens, logprobs, &m);
-              Enqueue(std::move(m), std::nullopt);
+              Enqueue(m, std::nullopt);
             },
             [this](const FinalResult& f) {
               v1::GenerateStreamResponse m;
               m.set_finish_reason(ToProto(f.reason));
               m.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
               m.mutable_usage()->set_completion_tokens(f.completion_tokens);
-              Enqueue(std::move(m), FinalStatus(f, ctx_));
+              Enqueue(m, FinalStatus(f, ctx_));
             });
         if (!id.ok()) return Finish(ToGrpc(id.status()));
         std::lock_guard<std::mutex> lock(mu_);
@@ -197,9 +277,11 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
 
      private:
       // Queues a message (and, for the last one, the final status).
-      void Enqueue(v1::GenerateStreamResponse m, std::optional<grpc::Status> final_status) {
+      void Enqueue(const v1::GenerateStreamResponse& m, std::optional<grpc::Status> final_status) {
+        grpc::ByteBuffer bytes;
+        Encode(m, &bytes);
         std::lock_guard<std::mutex> lock(mu_);
-        queue_.push_back(std::move(m));
+        queue_.push_back(std::move(bytes));
         if (final_status) final_ = *final_status;
         Pump();
       }
@@ -229,8 +311,8 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
       Frontend* fe_;
       grpc::CallbackServerContext* ctx_;
       std::mutex mu_;
-      std::deque<v1::GenerateStreamResponse> queue_;
-      v1::GenerateStreamResponse current_;
+      std::deque<grpc::ByteBuffer> queue_;
+      grpc::ByteBuffer current_;
       std::optional<grpc::Status> final_;
       bool writing_ = false, finished_ = false, broken_ = false, cancelled_ = false;
       int64_t id_ = -1;
@@ -240,56 +322,70 @@ class GrpcServer::Service final : public v1::Generation::CallbackService {
       reactor->Finish(auth);
       return reactor;
     }
-    reactor->Begin(FromProto(*req, fe_->info().max_model_len));
+    reactor->Begin(Parse(*raw));
     return reactor;
   }
 
-  // A unary call answered at once: authorization, then `fill`'s status.
-  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const std::function<absl::Status()>& fill) {
+  // A unary call answered at once: authorization, decoding, then `fill`'s status.
+  template <typename Req, typename Resp>
+  grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw, grpc::ByteBuffer* out,
+                                   const std::function<absl::Status(const Req&, Resp*)>& fill) {
     auto* reactor = ctx->DefaultReactor();
     grpc::Status auth = Authorize(ctx);
-    reactor->Finish(auth.ok() ? ToGrpc(fill()) : auth);
+    if (!auth.ok()) {
+      reactor->Finish(auth);
+      return reactor;
+    }
+    Req req;
+    Resp resp;
+    absl::Status st = Decode(*raw, &req);
+    if (st.ok()) st = fill(req, &resp);
+    if (st.ok()) Encode(resp, out);
+    reactor->Finish(ToGrpc(st));
     return reactor;
   }
 
-  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const v1::TokenizeRequest* req,
-                                     v1::TokenizeResponse* resp) override {
-    return Answer(ctx, [&] {
-      absl::StatusOr<std::vector<int32_t>> ids =
-          fe_->Tokenize(req->text(), !req->has_add_special_tokens() || req->add_special_tokens());
-      if (ids.ok()) {
-        for (int32_t id : *ids) resp->add_token_ids(id);
-      }
-      return ids.status();
-    });
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                     grpc::ByteBuffer* out) override {
+    return Answer<v1::TokenizeRequest, v1::TokenizeResponse>(
+        ctx, raw, out, [&](const v1::TokenizeRequest& req, v1::TokenizeResponse* resp) {
+          absl::StatusOr<std::vector<int32_t>> ids =
+              fe_->Tokenize(req.text(), !req.has_add_special_tokens() || req.add_special_tokens());
+          if (ids.ok()) {
+            for (int32_t id : *ids) resp->add_token_ids(id);
+          }
+          return ids.status();
+        });
   }
 
-  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const v1::DetokenizeRequest* req,
-                                       v1::DetokenizeResponse* resp) override {
-    return Answer(ctx, [&] {
-      absl::StatusOr<std::string> text = fe_->Detokenize({req->token_ids().begin(), req->token_ids().end()});
-      if (text.ok()) resp->set_text(*text);
-      return text.status();
-    });
+  grpc::ServerUnaryReactor* Detokenize(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                       grpc::ByteBuffer* out) override {
+    return Answer<v1::DetokenizeRequest, v1::DetokenizeResponse>(
+        ctx, raw, out, [&](const v1::DetokenizeRequest& req, v1::DetokenizeResponse* resp) {
+          absl::StatusOr<std::string> text = fe_->Detokenize({req.token_ids().begin(), req.token_ids().end()});
+          if (text.ok()) resp->set_text(*text);
+          return text.status();
+        });
   }
 
-  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const v1::GetModelInfoRequest*,
-                                         v1::ModelInfo* resp) override {
-    return Answer(ctx, [&] {
-      const ModelInfo& i = fe_->info();
-      resp->set_name(i.name);
-      resp->set_architecture(i.architecture);
-      resp->set_num_attention_heads(i.num_q_heads);
-      resp->set_num_key_value_heads(i.num_kv_heads);
-      resp->set_head_dim(i.head_dim);
-      resp->set_num_layers(i.num_layers);
-      resp->set_vocab_size(i.vocab_size);
-      resp->set_tensor_parallel_size(i.tp);
-      resp->set_kv_replication_factor(i.kv_replication_factor);
-      resp->set_max_model_len(i.max_model_len);
-      resp->set_has_tokenizer(i.has_tokenizer);
-      return absl::OkStatus();
-    });
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw,
+                                         grpc::ByteBuffer* out) override {
+    return Answer<v1::GetModelInfoRequest, v1::ModelInfo>(
+        ctx, raw, out, [&](const v1::GetModelInfoRequest&, v1::ModelInfo* resp) {
+          const ModelInfo& i = fe_->info();
+          resp->set_name(i.name);
+          resp->set_architecture(i.architecture);
+          resp->set_num_attention_heads(i.num_q_heads);
+          resp->set_num_key_value_heads(i.num_kv_heads);
+          resp->set_head_dim(i.head_dim);
+          resp->set_num_layers(i.num_layers);
+          resp->set_vocab_size(i.vocab_size);
+          resp->set_tensor_parallel_size(i.tp);
+          resp->set_kv_replication_factor(i.kv_replication_factor);
+          resp->set_max_model_len(i.max_model_len);
+          resp->set_has_tokenizer(i.has_tokenizer);
+          return absl::OkStatus();
+        });
   }
 
  private:
@@ -307,11 +403,14 @@ absl::Status GrpcServer::Start() {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(options_.host, ":", options_.port), grpc::InsecureServerCredentials(), &port_);
+  // gRPC sets SO_REUSEPORT by default: a second server would share the port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot bind gRPC on ", options_.host, ":", options_.port));
+    return absl::UnavailableError(
+        absl::StrCat("cannot bind gRPC on ", options_.host, ":", options_.port, " (is another server using the port?)"));
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
   return absl::OkStatus();

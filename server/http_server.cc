@@ -2,13 +2,19 @@
 
 #include <httplib.h>
 
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <random>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "server/http_connection.h"
 
 namespace gqa {
 namespace {
@@ -32,24 +38,107 @@ int HttpStatus(const absl::Status& st) {
 
 const char* ErrorType(int status) {
   switch (status) {
-    case 400: return "invalid_request_error";
     case 401: return "authentication_error";
     case 404: return "not_found_error";
-    case 413: return "invalid_request_error";
     case 429: return "rate_limit_error";
     case 503: return "service_unavailable";
-    default: return "server_error";
+    default: return status < 500 ? "invalid_request_error" : "server_error";
   }
+}
+
+std::string ErrorBody(int status, const std::string& message, const std::string& param = "",
+                      const std::string& code = "") {
+  Json err = {{"message", message}, {"type", ErrorType(status)}, {"param", nullptr}, {"code", nullptr}};
+  if (!param.empty()) err["param"] = param;
+  if (!code.empty()) err["code"] = code;
+  return Json{{"error", err}}.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 void SendError(httplib::Response& res, int status, const std::string& message, const std::string& param = "",
                const std::string& code = "") {
-  Json err = {{"message", message}, {"type", ErrorType(status)}, {"param", nullptr}, {"code", nullptr}};
-  if (!param.empty()) err["param"] = param;
-  if (!code.empty()) err["code"] = code;
   res.status = status;
-  res.set_content(Json{{"error", err}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
+  res.set_content(ErrorBody(status, message, param, code), "application/json");
 }
+
+// The methods a path answers ("" for no such path), for 405 and Allow.
+std::string AllowedMethods(absl::string_view target) {
+  const absl::string_view path = target.substr(0, target.find_first_of("?#"));
+  if (path == "/health" || path == "/metrics" || path == "/v1/models" || absl::StartsWith(path, "/v1/models/")) {
+    return "GET, HEAD";
+  }
+  if (path == "/v1/completions" || path == "/v1/chat/completions" || path == "/tokenize" || path == "/detokenize") {
+    return "POST";
+  }
+  return "";
+}
+
+// What is wrong with a body that is not JSON, and at which byte.
+std::string JsonSyntaxError(const Json::parse_error& e) {
+  std::string what = e.what();
+  if (const size_t at = what.find("] "); at != std::string::npos) what.erase(0, at + 2);
+  // The library quotes what it last read, which may be most of the body.
+  if (const size_t at = what.find("; last read: '"); at != std::string::npos) {
+    const size_t start = at + 14, end = what.find("'", start);
+    if (end != std::string::npos && end - start > 40) what.replace(start, end - start, "..." + what.substr(end - 40, 40));
+  }
+  return absl::StrCat("the body is not valid JSON: ", what, " (byte offset ", e.byte, ")");
+}
+
+// cpp-httplib behind HttpConnection: every request is read, checked and
+// bounded there, then parsed and routed by the library.
+class FramedServer : public httplib::Server {
+ public:
+  explicit FramedServer(const FramingLimits& limits) : limits_(limits) {}
+
+ private:
+  static constexpr size_t kKeepAliveMax = 1000;
+  static constexpr std::chrono::milliseconds kKeepAliveIdle{5000};
+
+  // A whole answer written by hand (the request never reaches the library);
+  // the connection closes after it.
+  static void WriteError(HttpConnection& conn, int status, const std::string& message, const std::string& allow) {
+    const std::string body = ErrorBody(status, message);
+    const std::string head = absl::StrCat("HTTP/1.1 ", status, " ", StatusText(status),
+                                          "\r\nContent-Type: application/json\r\nContent-Length: ", body.size(),
+                                          "\r\nConnection: close\r\n", allow.empty() ? "" : "Allow: " + allow + "\r\n",
+                                          "\r\n");
+    conn.WriteAll(head.data(), head.size()) && conn.WriteAll(body.data(), body.size());
+  }
+
+  bool process_and_close_socket(socket_t sock) override {
+    HttpConnection conn(sock, [this] { return svr_sock_ == INVALID_SOCKET; });
+    bool ret = true;
+    for (size_t left = kKeepAliveMax; left > 0; --left) {
+      if (svr_sock_ == INVALID_SOCKET || !conn.WaitForRequest(kKeepAliveIdle)) break;
+      FramedRequest req;
+      FramingError err;
+      if (!conn.ReadRequest(limits_, &req, &err)) {
+        if (err.status != 0) {
+          WriteError(conn, err.status, err.message, "");
+          conn.Linger(std::chrono::seconds(2));
+        }
+        break;
+      }
+      if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
+        const std::string allow = AllowedMethods(req.target);
+        WriteError(conn, allow.empty() ? 404 : 405,
+                   allow.empty() ? absl::StrCat("no route for ", req.method, " ", req.target.substr(0, 200))
+                                 : absl::StrCat(req.method, " is not allowed here; allowed: ", allow),
+                   allow);
+        break;
+      }
+      CanonicalStream strm(conn, req.canonical);
+      bool closed = false;
+      ret = process_request(strm, left == 1, closed, nullptr);
+      if (!ret || closed) break;
+    }
+    ::shutdown(sock, SHUT_RDWR);
+    ::close(sock);
+    return ret;
+  }
+
+  FramingLimits limits_;
+};
 
 void SendStatus(httplib::Response& res, const absl::Status& st) {
   SendError(res, HttpStatus(st), std::string(st.message()));
@@ -189,7 +278,21 @@ struct Stream {
 
 }  // namespace
 
-HttpServer::HttpServer(const HttpOptions& options) : options_(options), server_(std::make_unique<httplib::Server>()) {}
+namespace {
+FramingLimits LimitsOf(const HttpOptions& o) {
+  FramingLimits l;
+  l.max_body_bytes = o.max_body_bytes;
+  l.header_timeout = o.header_timeout;
+  l.body_timeout = o.body_timeout;
+  return l;
+}
+}  // namespace
+
+HttpServer::HttpServer(const HttpOptions& options)
+    : options_(options), server_(std::make_unique<FramedServer>(LimitsOf(options))) {
+  std::random_device rd;
+  id_nonce_ = (uint64_t{rd()} << 32) ^ rd();
+}
 
 HttpServer::~HttpServer() { Stop(); }
 
@@ -234,7 +337,7 @@ void HttpServer::Routes() {
   // Authentication and readiness run before every handler.
   svr.set_pre_routing_handler([this, key](const httplib::Request& req, httplib::Response& res) {
     if (!key.empty() && req.path != "/health") {
-      if (req.get_header_value("Authorization") != "Bearer " + key) {
+      if (!BearerMatches(req.get_header_value("Authorization"), key)) {
         SendError(res, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -248,11 +351,17 @@ void HttpServer::Routes() {
   svr.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 404) {
-      SendError(res, 404, absl::StrCat("no route for ", req.method, " ", req.path));
+      const std::string allow = AllowedMethods(req.path);
+      if (allow.empty()) {
+        SendError(res, 404, absl::StrCat("no route for ", req.method, " ", req.path.substr(0, 200)));
+      } else {
+        res.set_header("Allow", allow);
+        SendError(res, 405, absl::StrCat(req.method, " is not allowed here; allowed: ", allow));
+      }
     } else if (res.status == 413) {
       SendError(res, 413, "the request body is too large");
     } else {
-      SendError(res, res.status, absl::StrCat("HTTP ", res.status));
+      SendError(res, res.status, StatusText(res.status));
     }
   });
   svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
@@ -271,17 +380,34 @@ void HttpServer::Routes() {
     Frontend* fe = frontend_.load();
     res.set_content(fe ? fe->metrics().Render() : "", "text/plain; version=0.0.4");
   });
-  svr.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    const ModelInfo& info = frontend_.load()->info();
-    Json m = {{"id", info.name}, {"object", "model"}, {"created", NowSeconds()}, {"owned_by", "gqa-serve"},
-              {"max_model_len", info.max_model_len}};
+  auto model_json = [](const ModelInfo& info) {
+    return Json{{"id", info.name}, {"object", "model"}, {"created", NowSeconds()}, {"owned_by", "gqa-serve"},
+                {"max_model_len", info.max_model_len}};
+  };
+  svr.Get("/v1/models", [this, model_json](const httplib::Request&, httplib::Response& res) {
+    const Json m = model_json(frontend_.load()->info());
     res.set_content(Json{{"object", "list"}, {"data", {m}}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
+  });
+  // What OpenAI clients' models.retrieve(id) asks for.
+  svr.Get(R"(/v1/models/(.+))", [this, model_json](const httplib::Request& req, httplib::Response& res) {
+    const ModelInfo& info = frontend_.load()->info();
+    const std::string id = req.matches[1];
+    if (id != info.name) {
+      return SendError(res, 404, absl::StrCat("The model `", id.substr(0, 200), "` does not exist."), "model",
+                       "model_not_found");
+    }
+    res.set_content(model_json(info).dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
   });
 
   auto parse_body = [](const httplib::Request& req, httplib::Response& res, Json* out) {
-    *out = Json::parse(req.body, nullptr, false);
-    if (out->is_discarded() || !out->is_object()) {
-      SendError(res, 400, "the body is not a JSON object");
+    try {
+      *out = Json::parse(req.body);
+    } catch (const Json::parse_error& e) {
+      SendError(res, 400, JsonSyntaxError(e));
+      return false;
+    }
+    if (!out->is_object()) {
+      SendError(res, 400, absl::StrCat("the body must be a JSON object (it is a JSON ", out->type_name(), ")"));
       return false;
     }
     return true;
@@ -294,8 +420,9 @@ void HttpServer::Routes() {
     try {
       absl::StatusOr<std::vector<int32_t>> ids;
       if (j.contains("messages")) {
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
-        ids = text.ok() ? fe.Tokenize(*text, false, /*parse_special_tokens=*/true) : text.status();
+        absl::StatusOr<ChatPrompt> chat = fe.RenderChatPrompt(j["messages"], ChatExtras(j));
+        ids = chat.ok() ? fe.Tokenize(chat->text, false, /*parse_special_tokens=*/true, chat->literal_ranges)
+                        : chat.status();
       } else {
         ids = fe.Tokenize(Get<std::string>(j, "prompt", ""), Get<bool>(j, "add_special_tokens", true));
       }
@@ -340,12 +467,15 @@ void HttpServer::Routes() {
             throw BadField{"messages", "every message needs a string 'role'"};
           }
         }
-        absl::StatusOr<std::string> text = fe.RenderChat(j["messages"], ChatExtras(j));
-        if (!text.ok()) return SendStatus(res, text.status());
-        r.prompt_text = *text;
+        absl::StatusOr<ChatPrompt> prompt = fe.RenderChatPrompt(j["messages"], ChatExtras(j));
+        if (!prompt.ok()) return SendStatus(res, prompt.status());
+        r.prompt_text = std::move(prompt->text);
+        r.literal_ranges = std::move(prompt->literal_ranges);
         r.add_special_tokens = false;  // the template writes BOS itself
         r.parse_special_tokens = true;  // and its role markers are special tokens
-        if (Get<bool>(j, "logprobs", false)) logprobs = std::max(1, Get<int>(j, "top_logprobs", 0));
+        const int top = Get<int>(j, "top_logprobs", 0);
+        if (top < 0 || top > 20) throw BadField{"top_logprobs", "'top_logprobs' must be in 0..20"};
+        if (Get<bool>(j, "logprobs", false)) logprobs = std::max(1, top);
       } else {
         if (!j.contains("prompt")) throw BadField{"prompt", "'prompt' is required"};
         const Json& p = j["prompt"];
@@ -370,7 +500,8 @@ void HttpServer::Routes() {
       return SendError(res, 400, b.message, b.field);
     }
 
-    const std::string id = absl::StrCat(chat ? "chatcmpl-" : "cmpl-", NowSeconds(), "-", reinterpret_cast<uintptr_t>(&req) % 100000);
+    // Unique for the server's lifetime; every chunk of a stream carries it.
+    const std::string id = absl::StrFormat("%s%016x%08x", chat ? "chatcmpl-" : "cmpl-", id_nonce_, next_id_.fetch_add(1));
     const int64_t created = NowSeconds();
     const std::string model = fe.info().name;
     // Logprobs in the shape of each API.

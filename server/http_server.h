@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +23,10 @@ struct HttpOptions {
   std::string api_key;  // empty: no authentication
   size_t max_body_bytes = 8u << 20;
   int max_connections = 1024;  // worker threads: one per open connection
+  // A request's headers must arrive within header_timeout of its first
+  // byte, its body within body_timeout after them; else 408.
+  std::chrono::milliseconds header_timeout{10000};
+  std::chrono::milliseconds body_timeout{60000};
 };
 
 class HttpServer {
@@ -43,6 +48,9 @@ class HttpServer {
   std::atomic<Frontend*> frontend_{nullptr};
   std::thread thread_;
   int port_ = 0;
+  // Response ids: a random prefix per server and a counter.
+  uint64_t id_nonce_ = 0;
+  std::atomic<uint64_t> next_id_{1};
 };
 
 }  // namespace gqa

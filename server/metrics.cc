@@ -41,10 +41,18 @@ std::atomic<int64_t>* Metrics::Counter(const std::string& name, const std::strin
 }
 
 void Metrics::Gauge(const std::string& name, const std::string& help, std::function<double()> read) {
+  AddRead(name, help, "gauge", std::move(read));
+}
+
+void Metrics::CounterRead(const std::string& name, const std::string& help, std::function<double()> read) {
+  AddRead(name, help, "counter", std::move(read));
+}
+
+void Metrics::AddRead(const std::string& name, const std::string& help, const char* type, std::function<double()> read) {
   auto e = std::make_unique<Entry>();
   e->name = name;
   e->help = help;
-  e->type = "gauge";
+  e->type = type;
   e->gauge = std::move(read);
   std::lock_guard<std::mutex> lock(mu_);
   entries_.push_back(std::move(e));

@@ -31,11 +31,14 @@ class Metrics {
   // Registration happens once at start-up; the returned objects live as long as Metrics.
   std::atomic<int64_t>* Counter(const std::string& name, const std::string& help);
   void Gauge(const std::string& name, const std::string& help, std::function<double()> read);
+  // A counter kept elsewhere (e.g. by the engine), read at scrape time.
+  void CounterRead(const std::string& name, const std::string& help, std::function<double()> read);
   Histogram* AddHistogram(const std::string& name, const std::string& help, std::vector<double> bounds);
 
   std::string Render() const;
 
  private:
+  void AddRead(const std::string& name, const std::string& help, const char* type, std::function<double()> read);
   struct Entry {
     std::string name, help, type;
     std::unique_ptr<std::atomic<int64_t>> counter;

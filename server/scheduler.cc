@@ -22,11 +22,13 @@ absl::Status Scheduler::Add(int64_t id, std::vector<int32_t> prompt, int max_new
                                                    config_.max_model_len));
   }
   // The last generated token is never fed back, so total - 1 positions need K/V.
+  // A request larger than the whole cache can never run: a client error.
   const int blocks = BlocksFor(total - 1);
   if (blocks > config_.num_blocks) {
-    return absl::ResourceExhaustedError(absl::StrCat("prompt + max_tokens need ", blocks, " KV blocks of ",
-                                                     config_.block_size, " tokens; the whole cache has ",
-                                                     config_.num_blocks));
+    return absl::InvalidArgumentError(absl::StrCat("prompt + max_tokens need ", blocks, " KV blocks of ",
+                                                   config_.block_size, " tokens; the whole cache has ",
+                                                   config_.num_blocks, ", so this request can never run: "
+                                                   "lower max_tokens or shorten the prompt"));
   }
   auto seq = std::make_unique<SeqState>();
   seq->id = id;

@@ -267,6 +267,39 @@ TEST(ConfigTest, RefusesWhatItCannotServeNamingTheField) {
               HasSubstr("'use_sliding_window'"));
 }
 
+// Sizes derived from a config are computed with overflow checks (a KV block
+// of 0 bytes divided by zero in gqa-plan, gqa-generate and gqa-server).
+TEST(ConfigTest, RefusesSizesThatOverflow) {
+  SyntheticModelSpec spec;
+  nlohmann::json j = SyntheticConfigJson(spec);
+  j["num_attention_heads"] = 1 << 30;
+  j["num_key_value_heads"] = 1 << 30;
+  j["num_hidden_layers"] = 1 << 30;
+  j["head_dim"] = 1024;
+  EXPECT_THAT(ConfigError(j), AllOf(HasSubstr("'num_key_value_heads'"), HasSubstr("KV cache bytes per block")));
+  j = SyntheticConfigJson(spec);
+  j["vocab_size"] = 1 << 30;
+  j["hidden_size"] = 1 << 30;
+  j["head_dim"] = 64;
+  EXPECT_THAT(ConfigError(j), HasSubstr("exceeds 2^50"));
+  j = SyntheticConfigJson(spec);
+  j["num_hidden_layers"] = 1 << 30;
+  j["intermediate_size"] = 1 << 20;
+  j["hidden_size"] = 1 << 12;
+  j["num_attention_heads"] = 32;
+  j["num_key_value_heads"] = 8;
+  EXPECT_THAT(ConfigError(j), HasSubstr("'num_hidden_layers'"));
+  // A 405B-class config is well inside the bounds.
+  j = SyntheticConfigJson(spec);
+  j["num_hidden_layers"] = 126;
+  j["hidden_size"] = 16384;
+  j["intermediate_size"] = 53248;
+  j["num_attention_heads"] = 128;
+  j["num_key_value_heads"] = 8;
+  j["vocab_size"] = 128256;
+  EXPECT_EQ(ConfigError(j), "(ok)");
+}
+
 TEST(ConfigTest, ReadsTheFieldsItHonours) {
   SyntheticModelSpec spec;
   nlohmann::json j = SyntheticConfigJson(spec);

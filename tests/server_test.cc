@@ -7,14 +7,22 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "gqa/v1/gqa.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -65,6 +73,10 @@ struct ServerSetup {
   int max_queued = 256;
   std::string api_key;
   bool tokenizer = true;
+  std::chrono::milliseconds header_timeout{10000}, body_timeout{60000};
+  bool log_json = false;
+  bool special_tokens_in_content = true;
+  std::string model_name = "test-model";
 };
 
 // One server: engine, frontend, HTTP and gRPC on free loopback ports.
@@ -89,13 +101,17 @@ class TestServer {
       tok = std::move(*t);
     }
     FrontendOptions fo;
-    fo.served_model_name = "test-model";
+    fo.served_model_name = setup.model_name;
     fo.max_queued_requests = setup.max_queued;
+    fo.log_json = setup.log_json;
+    fo.special_tokens_in_content = setup.special_tokens_in_content;
     frontend_ = std::make_unique<Frontend>(std::move(engine), std::move(tok), fo);
     HttpOptions ho;
     ho.port = 0;
     ho.api_key = setup.api_key;
     ho.max_body_bytes = 1 << 20;
+    ho.header_timeout = setup.header_timeout;
+    ho.body_timeout = setup.body_timeout;
     http_ = std::make_unique<HttpServer>(ho);
     EXPECT_TRUE(http_->Start().ok());
     http_->SetFrontend(frontend_.get());
@@ -116,6 +132,8 @@ class TestServer {
     c.set_read_timeout(60, 0);
     return c;
   }
+  int http_port() const { return http_->port(); }
+  int grpc_port() const { return grpc_->port(); }
   v1::Generation::Stub& Grpc() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   Frontend& frontend() { return *frontend_; }
@@ -141,6 +159,58 @@ class TestServer {
 TestServer& Shared() {
   static TestServer* s = new TestServer(ServerSetup{});
   return *s;
+}
+
+// One loopback connection for bytes that httplib's client will not send.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  }
+  ~RawConnection() { close(fd_); }
+  bool Send(const std::string& data) {
+    for (size_t at = 0; at < data.size();) {
+      const ssize_t n = send(fd_, data.data() + at, data.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // True once the server has sent something (or closed).
+  bool Readable(int ms = 0) {
+    pollfd p{fd_, POLLIN, 0};
+    return poll(&p, 1, ms) > 0;
+  }
+  // Everything until the server closes, or `timeout` passes.
+  std::string ReadAll(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    std::string out;
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    char buf[65536];
+    while (std::chrono::steady_clock::now() < end) {
+      if (!Readable(50)) continue;
+      const ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// The status of the first response in `raw` (0 if none).
+int StatusOf(const std::string& raw) { return raw.size() > 12 && raw.rfind("HTTP/1.1 ", 0) == 0 ? std::stoi(raw.substr(9, 3)) : 0; }
+
+size_t Count(const std::string& hay, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+  return n;
 }
 
 Json PostJson(TestServer& s, const std::string& path, const Json& body, int* status = nullptr) {
@@ -415,8 +485,8 @@ TEST(ServerTest, BadInputsGetTheirCodes) {
     std::string needle;
   };
   const std::vector<Case> cases = {
-      {"{not json", 400, "not a JSON object"},
-      {"[1,2]", 400, "not a JSON object"},
+      {"{not json", 400, "not valid JSON"},
+      {"[1,2]", 400, "must be a JSON object"},
       {R"({"prompt": 7})", 400, "'prompt'"},
       {R"({"prompt": "hi", "max_tokens": "ten"})", 400, "max_tokens"},
       {R"({"prompt": "hi", "max_tokens": -3})", 400, "max_tokens"},
@@ -471,12 +541,356 @@ TEST(ServerTest, BadInputsGetTheirCodes) {
   });
   std::unique_lock<std::mutex> lock(mu);
   cv.wait(lock, [&] { return done; });
-  EXPECT_FALSE(status.ok());
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("not a valid protobuf encoding of gqa.v1.GenerateRequest"), std::string::npos)
+      << status.error_message();
   lock.unlock();
+  // Field 2 (text), length 2, bytes that are not UTF-8.
+  const std::string bad_text("\x12\x02\xff\xfe", 4);
+  for (const char* method : {"/gqa.v1.Generation/Generate", "/gqa.v1.Generation/Tokenize"}) {
+    grpc::ClientContext c4;
+    grpc::Slice bad_slice(method == std::string("/gqa.v1.Generation/Tokenize") ? std::string("\x0a\x02\xff\xfe", 4)
+                                                                               : bad_text);
+    grpc::ByteBuffer bad(&bad_slice, 1);
+    done = false;
+    generic.UnaryCall(&c4, method, grpc::StubOptions(), &bad, &recv, [&](grpc::Status st) {
+      std::lock_guard<std::mutex> l(mu);
+      status = st;
+      done = true;
+      cv.notify_all();
+    });
+    lock.lock();
+    cv.wait(lock, [&] { return done; });
+    lock.unlock();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_NE(status.error_message().find("field 'text' is not valid UTF-8"), std::string::npos)
+        << method << ": " << status.error_message();
+  }
   // The server still serves.
   const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}});
   EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
   EXPECT_TRUE(s.WaitAllFree());
+}
+
+// A chunked upload is held to --max-body-bytes while it is read (413), as a
+// Content-Length one is; a small chunked request still works.
+TEST(ServerTest, ChunkedBodyLimitHoldsWhileReading) {
+  TestServer& s = Shared();
+  {
+    RawConnection c(s.http_port());
+    ASSERT_TRUE(c.Send("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n"));
+    // 2 MiB of chunks (the limit is 1 MiB) and no last chunk: the answer
+    // can only come from a check made while reading.
+    const std::string chunk = absl::StrCat("10000\r\n", std::string(0x10000, ' '), "\r\n");
+    for (int i = 0; i < 32; ++i) ASSERT_TRUE(c.Send(chunk));
+    const std::string raw = c.ReadAll();
+    EXPECT_EQ(StatusOf(raw), 413) << raw.substr(0, 300);
+    EXPECT_NE(raw.find("invalid_request_error"), std::string::npos);
+  }
+  RawConnection c(s.http_port());
+  const std::string body = R"({"prompt": [1, 2], "max_tokens": 2})";
+  ASSERT_TRUE(c.Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                  "Connection: close\r\n\r\n5\r\n", body.substr(0, 5), "\r\n",
+                                  absl::StrFormat("%x", body.size() - 5), "\r\n", body.substr(5), "\r\n0\r\n\r\n")));
+  const std::string raw = c.ReadAll();
+  EXPECT_EQ(StatusOf(raw), 200) << raw;
+  EXPECT_NE(raw.find("\"token_ids\""), std::string::npos);
+}
+
+// A client that trickles its headers or body gets 408 at the deadline, not
+// a thread for as long as it keeps sending.
+TEST(ServerTest, SlowRequestsGet408) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.header_timeout = std::chrono::milliseconds(400);
+  setup.body_timeout = std::chrono::milliseconds(400);
+  TestServer s(setup);
+  auto trickle = [&](const std::string& first, char filler) {
+    RawConnection c(s.http_port());
+    EXPECT_TRUE(c.Send(first));
+    const auto start = std::chrono::steady_clock::now();
+    while (!c.Readable(100) && std::chrono::steady_clock::now() - start < std::chrono::seconds(4)) {
+      c.Send(std::string(1, filler));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const std::string raw = c.ReadAll(std::chrono::seconds(5));
+    EXPECT_EQ(StatusOf(raw), 408) << raw;
+    EXPECT_LT(seconds, 2.0);
+  };
+  trickle("POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Slow: ", 'a');
+  trickle("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{", ' ');
+}
+
+// Framing that proxies may read differently is refused; pipelined requests
+// are answered in order without a stall.
+TEST(ServerTest, HttpFramingAndPipelining) {
+  TestServer& s = Shared();
+  const std::string body = R"({"prompt": [1, 2], "max_tokens": 2})";
+  struct Case {
+    std::string request;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                    "\r\nContent-Length: 3\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(), ", 3\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nno colon here\r\nContent-Length: ", body.size(),
+                    "\r\n\r\n", body), 400},
+      {absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                    "\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), 400},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501},
+      {"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 0\r\n\r\n", 415},
+      {"GET /health HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+      {"TRACE /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n", 405},
+      {"GET /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405},
+      {"TRACE /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404},
+      {absl::StrCat("GET /", std::string(64 << 10, 'a'), " HTTP/1.1\r\nHost: x\r\n\r\n"), 414},
+  };
+  for (const Case& c : cases) {
+    RawConnection conn(s.http_port());
+    ASSERT_TRUE(conn.Send(c.request));
+    const std::string raw = conn.ReadAll();
+    EXPECT_EQ(StatusOf(raw), c.status) << c.request.substr(0, 120) << "\n-> " << raw.substr(0, 300);
+    const size_t at = raw.find("\r\n\r\n");
+    ASSERT_NE(at, std::string::npos) << raw;
+    const Json j = Json::parse(raw.substr(at + 4), nullptr, false);
+    ASSERT_TRUE(j.contains("error")) << raw;
+    if (c.status != 404 && c.status < 500) {
+      EXPECT_EQ(j["error"]["type"], "invalid_request_error") << raw;
+    }
+    if (c.status == 405) {
+      EXPECT_NE(raw.find("\r\nAllow: POST\r\n"), std::string::npos) << raw;
+    }
+  }
+  // Two requests in one packet: two answers, in order, at once.
+  RawConnection conn(s.http_port());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(conn.Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: ", body.size(),
+                                     "\r\n\r\n", body, "GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  const std::string raw = conn.ReadAll();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  EXPECT_EQ(Count(raw, "HTTP/1.1 200 OK"), 2u) << raw;
+  const size_t first = raw.find("\"token_ids\""), second = raw.find("\"object\":\"list\"");
+  EXPECT_TRUE(first != std::string::npos && second != std::string::npos && first < second) << raw;
+}
+
+// Bodies that are not JSON say what is wrong and where; chat's top_logprobs
+// is range-checked; models.retrieve() works.
+TEST(ServerTest, JsonErrorsTopLogprobsAndModelRetrieve) {
+  TestServer& s = Shared();
+  const std::vector<std::pair<std::string, std::string>> bodies = {
+      {R"({"prompt": "hi", "max_tokens": })", "byte offset 32"},
+      {R"({"prompt": "hi", "temperature": NaN})", "byte offset 33"},
+      {"{\"prompt\": \"a\xff\"}", "UTF-8"},
+      {"[1, 2]", "must be a JSON object (it is a JSON array)"},
+  };
+  for (const auto& [body, needle] : bodies) {
+    int status = 0;
+    auto res = s.Http().Post("/v1/completions", body, "application/json");
+    ASSERT_TRUE(res);
+    status = res->status;
+    EXPECT_EQ(status, 400);
+    const Json j = Json::parse(res->body);
+    EXPECT_NE(j["error"]["message"].get<std::string>().find(needle), std::string::npos) << res->body;
+  }
+  int status = 0;
+  const Json chat = PostJson(s, "/v1/chat/completions",
+                             {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"logprobs", true},
+                              {"top_logprobs", -5}, {"max_tokens", 1}},
+                             &status);
+  EXPECT_EQ(status, 400) << chat.dump();
+  EXPECT_EQ(chat["error"]["param"], "top_logprobs");
+
+  auto model = s.Http().Get("/v1/models/test-model");
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->status, 200);
+  EXPECT_EQ(Json::parse(model->body)["id"], "test-model");
+  EXPECT_EQ(Json::parse(model->body)["object"], "model");
+  auto other = s.Http().Get("/v1/models/gpt-9");
+  EXPECT_EQ(other->status, 404);
+  EXPECT_EQ(Json::parse(other->body)["error"]["code"], "model_not_found");
+}
+
+// Response ids are unique per server; a stream's chunks share one.
+TEST(ServerTest, CompletionIdsAreUnique) {
+  TestServer& s = Shared();
+  httplib::Client c = s.Http();
+  c.set_keep_alive(true);
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    auto res = c.Post("/v1/completions", R"({"prompt": [1, 2], "max_tokens": 1})", "application/json");
+    ASSERT_TRUE(res);
+    ids.insert(Json::parse(res->body)["id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), 20u);
+  std::string buf;
+  ASSERT_TRUE(PostReceiving(s, "/v1/chat/completions",
+                            Json{{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 4},
+                                 {"ignore_eos", true}, {"stream", true}}.dump(),
+                            [&](const char* data, size_t len) {
+                              buf.append(data, len);
+                              return true;
+                            }));
+  std::set<std::string> stream_ids;
+  for (size_t pos = 0; (pos = buf.find("data: {", pos)) != std::string::npos; ++pos) {
+    stream_ids.insert(Json::parse(buf.substr(pos + 6, buf.find("\n\n", pos) - pos - 6))["id"].get<std::string>());
+  }
+  ASSERT_EQ(stream_ids.size(), 1u) << buf;
+  EXPECT_EQ(ids.count(*stream_ids.begin()), 0u);
+  EXPECT_EQ(stream_ids.begin()->rfind("chatcmpl-", 0), 0u);
+}
+
+// A request larger than the whole KV cache can never run: 400, not "retry
+// later"; with --max-queued-requests 0 an idle server still admits.
+TEST(ServerTest, NeverFittingIs400AndNoWaitingRoomAdmitsWhenFree) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.blocks = 4;  // 32 tokens in all
+  setup.max_seqs = 1;
+  setup.max_queued = 0;
+  TestServer s(setup);
+  int status = 0;
+  const Json big = PostJson(s, "/v1/completions", {{"prompt", {1, 2, 3}}, {"max_tokens", 100}}, &status);
+  EXPECT_EQ(status, 400) << big.dump();
+  EXPECT_EQ(big["error"]["type"], "invalid_request_error");
+  EXPECT_NE(big["error"]["message"].get<std::string>().find("can never run"), std::string::npos) << big.dump();
+  v1::GenerateRequest req;
+  for (int t : {1, 2, 3}) req.mutable_token_ids()->add_ids(t);
+  req.set_max_tokens(100);
+  grpc::ClientContext ctx;
+  v1::GenerateResponse resp;
+  EXPECT_EQ(s.Grpc().Generate(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 3}}, &status);
+  EXPECT_EQ(status, 200) << ok.dump();
+  // While the only slot is taken, there is no waiting room.
+  std::thread running([&] {
+    PostJson(s, "/v1/completions", {{"prompt", {1}}, {"max_tokens", 30}, {"ignore_eos", true}});
+  });
+  while (s.frontend().engine().Stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const Json refused = PostJson(s, "/v1/completions", {{"prompt", {2}}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 429) << refused.dump();
+  running.join();
+  EXPECT_EQ(PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 3}}, &status)["choices"].size(), 1u);
+  EXPECT_EQ(status, 200);
+}
+
+// A second server cannot share the gRPC port (gRPC's SO_REUSEPORT is off).
+TEST(ServerTest, GrpcPortIsNotShared) {
+  TestServer& s = Shared();
+  GrpcOptions go;
+  go.port = s.grpc_port();
+  GrpcServer second(go, &s.frontend());
+  const absl::Status st = second.Start();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("another server"), std::string::npos) << st;
+}
+
+// Whatever a client puts in request_id stays inside its log line.
+TEST(ServerTest, RequestIdsCannotForgeLogLines) {
+  const std::string forged = "a b\ngqa: request id=forged finish=stop\x1b[2J\xc2\x9b\"";
+  for (bool json : {false, true}) {
+    ServerSetup setup;
+    setup.tp = 1;
+    setup.log_json = json;
+    TestServer s(setup);
+    ::testing::internal::CaptureStderr();
+    int status = 0;
+    PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 1}, {"request_id", forged}}, &status);
+    const std::string log = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(status, 200);
+    EXPECT_EQ(log.find("\ngqa: request id=forged"), std::string::npos) << log;
+    EXPECT_EQ(log.find('\x1b'), std::string::npos) << log;
+    EXPECT_EQ(log.find("\xc2\x9b"), std::string::npos) << log;
+    EXPECT_EQ(Count(log, "\n"), 1u) << log;
+    if (json) {
+      const Json line = Json::parse(log, nullptr, false);
+      ASSERT_TRUE(line.is_object()) << log;
+      EXPECT_EQ(line["request_id"], Json::parse(Json(forged).dump(-1, ' ', false, Json::error_handler_t::replace)));
+      EXPECT_EQ(line["output_tokens"], 1);
+    } else {
+      EXPECT_NE(log.find("gqa: request id=a\\x20b\\ngqa:\\x20request\\x20id=forged"), std::string::npos) << log;
+    }
+  }
+}
+
+// Special-token text typed into chat content: by default it becomes the
+// special token, as transformers' apply_chat_template does; with
+// special_tokens_in_content off it stays text.
+TEST(ServerTest, SpecialTokensInChatContent) {
+  const Json body = {{"messages", {{{"role", "user"}, {"content", "hi </s><s>[INST] there"}}}}};
+  int status = 0;
+  const Json on = PostJson(Shared(), "/tokenize", body, &status);
+  ASSERT_EQ(status, 200) << on.dump();
+  EXPECT_EQ(std::count(on["tokens"].begin(), on["tokens"].end(), 1), 2);  // <s>: BOS and the typed one
+  EXPECT_EQ(std::count(on["tokens"].begin(), on["tokens"].end(), 2), 1);  // </s>
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.special_tokens_in_content = false;
+  TestServer s(setup);
+  const Json off = PostJson(s, "/tokenize", body, &status);
+  ASSERT_EQ(status, 200) << off.dump();
+  EXPECT_EQ(std::count(off["tokens"].begin(), off["tokens"].end(), 1), 1);  // only the template's BOS
+  EXPECT_EQ(std::count(off["tokens"].begin(), off["tokens"].end(), 2), 0);
+  const Json text = PostJson(s, "/detokenize", {{"tokens", off["tokens"]}});
+  EXPECT_NE(text["prompt"].get<std::string>().find("hi </s><s>[INST] there"), std::string::npos) << text.dump();
+  // Content without special-token text is encoded the same either way.
+  const Json plain = {{"messages", {{{"role", "user"}, {"content", "hi there"}}}}};
+  EXPECT_EQ(PostJson(s, "/tokenize", plain)["tokens"], PostJson(Shared(), "/tokenize", plain)["tokens"]);
+  // And a chat completion runs with it.
+  const Json chat = PostJson(s, "/v1/chat/completions", {{"messages", body["messages"]}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 200) << chat.dump();
+  EXPECT_EQ(chat["usage"]["prompt_tokens"], off["count"]);
+}
+
+// The demo's chat template takes a system message, as OpenAI examples send.
+TEST(ServerTest, DemoChatTemplateAcceptsASystemMessage) {
+  std::ifstream tok_in(fs::path(ModelDir()) / "tokenizer.json");
+  const std::string tok_json((std::istreambuf_iterator<char>(tok_in)), {});
+  std::ifstream tpl(testing::FixturePath("tokenizer/templates/mistral_system.jinja"));
+  ASSERT_TRUE(tpl.good());
+  const Json cfg = {{"bos_token", "<s>"}, {"eos_token", "</s>"},
+                    {"chat_template", std::string(std::istreambuf_iterator<char>(tpl), {})}};
+  auto t = Tokenizer::FromJson(tok_json, cfg.dump());
+  ASSERT_TRUE(t.ok()) << t.status();
+  nlohmann::ordered_json vars;
+  vars["messages"] = nlohmann::ordered_json::parse(R"([{"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}])");
+  vars["add_generation_prompt"] = true;
+  auto text = (*t)->ApplyChatTemplate(vars);
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(*text, "<s>[INST] Be brief.\n\nHi [/INST]Hello</s>[INST] Bye [/INST]");  // as jinja2 renders it
+  vars["messages"] = nlohmann::ordered_json::parse(R"([{"role": "user", "content": "Hi"}])");
+  EXPECT_EQ(*(*t)->ApplyChatTemplate(vars), "<s>[INST] Hi [/INST]");  // Mistral's own without a system message
+}
+
+// gqa-client: numbers that do not parse are usage errors; text prints as UTF-8.
+TEST(ServerTest, ClientChecksNumbersAndPrintsUtf8) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.model_name = "modèle-ü";
+  TestServer s(setup);
+  auto run = [&](const std::string& args, int* status) {
+    const std::string cmd = std::string(GQA_BIN_DIR) + "/gqa-client --server 127.0.0.1:" +
+                            std::to_string(s.grpc_port()) + " " + args + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char b[4096];
+    while (size_t n = fread(b, 1, sizeof(b), p)) out.append(b, n);
+    *status = pclose(p);
+    return out;
+  };
+  int status = 0;
+  std::string out = run("--prompt-ids 1,2 --max-tokens ten", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("--max-tokens must be an integer"), std::string::npos) << out;
+  out = run("--prompt-ids 1,2 --temperature hot", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 2) << out;
+  EXPECT_NE(out.find("--temperature"), std::string::npos) << out;
+  out = run("--info", &status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("modèle-ü"), std::string::npos) << out;
 }
 
 TEST(ServerTest, ApiKey) {
@@ -494,6 +908,25 @@ TEST(ServerTest, ApiKey) {
   grpc::ClientContext c2;
   c2.AddMetadata("authorization", "Bearer sekret");
   EXPECT_TRUE(s.Grpc().GetModelInfo(&c2, v1::GetModelInfoRequest(), &info).ok());
+  // The scheme is case-insensitive (RFC 7235); the key is not.
+  for (const char* scheme : {"bearer", "BEARER"}) {
+    httplib::Headers hs = {{"Authorization", std::string(scheme) + " sekret"}};
+    EXPECT_EQ(s.Http().Post("/v1/completions", hs, R"({"prompt": [1], "max_tokens": 1})", "application/json")->status, 200);
+    grpc::ClientContext c;
+    c.AddMetadata("authorization", std::string(scheme) + " sekret");
+    EXPECT_TRUE(s.Grpc().GetModelInfo(&c, v1::GetModelInfoRequest(), &info).ok()) << scheme;
+  }
+  httplib::Headers wrong = {{"Authorization", "Bearer SEKRET"}};
+  EXPECT_EQ(s.Http().Post("/v1/completions", wrong, R"({"prompt": [1]})", "application/json")->status, 401);
+  // Health checking stays open for probes that carry no key (README).
+  grpc::GenericStub generic(s.channel());
+  grpc::ClientContext c3;
+  grpc::Slice nothing(std::string(""));
+  grpc::ByteBuffer empty(&nothing, 1), recv;  // an empty HealthCheckRequest
+  std::promise<grpc::Status> health;
+  generic.UnaryCall(&c3, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty, &recv,
+                    [&](grpc::Status st) { health.set_value(st); });
+  EXPECT_TRUE(health.get_future().get().ok());
 }
 
 TEST(ServerTest, OverloadGets429WithoutTouchingRunningRequests) {
@@ -539,6 +972,19 @@ TEST(ServerTest, MetricsMove) {
                         "gqa_request_queue_time_seconds_count"}) {
     get(m);
   }
+  // Prometheus' conventions: a _total metric is a counter.
+  const std::string text = s.Http().Get("/metrics")->body;
+  EXPECT_NE(text.find("# TYPE gqa_num_preemptions_total counter\n"), std::string::npos);
+  for (size_t at = text.find("# TYPE "); at != std::string::npos; at = text.find("# TYPE ", at + 1)) {
+    const std::string line = text.substr(at + 7, text.find('\n', at) - at - 7);
+    const std::string name = line.substr(0, line.find(' ')), type = line.substr(line.find(' ') + 1);
+    if (absl::EndsWith(name, "_total")) {
+      EXPECT_EQ(type, "counter") << name;
+    }
+    if (type == "counter") {
+      EXPECT_TRUE(absl::EndsWith(name, "_total")) << name;
+    }
+  }
   const double gen0 = get("gqa_generation_tokens_total"), prompt0 = get("gqa_prompt_tokens_total");
   const double e2e0 = get("gqa_e2e_request_latency_seconds_count");
   PostJson(s, "/v1/completions", {{"prompt", {5, 6, 7}}, {"max_tokens", 5}, {"ignore_eos", true}});
@@ -566,16 +1012,20 @@ namespace {
 
 // Starts the gqa-server program with `args` on free ports; returns its HTTP
 // port (0 if it did not come up, after killing it) and its pid.
-int StartServerProcess(const std::string& tag, const std::vector<std::string>& args, pid_t* pid_out) {
+int StartServerProcess(const std::string& tag, const std::vector<std::string>& args, pid_t* pid_out,
+                       const std::vector<std::pair<std::string, std::string>>& env = {},
+                       std::string* log_path = nullptr) {
   const std::string log = testing::ProcessTempDir(tag);
   std::filesystem::create_directories(log);
   const std::string log_file = log + "/server.log";
   std::filesystem::remove(log_file);  // a previous server's port must not be read
+  if (log_path) *log_path = log_file;
   const pid_t pid = fork();
   if (pid < 0) return 0;
   if (pid == 0) {  // free ports picked by the server; it logs them
     const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
     if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<std::string> all = {bin, "--model", ModelDir(), "--http-port", "0", "--grpc-port", "0"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -601,6 +1051,70 @@ int StartServerProcess(const std::string& tag, const std::vector<std::string>& a
     waitpid(pid, nullptr, 0);
   }
   return http_port;
+}
+
+// The API key from a file or $GQA_API_KEY (not only the command line, where
+// ps shows it); loading prints progress.
+TEST(ServerProcessTest, ApiKeyFromFileOrEnvironmentAndLoadProgress) {
+  const std::string dir = testing::ProcessTempDir("gqa_server_key");
+  fs::create_directories(dir);
+  std::ofstream(dir + "/key") << "from-file\n";
+  struct Way {
+    std::vector<std::string> args;
+    std::vector<std::pair<std::string, std::string>> env;
+    std::string key;
+  };
+  for (const Way& way : {Way{{"--api-key-file", dir + "/key"}, {}, "from-file"},
+                         Way{{}, {{"GQA_API_KEY", "from-env"}}, "from-env"}}) {
+    pid_t pid = 0;
+    std::string log_path;
+    std::vector<std::string> args = {"--num-kv-blocks", "64"};
+    args.insert(args.end(), way.args.begin(), way.args.end());
+    const int port = StartServerProcess("gqa_server_key_run", args, &pid, way.env, &log_path);
+    ASSERT_NE(port, 0) << "gqa-server did not come up";
+    httplib::Client c("127.0.0.1", port);
+    EXPECT_EQ(c.Post("/v1/completions", R"({"prompt": [1], "max_tokens": 1})", "application/json")->status, 401);
+    httplib::Headers h = {{"Authorization", "Bearer " + way.key}};
+    EXPECT_EQ(c.Post("/v1/completions", h, R"({"prompt": [1], "max_tokens": 1})", "application/json")->status, 200);
+    kill(pid, SIGTERM);
+    waitpid(pid, nullptr, 0);
+    std::ifstream in(log_path);
+    const std::string log((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(log.find("gqa: loading "), std::string::npos) << log;
+    EXPECT_NE(log.find("gqa: loaded "), std::string::npos) << log;
+    EXPECT_EQ(log.find(way.key), std::string::npos) << "the key is not logged";
+  }
+}
+
+// A config whose sizes multiply past 64 bits is refused with a message
+// naming a field by every program that reads it (it died with SIGFPE).
+TEST(ServerProcessTest, OverflowingConfigIsRefusedByEveryProgram) {
+  const std::string dir = testing::ProcessTempDir("gqa_overflow_model");
+  fs::create_directories(dir);
+  for (const auto& e : fs::directory_iterator(ModelDir())) {
+    fs::copy_file(e.path(), fs::path(dir) / e.path().filename(), fs::copy_options::overwrite_existing);
+  }
+  std::ifstream in(fs::path(dir) / "config.json");
+  Json cfg = Json::parse(in);
+  in.close();
+  cfg["num_attention_heads"] = 1 << 30;
+  cfg["num_key_value_heads"] = 1 << 30;
+  cfg["num_hidden_layers"] = 1 << 30;
+  cfg["head_dim"] = 1024;
+  std::ofstream(fs::path(dir) / "config.json") << cfg.dump();
+  const std::string bin = GQA_BIN_DIR;
+  for (const std::string& cmd : {bin + "/gqa-plan --config " + dir + "/config.json --tp 2",
+                                 bin + "/gqa-generate --model " + dir + " --prompt-ids 1,2",
+                                 bin + "/gqa-server --model " + dir + " --http-port 0 --grpc-port 0"}) {
+    FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+    std::string out;
+    char b[4096];
+    while (size_t n = fread(b, 1, sizeof(b), p)) out.append(b, n);
+    const int status = pclose(p);
+    EXPECT_TRUE(WIFEXITED(status)) << cmd << ": killed by a signal\n" << out;
+    EXPECT_NE(WEXITSTATUS(status), 0) << cmd;
+    EXPECT_NE(out.find("'num_key_value_heads'"), std::string::npos) << cmd << "\n" << out;
+  }
 }
 
 // The program itself: SIGTERM while a streamed request runs lets it finish,

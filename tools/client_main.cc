@@ -1,6 +1,7 @@
 // gqa-client: a small gRPC client for gqa.v1 (the README's example).
 #include <grpcpp/grpcpp.h>
 
+#include <cstdint>
 #include <cstdio>
 
 #include "gqa/v1/gqa.grpc.pb.h"
@@ -19,10 +20,24 @@ int main(int argc, char** argv) {
   f.Add("timeout", "60", "deadline in seconds");
   gqa::ParseFlagsOrExit(f, argc, argv);
 
+  // Numbers that do not parse are usage errors, not silent defaults.
+  const absl::StatusOr<int64_t> max_tokens = f.GetInt("max-tokens");
+  const absl::StatusOr<double> temperature = f.GetDouble("temperature");
+  const absl::StatusOr<double> timeout_s = f.GetDouble("timeout");
+  for (const absl::Status& st : {max_tokens.status(), temperature.status(), timeout_s.status()}) {
+    if (!st.ok()) {
+      std::fprintf(stderr, "gqa-client: %s\n", std::string(st.message()).c_str());
+      return 2;
+    }
+  }
+  if (*max_tokens < 0 || *max_tokens > UINT32_MAX || *temperature < 0 || !(*timeout_s > 0)) {
+    std::fprintf(stderr, "gqa-client: --max-tokens must be >= 0, --temperature >= 0, --timeout > 0\n");
+    return 2;
+  }
   auto channel = grpc::CreateChannel(f.Get("server"), grpc::InsecureChannelCredentials());
   auto stub = gqa::v1::Generation::NewStub(channel);
   grpc::ClientContext ctx;
-  const double timeout = f.GetDouble("timeout").value_or(60);
+  const double timeout = *timeout_s;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(timeout * 1000)));
   if (f.Has("api-key")) ctx.AddMetadata("authorization", "Bearer " + f.Get("api-key"));
   if (f.GetBool("info")) {
@@ -32,7 +47,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "gqa-client: %s\n", st.error_message().c_str());
       return 1;
     }
-    std::printf("%s\n", info.DebugString().c_str());
+    std::printf("%s\n", info.Utf8DebugString().c_str());  // text as UTF-8, not octal escapes
     return 0;
   }
   gqa::v1::GenerateRequest req;
@@ -46,8 +61,8 @@ int main(int argc, char** argv) {
   } else {
     req.set_text(f.Get("prompt"));
   }
-  req.set_max_tokens(static_cast<uint32_t>(f.GetInt("max-tokens").value_or(32)));
-  req.mutable_sampling()->set_temperature(static_cast<float>(f.GetDouble("temperature").value_or(0)));
+  req.set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  req.mutable_sampling()->set_temperature(static_cast<float>(*temperature));
   grpc::Status st;
   if (f.GetBool("stream")) {
     auto reader = stub->GenerateStream(&ctx, req);
@@ -64,7 +79,7 @@ int main(int argc, char** argv) {
   } else {
     gqa::v1::GenerateResponse resp;
     st = stub->Generate(&ctx, req, &resp);
-    if (st.ok()) std::printf("%s\n", resp.DebugString().c_str());
+    if (st.ok()) std::printf("%s\n", resp.Utf8DebugString().c_str());
   }
   if (!st.ok()) {
     std::fprintf(stderr, "gqa-client: %s (code %d)\n", st.error_message().c_str(), int(st.error_code()));

@@ -2,7 +2,9 @@
 # The main job on a built-in default: installs what is missing, builds, writes
 # a small random-weight demo model (models/demo, with the Mistral tokenizer)
 # unless --model DIR is given, and serves it with gqa-server on 8 simulated
-# devices. Other arguments go to gqa-server. Stop it with Ctrl-C.
+# devices. Other arguments go to gqa-server. Stop it with Ctrl-C. The chat
+# template is Mistral's, with an optional system message put before the
+# first user message (mistral_system.jinja), as most OpenAI examples send one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/build.sh
@@ -22,7 +24,7 @@ if [ "$model" = models/demo ] && [ ! -f models/demo/config.json ]; then
   python3 - <<'PY'
 import json
 cfg = json.load(open("build/fixtures/tokenizers/mistral/tokenizer_config.json"))
-cfg["chat_template"] = open("tests/fixtures/tokenizer/templates/mistral.jinja").read()
+cfg["chat_template"] = open("tests/fixtures/tokenizer/templates/mistral_system.jinja").read()
 json.dump(cfg, open("models/demo/tokenizer_config.json", "w"), indent=1)
 PY
 fi

@@ -1,10 +1,14 @@
 #include "tools/engine_flags.h"
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,6 +25,62 @@ int64_t AvailableMemoryBytes() {
   }
   return 0;
 }
+
+// Resident memory of this process (VmRSS), or 0 when unknown.
+int64_t ResidentBytes() {
+  std::ifstream in("/proc/self/status");
+  std::string key, unit;
+  int64_t kb = 0;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    if (ls >> key >> kb >> unit && key == "VmRSS:") return kb * 1024;
+  }
+  return 0;
+}
+
+// Prints a line every few seconds while a model loads, so that a large one
+// does not look hung: time so far and resident memory against the
+// checkpoint's size.
+class LoadProgress {
+ public:
+  explicit LoadProgress(const std::string& dir) : start_(std::chrono::steady_clock::now()) {
+    int files = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      if (e.path().extension() == ".safetensors") {
+        ++files;
+        checkpoint_bytes_ += static_cast<int64_t>(e.file_size(ec));
+      }
+    }
+    std::fprintf(stderr, "gqa: loading %s: %d safetensors file(s), %.2f GiB\n", dir.c_str(), files,
+                 checkpoint_bytes_ / double(1 << 30));
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::seconds(5), [this] { return done_; })) {
+        std::fprintf(stderr, "gqa: loading: %.0f s, %.2f GiB resident (checkpoint %.2f GiB)\n", Elapsed(),
+                     ResidentBytes() / double(1 << 30), checkpoint_bytes_ / double(1 << 30));
+      }
+    });
+  }
+  ~LoadProgress() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  double Elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
+  double checkpoint_gib() const { return checkpoint_bytes_ / double(1 << 30); }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  int64_t checkpoint_bytes_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -103,7 +163,12 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
     o.seed = std::random_device()();
   }
 
-  ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, Executor::Open(dir, eo));
+  std::unique_ptr<Executor> ex;
+  {
+    LoadProgress progress(dir);
+    ASSIGN_OR_RETURN(ex, Executor::Open(dir, eo));
+    std::fprintf(stderr, "gqa: loaded %.2f GiB of weights in %.1f s\n", progress.checkpoint_gib(), progress.Elapsed());
+  }
   auto engine = std::make_unique<Engine>(std::move(ex), o);
   const int64_t tokens = blocks * block_size;
   const int64_t len = engine->max_model_len();

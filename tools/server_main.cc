@@ -4,8 +4,12 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
@@ -13,6 +17,26 @@
 
 namespace gqa {
 namespace {
+
+// The API key from --api-key, --api-key-file or $GQA_API_KEY (a key on the
+// command line is visible to every user through ps).
+absl::StatusOr<std::string> ApiKey(const Flags& f) {
+  if (f.Has("api-key") && f.Has("api-key-file")) {
+    return absl::InvalidArgumentError("give --api-key or --api-key-file, not both");
+  }
+  if (f.Has("api-key-file")) {
+    std::ifstream in(f.Get("api-key-file"), std::ios::binary);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--api-key-file ", f.Get("api-key-file"), ": cannot read"));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string key(absl::StripAsciiWhitespace(ss.str()));
+    if (key.empty()) return absl::InvalidArgumentError(absl::StrCat("--api-key-file ", f.Get("api-key-file"), " is empty"));
+    return key;
+  }
+  if (f.Has("api-key")) return f.Get("api-key");
+  const char* env = std::getenv("GQA_API_KEY");
+  return std::string(env != nullptr ? env : "");
+}
 
 absl::Status Run(const Flags& f, const sigset_t& signals) {
   ASSIGN_OR_RETURN(int64_t http_port, f.GetInt("http-port"));
@@ -27,13 +51,23 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
   if (max_queued < 0 || shutdown_timeout < 0 || max_body < 1024 || max_conn < 1) {
     return absl::InvalidArgumentError("--max-queued-requests, --shutdown-timeout >= 0; --max-body-bytes >= 1024; --max-connections >= 1");
   }
+  ASSIGN_OR_RETURN(double header_timeout, f.GetDouble("http-header-timeout"));
+  ASSIGN_OR_RETURN(double body_timeout, f.GetDouble("http-body-timeout"));
+  if (!(header_timeout > 0 && header_timeout <= 86400 && body_timeout > 0 && body_timeout <= 86400)) {
+    return absl::InvalidArgumentError("--http-header-timeout and --http-body-timeout must be in (0, 86400] seconds");
+  }
+  const std::string log_format = f.Get("log-format");
+  if (log_format != "text" && log_format != "json") return absl::InvalidArgumentError("--log-format must be text or json");
   if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
   const std::string dir = f.Get("model");
+  ASSIGN_OR_RETURN(const std::string api_key, ApiKey(f));
 
   HttpOptions ho;
   ho.host = f.Get("host");
   ho.port = static_cast<int>(http_port);
-  ho.api_key = f.Get("api-key");
+  ho.api_key = api_key;
+  ho.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(header_timeout * 1000));
+  ho.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(body_timeout * 1000));
   ho.max_body_bytes = static_cast<size_t>(max_body);
   ho.max_connections = static_cast<int>(max_conn);
   HttpServer http(ho);
@@ -52,6 +86,8 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
                                                     : std::filesystem::path(dir).lexically_normal().filename().string();
   if (fo.served_model_name.empty()) fo.served_model_name = "model";
   fo.max_queued_requests = static_cast<int>(max_queued);
+  fo.log_json = log_format == "json";
+  fo.special_tokens_in_content = !f.GetBool("no-special-tokens-in-content");
   auto frontend = std::make_unique<Frontend>(std::move(engine), std::move(tokenizer), fo);
 
   GrpcOptions go;
@@ -92,12 +128,21 @@ int main(int argc, char** argv) {
   f.Add("host", "127.0.0.1", "address to bind (both APIs); 0.0.0.0 to listen on every interface");
   f.Add("http-port", "8000", "HTTP port");
   f.Add("grpc-port", "50051", "gRPC port");
-  f.Add("api-key", "", "require 'Authorization: Bearer KEY' (HTTP) / metadata 'authorization: Bearer KEY' (gRPC)");
+  f.Add("api-key", "", "require 'Authorization: Bearer KEY' (HTTP) / metadata 'authorization: Bearer KEY' (gRPC); "
+        "default: $GQA_API_KEY (a key given here is visible in ps: prefer the file or the variable)");
+  f.Add("api-key-file", "", "read the API key from this file (surrounding whitespace dropped)");
   f.Add("served-model-name", "", "model name in the APIs (default: the model directory's name)");
-  f.Add("max-queued-requests", "256", "requests waiting for admission beyond which new ones get 429 / RESOURCE_EXHAUSTED");
+  f.Add("max-queued-requests", "256", "requests that may wait when all --max-num-seqs slots are taken; more get 429 / "
+        "RESOURCE_EXHAUSTED; 0: no waiting room (a request is accepted only while a slot is free)");
   f.Add("shutdown-timeout", "30", "seconds to let running requests finish after SIGTERM / SIGINT");
   f.Add("max-body-bytes", "8388608", "largest HTTP body / gRPC message; larger ones get 413 / RESOURCE_EXHAUSTED");
   f.Add("max-connections", "1024", "HTTP connections served at once (one thread each)");
+  f.Add("http-header-timeout", "10", "seconds for a request's headers to arrive, from its first byte; then 408");
+  f.Add("http-body-timeout", "60", "seconds for a request's body to arrive, after its headers; then 408");
+  f.Add("log-format", "text", "request log lines: text (key=value) or json (one object per line)");
+  f.AddBool("no-special-tokens-in-content",
+            "encode chat message content as plain text: '</s>' or '<|im_end|>' typed by a user stays text "
+            "(default: like transformers' apply_chat_template, such text becomes the special token)");
   gqa::ParseFlagsOrExit(f, argc, argv);
   // Signals are taken by sigwait in Run: block them in every thread first.
   sigset_t signals;

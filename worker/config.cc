@@ -113,6 +113,48 @@ absl::Status ParseTokenIds(const Json& j, absl::string_view source, ModelConfig&
   return absl::OkStatus();
 }
 
+// Sizes derived from the config must stay far from int64 overflow: every
+// one is computed with checks at the widest element (4 bytes) and the
+// largest KV block (1024 tokens), and must stay below 2^50 bytes (1 PiB),
+// which leaves room for block counts and ranks multiplied in later.
+absl::Status CheckDerivedSizes(const ModelConfig& c, absl::string_view source) {
+  constexpr int64_t kLimit = int64_t{1} << 50;
+  struct Product {
+    const char* field;  // the field named in the message
+    const char* what;
+    std::vector<int64_t> factors;
+  };
+  const int64_t h = c.hidden_size, hd = c.head_dim;
+  const std::vector<Product> products = {
+      {"num_key_value_heads", "KV cache bytes per block (2 x num_hidden_layers x num_key_value_heads x head_dim x 4 x 1024)",
+       {2, c.num_layers, c.num_kv_heads, hd, 4, 1024}},
+      {"num_attention_heads", "query projection bytes per layer (num_attention_heads x head_dim x hidden_size x 4)",
+       {c.num_q_heads, hd, h, 4}},
+      {"intermediate_size", "MLP bytes per layer (3 x intermediate_size x hidden_size x 4)", {3, c.intermediate_size, h, 4}},
+      {"vocab_size", "embedding and LM head bytes (2 x vocab_size x hidden_size x 4)", {2, c.vocab_size, h, 4}},
+  };
+  int64_t values[4] = {};
+  for (size_t i = 0; i < products.size(); ++i) {
+    int64_t v = 1;
+    for (int64_t f : products[i].factors) {
+      if (__builtin_mul_overflow(v, f, &v) || v >= kLimit) {
+        return FieldError(source, products[i].field, absl::StrCat(products[i].what, " exceeds 2^50"));
+      }
+    }
+    values[i] = v;
+  }
+  // All layers: q, k, v, o projections and the MLP, times num_hidden_layers.
+  int64_t layer = 0, all = 0;
+  const int64_t kv = values[0] / (2 * int64_t{c.num_layers} * 1024);  // K or V projection bytes / hidden_size
+  if (__builtin_mul_overflow(kv, 2 * h, &layer) || __builtin_add_overflow(layer, 2 * values[1], &layer) ||
+      __builtin_add_overflow(layer, values[2], &layer) || __builtin_mul_overflow(layer, int64_t{c.num_layers}, &all) ||
+      __builtin_add_overflow(all, values[3], &all) || all >= kLimit) {
+    return FieldError(source, "num_hidden_layers",
+                      "weight bytes of all layers (num_hidden_layers x bytes per layer) exceed 2^50");
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::string_view ArchitectureName(Architecture a) {
@@ -211,6 +253,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
     }
   }
   RETURN_IF_ERROR(ParseTokenIds(j, source, c));
+  RETURN_IF_ERROR(CheckDerivedSizes(c, source));
   return c;
 }
 

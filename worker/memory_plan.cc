@@ -33,7 +33,7 @@ Capacity PlanCapacity(const MemoryPlan& plan, int64_t device_memory, double util
   const int64_t usable = static_cast<int64_t>(static_cast<long double>(device_memory) * utilization);
   for (const RankMemory& r : plan.ranks) {
     const int64_t room = std::max<int64_t>(0, usable - r.weight_bytes);
-    tokens = std::min(tokens, room / r.kv_bytes_per_token);
+    if (r.kv_bytes_per_token > 0) tokens = std::min(tokens, room / r.kv_bytes_per_token);
   }
   Capacity cap;
   cap.kv_tokens = tokens;

@@ -92,7 +92,8 @@ const AddedToken* AddedVocabulary::MatchAt(std::string_view text, size_t pos, bo
   return nullptr;
 }
 
-void AddedVocabulary::Split(std::string_view text, bool normalized, bool skip_special, std::vector<Segment>* out) const {
+void AddedVocabulary::Split(std::string_view text, bool normalized, bool skip_special, std::vector<Segment>* out,
+                            const std::vector<std::pair<size_t, size_t>>* literal) const {
   if (tokens_.empty()) {
     if (!text.empty()) out->push_back({text, -1});
     return;
@@ -111,7 +112,11 @@ void AddedVocabulary::Split(std::string_view text, bool normalized, bool skip_sp
     }
     const size_t end = pos + t->content.size();
     // As in HF, a match that is rejected is skipped as a whole.
-    if (skip_special && t->special) {
+    bool in_literal = false;
+    if (literal != nullptr && t->special) {
+      for (const auto& [b, e] : *literal) in_literal = in_literal || (b < end && pos < e);
+    }
+    if ((skip_special || in_literal) && t->special) {
       pos = end;
       continue;
     }

@@ -32,8 +32,10 @@ class AddedVocabulary {
 
   // Splits `text` at matches of the added tokens whose `normalized` flag
   // equals `normalized` (HF: raw text first, normalized text second). With
-  // skip_special, special tokens are not matched (they stay plain text).
-  void Split(std::string_view text, bool normalized, bool skip_special, std::vector<Segment>* out) const;
+  // skip_special, special tokens are not matched (they stay plain text);
+  // nor are they where they overlap one of `literal` (byte ranges).
+  void Split(std::string_view text, bool normalized, bool skip_special, std::vector<Segment>* out,
+             const std::vector<std::pair<size_t, size_t>>* literal = nullptr) const;
   bool has_normalized() const { return has_normalized_; }
 
   const AddedToken* ById(TokenId id) const;

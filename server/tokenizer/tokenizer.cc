@@ -159,11 +159,12 @@ absl::Status Tokenizer::ParsePostProcessor(const nlohmann::json& j) {
   return absl::OkStatus();
 }
 
-absl::Status Tokenizer::EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const {
+absl::Status Tokenizer::EncodeText(std::string_view text, bool first, bool skip_special,
+                                   std::vector<TokenId>* ids) const {
   std::string normalized = normalizer_ ? normalizer_->Normalize(text) : std::string(text);
   std::vector<Segment> segs;
   if (added_.has_normalized()) {
-    added_.Split(normalized, /*normalized=*/true, /*skip_special=*/false, &segs);
+    added_.Split(normalized, /*normalized=*/true, skip_special, &segs);
   } else if (!normalized.empty()) {
     segs.push_back({normalized, -1});
   }
@@ -190,12 +191,20 @@ absl::StatusOr<std::vector<TokenId>> Tokenizer::Encode(std::string_view text, co
   ids.reserve(text.size() / 3 + 4);
   if (opts.add_special_tokens) ids.insert(ids.end(), post_prefix_.begin(), post_prefix_.end());
   std::vector<Segment> segs;
-  added_.Split(text, /*normalized=*/false, /*skip_special=*/!opts.parse_special_tokens, &segs);
+  added_.Split(text, /*normalized=*/false, /*skip_special=*/!opts.parse_special_tokens, &segs,
+               opts.literal_ranges.empty() ? nullptr : &opts.literal_ranges);
   const char* begin = text.data();
   for (const Segment& s : segs) {
     if (s.id >= 0) {
       ids.push_back(s.id);
-    } else if (absl::Status st = EncodeText(s.text, s.text.data() == begin, &ids); !st.ok()) {
+      continue;
+    }
+    // A piece that overlaps a literal range matches no special token at all.
+    const size_t from = s.text.data() - begin, to = from + s.text.size();
+    bool literal = false;
+    for (const auto& [b, e] : opts.literal_ranges) literal = literal || (b < to && from < e);
+    if (absl::Status st = EncodeText(s.text, s.text.data() == begin, literal, &ids);
+        !st.ok()) {
       return st;
     }
   }
@@ -217,6 +226,14 @@ TokenId Tokenizer::TokenToId(std::string_view token) const {
 bool Tokenizer::IsSpecial(TokenId id) const {
   const AddedToken* a = added_.ById(id);
   return a != nullptr && a->special;
+}
+
+std::vector<std::string> Tokenizer::SpecialTokenTexts() const {
+  std::vector<std::string> out;
+  for (const AddedToken& a : added_.tokens()) {
+    if (a.special) out.push_back(a.content);
+  }
+  return out;
 }
 
 size_t Tokenizer::VocabSize() const {

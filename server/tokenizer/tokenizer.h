@@ -25,6 +25,9 @@ struct EncodeOptions {
   // the safe default for user input to an API. true: it becomes the special
   // token id (needed for rendered chat prompts; HF's default).
   bool parse_special_tokens = false;
+  // Byte ranges [begin, end) of the input where special tokens are not
+  // matched even with parse_special_tokens (e.g. chat message content).
+  std::vector<std::pair<size_t, size_t>> literal_ranges;
 };
 
 class Tokenizer {
@@ -47,6 +50,8 @@ class Tokenizer {
   const std::string* IdToToken(TokenId id) const;
   TokenId TokenToId(std::string_view token) const;
   bool IsSpecial(TokenId id) const;
+  // The text of every special added token.
+  std::vector<std::string> SpecialTokenTexts() const;
   size_t VocabSize() const;  // one past the largest id
 
   // From tokenizer_config.json ("" / -1 when absent).
@@ -70,7 +75,7 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   absl::Status ParsePostProcessor(const nlohmann::json& j);
-  absl::Status EncodeText(std::string_view text, bool first, std::vector<TokenId>* ids) const;
+  absl::Status EncodeText(std::string_view text, bool first, bool skip_special, std::vector<TokenId>* ids) const;
 
   std::unique_ptr<BpeModel> model_;
   AddedVocabulary added_;

@@ -84,6 +84,7 @@ def main():
     try:
         models = client.models.list()
         check(models.data[0].id == "tiny-mistral", "models.list names the model")
+        check(client.models.retrieve("tiny-mistral").id == "tiny-mistral", "models.retrieve finds the model")
 
         c = client.completions.create(model="tiny-mistral", prompt="The capital of France is", max_tokens=12,
                                       temperature=0, extra_body={"ignore_eos": True})
