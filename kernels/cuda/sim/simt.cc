@@ -34,6 +34,7 @@
 extern "C" {
 void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
 void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 }
 #endif
 
@@ -387,6 +388,11 @@ std::string RunBlock(Block& b) {
     f.tid.z = unsigned(i) / (b.dim.x * b.dim.y);
     f.stack = t_stacks.Get(size_t(i));
     if (f.stack == nullptr) return "cannot map a fiber stack";
+#ifdef GQA_SIM_ASAN
+    // A reused stack still carries the redzones of the frames its last fiber
+    // never returned from.
+    __asan_unpoison_memory_region(f.stack, kStackBytes);
+#endif
     MakeContext(f.ctx, f.stack, kStackBytes, &FiberMain);
   }
   std::vector<int> order;
