@@ -149,8 +149,8 @@ class CudaBackend final : public Backend {
     char* host = static_cast<char*>(plan_staging_);
     const size_t decode_bytes = plan.decode.size() * sizeof(DecodeItem);
     const size_t prefill_bytes = plan.prefill.size() * sizeof(PrefillTile);
-    std::memcpy(host, plan.decode.data(), decode_bytes);
-    std::memcpy(host + decode_bytes, plan.prefill.data(), prefill_bytes);
+    if (decode_bytes > 0) std::memcpy(host, plan.decode.data(), decode_bytes);
+    if (prefill_bytes > 0) std::memcpy(host + decode_bytes, plan.prefill.data(), prefill_bytes);
     if (!Record(cudaMemcpyAsync(plan_buf_.data(), host, decode_bytes + prefill_bytes, cudaMemcpyHostToDevice, stream_),
                 "plan upload")) {
       return;
