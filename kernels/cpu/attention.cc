@@ -46,12 +46,26 @@ void Axpy(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+// bf16 to f32 is a 16-bit shift: eight at a time with AVX2.
+GQA_AVX2 void Bf16RowToFloatAvx2(const uint16_t* row, int n, float* out) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
+    _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+  }
+  for (; i < n; ++i) out[i] = Bf16ToFloat(row[i]);
+}
+
 // A cache row as f32: the row itself for an f32 cache, converted into
 // `scratch` (head_dim floats) for bf16.
 inline const float* CacheRow(const void* cache, DType dtype, int64_t offset, int hd, float* scratch) {
   if (dtype == DType::kF32) return static_cast<const float*>(cache) + offset;
   const uint16_t* row = static_cast<const uint16_t*>(cache) + offset;
-  for (int i = 0; i < hd; ++i) scratch[i] = Bf16ToFloat(row[i]);
+  if (HasAvx2()) {
+    Bf16RowToFloatAvx2(row, hd, scratch);
+  } else {
+    for (int i = 0; i < hd; ++i) scratch[i] = Bf16ToFloat(row[i]);
+  }
   return scratch;
 }
 
