@@ -4,6 +4,7 @@
 // communicators are created anew with a fresh unique id.
 #include <cuda_runtime.h>
 
+#include <condition_variable>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -29,8 +30,24 @@ class NcclDeviceGroup final : public DeviceGroup {
     }
   }
 
+  // Every rank makes its backend first; NCCL is initialised only once all of
+  // them have one, since a rank that fails before ncclCommInitRank would
+  // leave the others waiting in it for good.
   absl::Status InitRank(int rank) override {
-    ASSIGN_OR_RETURN(backends_[rank], cuda::CreateBackend(rank % visible_));
+    absl::StatusOr<std::unique_ptr<Backend>> b = cuda::CreateBackend(rank % visible_);
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (b.ok()) {
+        backends_[rank] = std::move(*b);
+      } else {
+        start_failed_ = true;
+      }
+      ++started_;
+      start_cv_.notify_all();
+      start_cv_.wait(lock, [&] { return started_ == size(); });
+      if (!b.ok()) return b.status();
+      if (start_failed_) return absl::AbortedError("another rank's device failed to start");
+    }
     return Connect(rank);
   }
   Backend* backend(int rank) override { return backends_[rank].get(); }
@@ -119,6 +136,9 @@ class NcclDeviceGroup final : public DeviceGroup {
   std::vector<std::unique_ptr<RankComm>> comms_;
   std::mutex mu_;
   absl::Status abort_;
+  std::condition_variable start_cv_;
+  int started_ = 0;
+  bool start_failed_ = false;
 };
 
 }  // namespace
