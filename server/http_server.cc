@@ -297,8 +297,15 @@ HttpServer::HttpServer(const HttpOptions& options)
 HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // The library's stop() does nothing until its listen loop has begun: a stop
+  // right after Start (a model that fails to load at once) would leave the
+  // loop running and the join waiting for ever. Repeat until the loop ends.
+  while (!listen_returned_.load()) {
+    server_->stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  thread_.join();
 }
 
 absl::Status HttpServer::Start() {
@@ -326,7 +333,14 @@ absl::Status HttpServer::Start() {
     port_ = options_.port;
   }
   if (*listen_fd >= 0) ::listen(*listen_fd, 4096);
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // Serve only once the loop runs, so that a later stop() reaches it.
+  while (!server_->is_running() && !listen_returned_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return absl::OkStatus();
 }
 
