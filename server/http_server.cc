@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "server/http_connection.h"
+#include "worker/json_depth.h"
 
 namespace gqa {
 namespace {
@@ -414,6 +415,11 @@ void HttpServer::Routes() {
   });
 
   auto parse_body = [](const httplib::Request& req, httplib::Response& res, Json* out) {
+    // The parser and every walk over the value recurse once per level.
+    if (JsonDeeperThan(req.body)) {
+      SendError(res, 400, absl::StrCat("the body nests arrays and objects deeper than ", kMaxJsonDepth, " levels"));
+      return false;
+    }
     try {
       *out = Json::parse(req.body);
     } catch (const Json::parse_error& e) {

@@ -712,6 +712,82 @@ TEST(ServerTest, JsonErrorsTopLogprobsAndModelRetrieve) {
   EXPECT_EQ(Json::parse(other->body)["error"]["code"], "model_not_found");
 }
 
+// JSON bodies nest at most 64 levels (the parser and each walk recurse per
+// level; 100,000 levels overflowed the stack and ended the server).
+TEST(ServerTest, DeepJsonBodiesGet400) {
+  TestServer& s = Shared();
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  auto post = [&](const std::string& path, const std::string& body) {
+    auto res = s.Http().Post(path, body, "application/json");
+    return res ? std::make_pair(res->status, res->body) : std::make_pair(0, std::string("(no response)"));
+  };
+  // At the limit: the body object and 63 arrays. Just past it: 400.
+  auto [ok_status, ok_body] = post("/tokenize", R"({"prompt": "hi", "x": )" + nested(63) + "}");
+  EXPECT_EQ(ok_status, 200) << ok_body;
+  auto [deep_status, deep_body] = post("/tokenize", R"({"prompt": "hi", "x": )" + nested(64) + "}");
+  EXPECT_EQ(deep_status, 400) << deep_body;
+  EXPECT_NE(deep_body.find("deeper than 64"), std::string::npos) << deep_body;
+  // Brackets inside strings do not count.
+  auto [str_status, str_body] = post("/tokenize", R"({"prompt": ")" + std::string(100000, '[') + R"("})");
+  EXPECT_EQ(str_status, 200) << str_body.substr(0, 200);
+  // Chat-template values at the limit reach the template and render.
+  const std::string user = R"({"role": "user", "content": "Hi"})";
+  auto [kw_status, kw_body] =
+      post("/v1/chat/completions", R"({"max_tokens": 1, "messages": [)" + user +
+                                       R"(], "chat_template_kwargs": {"x": )" + nested(62) + "}}");
+  EXPECT_EQ(kw_status, 200) << kw_body;
+  // The cases of the issue, 100,000 levels deep.
+  const std::string deep = nested(100000);
+  const std::vector<std::string> bodies = {
+      R"({"messages": [{"role": "user", "content": )" + deep + "}]}",
+      R"({"messages": [{"role": "user", "content": "Hi", "extra": )" + deep + "}]}",
+      R"({"messages": [)" + user + R"(], "tools": )" + deep + "}",
+      R"({"messages": [)" + user + R"(], "chat_template_kwargs": {"x": )" + deep + "}}",
+      deep,
+  };
+  for (const std::string& path : {"/v1/chat/completions", "/tokenize"}) {
+    for (const std::string& body : bodies) {
+      auto [status, text] = post(path, body);
+      EXPECT_EQ(status, 400) << path << " " << body.substr(0, 80) << ": " << text;
+      EXPECT_NE(text.find("deeper than 64"), std::string::npos) << text;
+    }
+  }
+  auto [c_status, c_text] = post("/v1/completions", R"({"prompt": )" + deep + "}");
+  EXPECT_EQ(c_status, 400) << c_text;
+  // The server still serves.
+  const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}});
+  EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
+}
+
+// gRPC requests nest at most 64 messages or groups (protobuf's parser
+// recurses per level).
+TEST(ServerTest, DeepGrpcMessagesAreRefused) {
+  TestServer& s = Shared();
+  grpc::GenericStub generic(s.channel());
+  auto call = [&](const std::string& bytes) {
+    grpc::ClientContext ctx;
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer send(&slice, 1), recv;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, "/gqa.v1.Generation/Tokenize", grpc::StubOptions(), &send, &recv,
+                      [&](grpc::Status st) { done.set_value(st); });
+    return done.get_future().get();
+  };
+  // Unknown field 99 as groups nested `n` deep, then the text field.
+  auto groups = [](int n) {
+    std::string b;
+    for (int i = 0; i < n; ++i) b += "\x9b\x06";
+    for (int i = 0; i < n; ++i) b += "\x9c\x06";
+    return b + std::string("\x0a\x02hi", 4);
+  };
+  EXPECT_TRUE(call(groups(64)).ok()) << call(groups(64)).error_message();
+  const grpc::Status past = call(groups(65));
+  EXPECT_EQ(past.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(past.error_message().find("deeper than 64"), std::string::npos) << past.error_message();
+  EXPECT_EQ(call(groups(100000)).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(call(groups(1)).ok());
+}
+
 // Response ids are unique per server; a stream's chunks share one.
 TEST(ServerTest, CompletionIdsAreUnique) {
   TestServer& s = Shared();
