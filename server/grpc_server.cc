@@ -4,6 +4,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/unknown_field_set.h>
 
 #include <deque>
@@ -35,10 +36,23 @@ bool IsUtf8(const std::string& s) {
   return true;
 }
 
+// Nested messages and groups a request may hold: the parser recurses once
+// per level (as JSON bodies are held to their own 64).
+constexpr int kMaxMessageDepth = 64;
+
+// Parses `bytes` into `out` (a message or an unknown-field set) with the
+// recursion limit above.
+template <typename T>
+bool ParseLimited(const std::string& bytes, T* out) {
+  pb::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<int>(bytes.size()));
+  in.SetRecursionLimit(kMaxMessageDepth);
+  return out->ParseFromCodedStream(&in);
+}
+
 // The string field (dotted path) of `bytes` that is not UTF-8, or "".
 std::string NonUtf8Field(const std::string& bytes, const pb::Descriptor& d, const std::string& prefix) {
   pb::UnknownFieldSet fields;
-  if (!fields.ParseFromString(bytes)) return "";
+  if (!ParseLimited(bytes, &fields)) return "";
   for (int i = 0; i < fields.field_count(); ++i) {
     const pb::UnknownField& u = fields.field(i);
     const pb::FieldDescriptor* f = d.FindFieldByNumber(u.number());
@@ -65,9 +79,10 @@ absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
   if (!field.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("field '", field, "' is not valid UTF-8 (string fields must be)"));
   }
-  if (out->ParseFromString(bytes)) return absl::OkStatus();
+  if (ParseLimited(bytes, out)) return absl::OkStatus();
   return absl::InvalidArgumentError(
-      absl::StrCat("the request is not a valid protobuf encoding of ", Msg::descriptor()->full_name()));
+      absl::StrCat("the request is not a valid protobuf encoding of ", Msg::descriptor()->full_name(),
+                   " (or nests messages deeper than ", kMaxMessageDepth, " levels)"));
 }
 
 template <typename Msg>

@@ -15,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "server/http_connection.h"
+#include "worker/json_depth.h"
 
 namespace gqa {
 namespace {
@@ -297,8 +298,15 @@ HttpServer::HttpServer(const HttpOptions& options)
 HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Stop() {
-  if (server_) server_->stop();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // The library's stop() does nothing until its listen loop has begun: a stop
+  // right after Start (a model that fails to load at once) would leave the
+  // loop running and the join waiting for ever. Repeat until the loop ends.
+  while (!listen_returned_.load()) {
+    server_->stop();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  thread_.join();
 }
 
 absl::Status HttpServer::Start() {
@@ -326,7 +334,14 @@ absl::Status HttpServer::Start() {
     port_ = options_.port;
   }
   if (*listen_fd >= 0) ::listen(*listen_fd, 4096);
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // Serve only once the loop runs, so that a later stop() reaches it.
+  while (!server_->is_running() && !listen_returned_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return absl::OkStatus();
 }
 
@@ -400,6 +415,11 @@ void HttpServer::Routes() {
   });
 
   auto parse_body = [](const httplib::Request& req, httplib::Response& res, Json* out) {
+    // The parser and every walk over the value recurse once per level.
+    if (JsonDeeperThan(req.body)) {
+      SendError(res, 400, absl::StrCat("the body nests arrays and objects deeper than ", kMaxJsonDepth, " levels"));
+      return false;
+    }
     try {
       *out = Json::parse(req.body);
     } catch (const Json::parse_error& e) {

@@ -47,6 +47,7 @@ class HttpServer {
   std::unique_ptr<httplib::Server> server_;
   std::atomic<Frontend*> frontend_{nullptr};
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};  // set when listen_after_bind returns
   int port_ = 0;
   // Response ids: a random prefix per server and a counter.
   uint64_t id_nonce_ = 0;

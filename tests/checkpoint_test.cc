@@ -130,6 +130,59 @@ TEST_F(CheckpointTest, BadEntries) {
   }
 }
 
+// The damaged files that once hung gqa-server: each is refused naming the
+// file and the tensor or field.
+TEST_F(CheckpointTest, DamagedHeadersNameFileAndTensor) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"[1, 2]", "not a JSON object"},
+      {"not json at all", "not a JSON object"},
+      {R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})", "data_offsets must be two non-negative"},
+      {R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,4]}})", "too large"},
+      {R"({"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})", "unknown dtype 'Q4'"},
+      {R"({"w":{"dtype":["F32"],"shape":[1],"data_offsets":[0,4]}})", "missing dtype"},
+      {R"({"w":{"dtype":"F32","shape":{"a":1},"data_offsets":[0,4]}})", "missing shape"},
+  };
+  for (const auto& [header, message] : cases) {
+    WriteFile(file_, RawSafetensors(header, 16));
+    EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr(message))) << header;
+    EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr(message))) << header;
+  }
+  // Header lengths of 2^64-1 and one past the end of the file.
+  std::string bytes = RawSafetensors("{}", 0);
+  for (int i = 0; i < 8; ++i) bytes[i] = '\xff';
+  WriteFile(file_, bytes);
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("exceeds")));
+  bytes = RawSafetensors("{}", 0);
+  bytes[0] = 3;
+  WriteFile(file_, bytes);
+  EXPECT_THAT(LoadError(), AllOf(HasSubstr(file_), HasSubstr("past the end")));
+}
+
+// Headers and indexes nest at most 64 levels: the parser recurses per level.
+TEST_F(CheckpointTest, DeeplyNestedHeaderAndIndex) {
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  // 64 levels in all ({"__metadata__": ...} is the first) parse and load.
+  WriteFile(file_, RawSafetensors(R"({"__metadata__":)" + nested(63) + "}", 0));
+  EXPECT_EQ(ErrorOpening(file_), "(opened)");
+  WriteFile(file_, RawSafetensors(R"({"__metadata__":)" + nested(64) + "}", 0));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr("deeper than 64")));
+  WriteFile(file_, RawSafetensors(nested(100000), 0));
+  EXPECT_THAT(ErrorOpening(file_), AllOf(HasSubstr(file_), HasSubstr("deeper than 64")));
+  // Brackets inside strings do not count.
+  WriteFile(file_, RawSafetensors(R"({"__metadata__":{"k":")" + std::string(1000, '[') + R"("}})", 0));
+  EXPECT_EQ(ErrorOpening(file_), "(opened)");
+
+  const std::string sharded = testing::TempDir("deep_index");
+  ASSERT_OK(WriteSyntheticModel(spec_, sharded, 2));
+  const std::string index_path = sharded + "/model.safetensors.index.json";
+  nlohmann::json index = nlohmann::json::parse(ReadFile(index_path));
+  const std::string text = index.dump();
+  WriteFile(index_path, text.substr(0, text.size() - 1) + R"(,"extra":)" + nested(100000) + "}");
+  auto m = Open(sharded, 1);
+  ASSERT_FALSE(m.ok());
+  EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(index_path), HasSubstr("deeper than 64")));
+}
+
 TEST_F(CheckpointTest, MissingTensor) {
   std::vector<TensorToWrite> tensors = SyntheticTensors(spec_);
   std::erase_if(tensors, [](const TensorToWrite& t) { return t.name == "model.layers.1.mlp.up_proj.weight"; });
@@ -191,12 +244,22 @@ TEST_F(CheckpointTest, ShardIndexProblems) {
   ASSERT_FALSE(m.ok());
   EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(other), HasSubstr("model.norm.weight"), HasSubstr("not stored")));
 
-  nlohmann::json escape = index;
-  escape["weight_map"]["model.norm.weight"] = "../model.safetensors";
-  WriteFile(index_path, escape.dump());
+  // Only plain names inside the model directory.
+  for (const std::string& name : {std::string("../model.safetensors"), std::string(".."), std::string("."),
+                                  std::string("/etc/passwd"), std::string("sub\\..\\x"),
+                                  std::string("model-00001-of-00003.safetensors\0x", 34), std::string("")}) {
+    nlohmann::json escape = index;
+    escape["weight_map"]["model.norm.weight"] = name;
+    WriteFile(index_path, escape.dump());
+    m = Open(sharded, 1);
+    ASSERT_FALSE(m.ok()) << name;
+    EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(index_path), HasSubstr("not a file in the directory")))
+        << name;
+  }
+  WriteFile(index_path, "[]");
   m = Open(sharded, 1);
   ASSERT_FALSE(m.ok());
-  EXPECT_THAT(std::string(m.status().message()), HasSubstr("not a file in the directory"));
+  EXPECT_THAT(std::string(m.status().message()), AllOf(HasSubstr(index_path), HasSubstr("weight_map")));
 }
 
 TEST_F(CheckpointTest, NoWeights) {
@@ -265,6 +328,31 @@ TEST(ConfigTest, RefusesWhatItCannotServeNamingTheField) {
                 j["sliding_window"] = 64;
               }),
               HasSubstr("'use_sliding_window'"));
+}
+
+// config.json that is not an object, lacks architectures or nests too deep.
+TEST(ConfigTest, DamagedConfigNamesTheFileAndField) {
+  SyntheticModelSpec spec;
+  const nlohmann::json base = SyntheticConfigJson(spec);
+  auto error = [](const std::string& text) {
+    auto c = ParseModelConfig(text, "dir/config.json");
+    return c.ok() ? "(ok)" : std::string(c.status().message());
+  };
+  EXPECT_THAT(error("[]"), AllOf(HasSubstr("dir/config.json"), HasSubstr("not a JSON object")));
+  EXPECT_THAT(error(""), AllOf(HasSubstr("dir/config.json"), HasSubstr("not a JSON object")));
+  nlohmann::json j = base;
+  j.erase("architectures");
+  EXPECT_THAT(error(j.dump()), AllOf(HasSubstr("dir/config.json"), HasSubstr("'architectures'")));
+  j = base;
+  j["architectures"] = nlohmann::json::array();
+  EXPECT_THAT(error(j.dump()), HasSubstr("'architectures'"));
+  // 64 levels parse; 65 do not.
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  const std::string text = base.dump();
+  EXPECT_EQ(error(text.substr(0, text.size() - 1) + R"(,"extra":)" + nested(63) + "}"), "(ok)");
+  EXPECT_THAT(error(text.substr(0, text.size() - 1) + R"(,"extra":)" + nested(64) + "}"),
+              AllOf(HasSubstr("dir/config.json"), HasSubstr("deeper than 64")));
+  EXPECT_THAT(error(nested(100000)), HasSubstr("deeper than 64"));
 }
 
 // Sizes derived from a config are computed with overflow checks (a KV block

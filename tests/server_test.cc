@@ -712,6 +712,82 @@ TEST(ServerTest, JsonErrorsTopLogprobsAndModelRetrieve) {
   EXPECT_EQ(Json::parse(other->body)["error"]["code"], "model_not_found");
 }
 
+// JSON bodies nest at most 64 levels (the parser and each walk recurse per
+// level; 100,000 levels overflowed the stack and ended the server).
+TEST(ServerTest, DeepJsonBodiesGet400) {
+  TestServer& s = Shared();
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  auto post = [&](const std::string& path, const std::string& body) {
+    auto res = s.Http().Post(path, body, "application/json");
+    return res ? std::make_pair(res->status, res->body) : std::make_pair(0, std::string("(no response)"));
+  };
+  // At the limit: the body object and 63 arrays. Just past it: 400.
+  auto [ok_status, ok_body] = post("/tokenize", R"({"prompt": "hi", "x": )" + nested(63) + "}");
+  EXPECT_EQ(ok_status, 200) << ok_body;
+  auto [deep_status, deep_body] = post("/tokenize", R"({"prompt": "hi", "x": )" + nested(64) + "}");
+  EXPECT_EQ(deep_status, 400) << deep_body;
+  EXPECT_NE(deep_body.find("deeper than 64"), std::string::npos) << deep_body;
+  // Brackets inside strings do not count.
+  auto [str_status, str_body] = post("/tokenize", R"({"prompt": ")" + std::string(100000, '[') + R"("})");
+  EXPECT_EQ(str_status, 200) << str_body.substr(0, 200);
+  // Chat-template values at the limit reach the template and render.
+  const std::string user = R"({"role": "user", "content": "Hi"})";
+  auto [kw_status, kw_body] =
+      post("/v1/chat/completions", R"({"max_tokens": 1, "messages": [)" + user +
+                                       R"(], "chat_template_kwargs": {"x": )" + nested(62) + "}}");
+  EXPECT_EQ(kw_status, 200) << kw_body;
+  // The cases of the issue, 100,000 levels deep.
+  const std::string deep = nested(100000);
+  const std::vector<std::string> bodies = {
+      R"({"messages": [{"role": "user", "content": )" + deep + "}]}",
+      R"({"messages": [{"role": "user", "content": "Hi", "extra": )" + deep + "}]}",
+      R"({"messages": [)" + user + R"(], "tools": )" + deep + "}",
+      R"({"messages": [)" + user + R"(], "chat_template_kwargs": {"x": )" + deep + "}}",
+      deep,
+  };
+  for (const std::string& path : {"/v1/chat/completions", "/tokenize"}) {
+    for (const std::string& body : bodies) {
+      auto [status, text] = post(path, body);
+      EXPECT_EQ(status, 400) << path << " " << body.substr(0, 80) << ": " << text;
+      EXPECT_NE(text.find("deeper than 64"), std::string::npos) << text;
+    }
+  }
+  auto [c_status, c_text] = post("/v1/completions", R"({"prompt": )" + deep + "}");
+  EXPECT_EQ(c_status, 400) << c_text;
+  // The server still serves.
+  const Json ok = PostJson(s, "/v1/completions", {{"prompt", {1, 2}}, {"max_tokens", 2}});
+  EXPECT_EQ(ok["choices"][0]["token_ids"].size(), 2u);
+}
+
+// gRPC requests nest at most 64 messages or groups (protobuf's parser
+// recurses per level).
+TEST(ServerTest, DeepGrpcMessagesAreRefused) {
+  TestServer& s = Shared();
+  grpc::GenericStub generic(s.channel());
+  auto call = [&](const std::string& bytes) {
+    grpc::ClientContext ctx;
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer send(&slice, 1), recv;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&ctx, "/gqa.v1.Generation/Tokenize", grpc::StubOptions(), &send, &recv,
+                      [&](grpc::Status st) { done.set_value(st); });
+    return done.get_future().get();
+  };
+  // Unknown field 99 as groups nested `n` deep, then the text field.
+  auto groups = [](int n) {
+    std::string b;
+    for (int i = 0; i < n; ++i) b += "\x9b\x06";
+    for (int i = 0; i < n; ++i) b += "\x9c\x06";
+    return b + std::string("\x0a\x02hi", 4);
+  };
+  EXPECT_TRUE(call(groups(64)).ok()) << call(groups(64)).error_message();
+  const grpc::Status past = call(groups(65));
+  EXPECT_EQ(past.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(past.error_message().find("deeper than 64"), std::string::npos) << past.error_message();
+  EXPECT_EQ(call(groups(100000)).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(call(groups(1)).ok());
+}
+
 // Response ids are unique per server; a stream's chunks share one.
 TEST(ServerTest, CompletionIdsAreUnique) {
   TestServer& s = Shared();
@@ -1115,6 +1191,134 @@ TEST(ServerProcessTest, OverflowingConfigIsRefusedByEveryProgram) {
     EXPECT_NE(WEXITSTATUS(status), 0) << cmd;
     EXPECT_NE(out.find("'num_key_value_heads'"), std::string::npos) << cmd << "\n" << out;
   }
+}
+
+// Runs gqa-server on `model` until it exits or `limit` passes (then kills
+// it); the exit status (-1 if it had to be killed), the seconds it ran and
+// its log. With `sigterm_after`, sends SIGTERM once the log holds that text.
+struct ServerExit {
+  int status = -1;
+  double seconds = 0;
+  std::string log;
+};
+ServerExit RunServerUntilExit(const std::string& tag, const std::string& model, double limit,
+                              const std::string& sigterm_after = "") {
+  const std::string dir = testing::ProcessTempDir(tag);
+  fs::create_directories(dir);
+  const std::string log_file = dir + "/server.log";
+  fs::remove(log_file);
+  auto read_log = [&] {
+    std::ifstream in(log_file);
+    return std::string((std::istreambuf_iterator<char>(in)), {});
+  };
+  const auto start = std::chrono::steady_clock::now();
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
+    if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
+    execl(bin.c_str(), bin.c_str(), "--model", model.c_str(), "--http-port", "0", "--grpc-port", "0",
+          "--num-kv-blocks", "16", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ServerExit r;
+  bool signalled = sigterm_after.empty();
+  for (;;) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      r.status = status;
+      break;
+    }
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (r.seconds > limit) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      break;
+    }
+    if (!signalled && read_log().find(sigterm_after) != std::string::npos) {
+      kill(pid, SIGTERM);
+      signalled = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.log = read_log();
+  return r;
+}
+
+// Every damaged model directory makes gqa-server exit non-zero at once with a
+// message naming the file (these once hung it for good, ignoring SIGTERM).
+TEST(ServerProcessTest, ModelThatCannotLoadEndsTheProcess) {
+  SyntheticModelSpec spec;
+  spec.layers = 1;
+  auto raw = [](const std::string& header) {
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i) out[i] = char((uint64_t(header.size()) >> (8 * i)) & 0xff);
+    return out + header + std::string(16, '\1');
+  };
+  auto nested = [](int depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+  struct Case {
+    std::string name;
+    std::string file;      // written into the directory (empty: a real checkpoint is kept)
+    std::string contents;
+    std::string message;   // expected in the log
+  };
+  std::string huge_length = raw("{}");
+  for (int i = 0; i < 8; ++i) huge_length[i] = '\xff';
+  std::string past_end = raw("{}");
+  past_end[0] = 100;
+  const std::string cfg = SyntheticConfigJson(spec).dump();
+  Json no_arch = SyntheticConfigJson(spec);
+  no_arch.erase("architectures");
+  const std::vector<Case> cases = {
+      {"array_header", "model.safetensors", raw("[1,2]"), "not a JSON object"},
+      {"text_header", "model.safetensors", raw("{nope"), "not a JSON object"},
+      {"huge_length", "model.safetensors", huge_length, "exceeds"},
+      {"past_end", "model.safetensors", past_end, "past the end"},
+      {"negative_offset", "model.safetensors", raw(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})"),
+       "non-negative"},
+      {"overflowing_shape", "model.safetensors",
+       raw(R"({"w":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,4]}})"), "too large"},
+      {"q4", "model.safetensors", raw(R"({"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}})"), "'Q4'"},
+      {"integer_weight", "", "", "weights must be F32, F16 or BF16"},
+      {"empty_file", "model.safetensors", "", "too small"},
+      {"config_array", "config.json", "[]", "not a JSON object"},
+      {"config_no_arch", "config.json", no_arch.dump(), "'architectures'"},
+      {"config_deep", "config.json", cfg.substr(0, cfg.size() - 1) + R"(,"x":)" + nested(100000) + "}", "deeper than 64"},
+      {"index_escape", "model.safetensors.index.json",
+       R"({"weight_map":{"model.norm.weight":"../model.safetensors"}})", "not a file in the directory"},
+      {"tokenizer_deep", "tokenizer.json", nested(100000), "deeper than 64"},
+  };
+  for (const Case& c : cases) {
+    const std::string dir = testing::ProcessTempDir("gqa_damaged_" + c.name);
+    fs::remove_all(dir);
+    ASSERT_OK(WriteSyntheticModel(spec, dir));
+    std::string named = dir + "/" + c.file;
+    if (c.name == "integer_weight") {
+      std::vector<TensorToWrite> tensors = SyntheticTensors(spec);
+      for (TensorToWrite& t : tensors)
+        if (t.name == "model.norm.weight") t.dtype_name = "I32";
+      ASSERT_OK(WriteSafetensors(dir + "/model.safetensors", tensors));
+      named = dir + "/model.safetensors";
+    } else {
+      std::ofstream(named, std::ios::binary | std::ios::trunc) << c.contents;
+    }
+    if (c.file == "tokenizer.json") named = dir + ": tokenizer.json";
+    const ServerExit r = RunServerUntilExit("gqa_damaged_run", dir, 20);
+    ASSERT_NE(r.status, -1) << c.name << ": still running after 20 s\n" << r.log;
+    EXPECT_TRUE(WIFEXITED(r.status)) << c.name << ": killed by a signal\n" << r.log;
+    EXPECT_NE(WEXITSTATUS(r.status), 0) << c.name;
+    EXPECT_NE(r.log.find(c.message), std::string::npos) << c.name << "\n" << r.log;
+    EXPECT_NE(r.log.find(named), std::string::npos) << c.name << ": the file is named\n" << r.log;
+    // Start-up and the failed load together; well under a second when idle.
+    EXPECT_LT(r.seconds, 5.0) << c.name;
+  }
+}
+
+// SIGTERM while the model loads ends the process (it was ignored there).
+TEST(ServerProcessTest, SigtermWhileLoadingExits) {
+  const ServerExit r = RunServerUntilExit("gqa_sigterm_loading", ModelDir(), 20, "loading the model");
+  ASSERT_NE(r.status, -1) << "still running after 20 s\n" << r.log;
+  EXPECT_LT(r.seconds, 10.0);
 }
 
 // The program itself: SIGTERM while a streamed request runs lets it finish,

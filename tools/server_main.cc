@@ -3,11 +3,14 @@
 // for up to --shutdown-timeout seconds, abort the rest, exit 0.
 #include <signal.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -38,7 +41,66 @@ absl::StatusOr<std::string> ApiKey(const Flags& f) {
   return std::string(env != nullptr ? env : "");
 }
 
+// SIGTERM / SIGINT are taken by one thread from the start: while the model
+// loads, a signal ends the process at once; once serving, it starts the drain.
+class SignalWatch {
+ public:
+  explicit SignalWatch(const sigset_t& signals) : signals_(signals) {
+    thread_ = std::thread([this] {
+      int sig = 0;
+      sigwait(&signals_, &sig);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!serving_) {
+        std::fprintf(stderr, "gqa: signal %d before the model was served: exiting\n", sig);
+        std::fflush(stderr);
+        std::_Exit(128 + sig);
+      }
+      sig_ = sig;
+      cv_.notify_all();
+    });
+    thread_.detach();  // it lives until a signal comes or the process ends
+  }
+  void Serving() {
+    std::lock_guard<std::mutex> lock(mu_);
+    serving_ = true;
+  }
+  int Wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return sig_ != 0; });
+    return sig_;
+  }
+
+ private:
+  const sigset_t signals_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool serving_ = false;
+  int sig_ = 0;
+};
+
+// Loading the model and tokenizer; every failure, exceptions included, comes
+// back as a status naming what failed.
+absl::Status Load(const Flags& f, const std::string& dir, std::unique_ptr<Engine>* engine,
+                  std::unique_ptr<Tokenizer>* tokenizer) {
+  try {
+    ASSIGN_OR_RETURN(*engine, EngineFromFlags(f));
+    if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
+      ASSIGN_OR_RETURN(*tokenizer, Tokenizer::Load(dir));
+    } else {
+      std::fprintf(stderr, "gqa: %s has no tokenizer.json: token-id prompts only\n", dir.c_str());
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(dir, ": loading failed: ", e.what()));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(dir, ": loading failed with an unknown exception"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Run(const Flags& f, const sigset_t& signals) {
+  // Never freed: its thread may outlive Run.
+  SignalWatch& watch = *new SignalWatch(signals);
   ASSIGN_OR_RETURN(int64_t http_port, f.GetInt("http-port"));
   ASSIGN_OR_RETURN(int64_t grpc_port, f.GetInt("grpc-port"));
   ASSIGN_OR_RETURN(int64_t max_queued, f.GetInt("max-queued-requests"));
@@ -74,12 +136,14 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
   RETURN_IF_ERROR(http.Start());  // answers 503 while the model loads
   std::fprintf(stderr, "gqa: HTTP on http://%s:%d (loading the model)\n", ho.host.c_str(), http.port());
 
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f));
+  std::unique_ptr<Engine> engine;
   std::unique_ptr<Tokenizer> tokenizer;
-  if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
-    ASSIGN_OR_RETURN(tokenizer, Tokenizer::Load(dir));
-  } else {
-    std::fprintf(stderr, "gqa: %s has no tokenizer.json: token-id prompts only\n", dir.c_str());
+  if (absl::Status st = Load(f, dir, &engine, &tokenizer); !st.ok()) {
+    // A model that cannot load ends the process now: nothing that was
+    // started for it (threads, devices, the HTTP listener) may hold it up.
+    std::fprintf(stderr, "gqa-server: %s\n", std::string(st.message()).c_str());
+    std::fflush(stderr);
+    std::_Exit(1);
   }
   FrontendOptions fo;
   fo.served_model_name = f.Has("served-model-name") ? f.Get("served-model-name")
@@ -101,8 +165,8 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
   std::fprintf(stderr, "gqa: serving '%s': HTTP on %s:%d, gRPC on %s:%d\n", fo.served_model_name.c_str(),
                ho.host.c_str(), http.port(), go.host.c_str(), grpc.port());
 
-  int sig = 0;
-  sigwait(&signals, &sig);
+  watch.Serving();
+  const int sig = watch.Wait();
   std::fprintf(stderr, "gqa: signal %d: draining (%d requests in flight, up to %llds)\n", sig, frontend->inflight(),
                static_cast<long long>(shutdown_timeout));
   frontend->BeginDrain();

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "worker/json_depth.h"
 
 namespace gqa {
 namespace {
@@ -155,6 +156,8 @@ absl::Status CheckDerivedSizes(const ModelConfig& c, absl::string_view source) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<ModelConfig> ParseModelConfigJson(absl::string_view json_text, absl::string_view source);
+
 }  // namespace
 
 absl::string_view ArchitectureName(Architecture a) {
@@ -167,6 +170,19 @@ absl::string_view ArchitectureName(Architecture a) {
 }
 
 absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::string_view source) {
+  // The parser recurses once per level.
+  if (JsonDeeperThan(std::string_view(json_text.data(), json_text.size()))) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  try {
+    return ParseModelConfigJson(json_text, source);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
+}
+
+namespace {
+absl::StatusOr<ModelConfig> ParseModelConfigJson(absl::string_view json_text, absl::string_view source) {
   Json j = Json::parse(json_text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
@@ -256,6 +272,7 @@ absl::StatusOr<ModelConfig> ParseModelConfig(absl::string_view json_text, absl::
   RETURN_IF_ERROR(CheckDerivedSizes(c, source));
   return c;
 }
+}  // namespace
 
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -1,6 +1,7 @@
 #include "worker/executor.h"
 
 #include <filesystem>
+#include <system_error>
 
 #include "kernels/cpu/cpu_backend.h"
 
@@ -37,17 +38,52 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
   for (int r = 0; r < options.tp; ++r) ex->workers_.push_back(std::make_unique<Worker>());
   // Each rank is set up on its own thread (its device is current there), all
   // at once: NCCL's initialisation waits for every rank of the group.
+  // An exception in a rank becomes its error (and releases the others); a
+  // thread that cannot start fails the ranks not yet started. Every thread
+  // started is joined before returning.
+  Executor* self = ex.get();
   std::vector<std::thread> setup;
   for (int r = 0; r < options.tp; ++r) {
-    setup.emplace_back([&ex, r] { ex->workers_[r]->result = ex->SetUpRank(r); });
+    try {
+      setup.emplace_back([self, r] { self->workers_[r]->result = self->GuardedSetUpRank(r); });
+    } catch (const std::system_error& e) {
+      const absl::Status st = absl::ResourceExhaustedError(absl::StrCat("cannot start a thread for rank ", r, ": ", e.what()));
+      for (int q = r; q < options.tp; ++q) ex->workers_[q]->result = st;
+      ex->group_->Abort(st);
+      break;
+    }
   }
   for (std::thread& t : setup) t.join();
-  for (const auto& w : ex->workers_) RETURN_IF_ERROR(w->result);
+  // Report the root cause: a rank's own error rather than the aborts it caused.
+  absl::Status first;
+  for (const auto& w : ex->workers_) {
+    if (w->result.ok()) continue;
+    if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
+  }
+  RETURN_IF_ERROR(first);
   for (int r = 1; r < options.tp; ++r) {
-    Executor* self = ex.get();
-    ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
+    try {
+      ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
+    } catch (const std::system_error& e) {
+      // ~Executor stops and joins the loops already started.
+      return absl::ResourceExhaustedError(absl::StrCat("cannot start a thread for rank ", r, ": ", e.what()));
+    }
   }
   return ex;
+}
+
+absl::Status Executor::GuardedSetUpRank(int r) {
+  absl::Status st;
+  try {
+    st = SetUpRank(r);
+  } catch (const std::exception& e) {
+    st = absl::InternalError(absl::StrCat("setting up rank ", r, ": ", e.what()));
+  } catch (...) {
+    st = absl::InternalError(absl::StrCat("setting up rank ", r, ": unknown exception"));
+  }
+  // A rank that fails must not leave the others waiting in a collective.
+  if (!st.ok()) group_->Abort(st);
+  return st;
 }
 
 absl::Status Executor::SetUpRank(int r) {

@@ -85,6 +85,7 @@ class Executor {
   };
   Executor() = default;
   absl::Status SetUpRank(int rank);
+  absl::Status GuardedSetUpRank(int rank);  // SetUpRank, exceptions caught; aborts the group on failure
   void RunRank(int rank);
   void WorkerLoop(int rank);
   absl::Status RunStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits);

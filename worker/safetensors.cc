@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "worker/json_depth.h"
 
 namespace gqa {
 namespace {
@@ -105,6 +106,14 @@ MappedFile::~MappedFile() {
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  try {
+    return OpenUnguarded(path);
+  } catch (const std::exception& e) {
+    return Corrupt(path, e.what());
+  }
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::OpenUnguarded(const std::string& path) {
   auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile());
   file->path_ = path;
   ASSIGN_OR_RETURN(file->map_, MappedFile::Open(path));
@@ -121,6 +130,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
                                       size, "-byte file (truncated?)"));
   }
   const char* header_begin = reinterpret_cast<const char*>(base + 8);
+  if (JsonDeeperThan(std::string_view(header_begin, header_len))) {
+    return Corrupt(path, absl::StrCat("header is nested deeper than ", kMaxJsonDepth, " levels"));
+  }
   Json header = Json::parse(header_begin, header_begin + header_len, nullptr, false);
   if (header.is_discarded() || !header.is_object()) {
     return Corrupt(path, "header is not a JSON object");
@@ -198,6 +210,14 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
 }
 
 absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDirectory(const std::string& dir) {
+  try {
+    return OpenDirectoryUnguarded(dir);
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(dir, ": ", e.what()));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDirectoryUnguarded(const std::string& dir) {
   namespace fs = std::filesystem;
   auto ckpt = std::unique_ptr<Checkpoint>(new Checkpoint());
   ckpt->description_ = dir;
@@ -208,6 +228,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDirectory(const std:
   std::error_code ec;
   if (fs::exists(index, ec)) {
     ASSIGN_OR_RETURN(std::string text, ReadTextFile(index.string()));
+    if (JsonDeeperThan(text)) {
+      return absl::DataLossError(absl::StrCat(index.string(), ": nested deeper than ", kMaxJsonDepth, " levels"));
+    }
     Json j = Json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object()) {
       return absl::DataLossError(absl::StrCat(index.string(), ": no 'weight_map' object"));
@@ -217,7 +240,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::OpenDirectory(const std:
         return absl::DataLossError(absl::StrCat(index.string(), ": weight_map entry '", it.key(), "' is not a file name"));
       }
       const std::string file = it.value().get<std::string>();
-      if (file.empty() || file.find('/') != std::string::npos || file == "." || file == "..") {
+      // Only a plain name: no path separator, no parent, no NUL cutting it short.
+      if (file.empty() || file.find_first_of(std::string("/\\\0", 3)) != std::string::npos || file == "." ||
+          file == "..") {
         return absl::DataLossError(absl::StrCat(index.string(), ": weight_map entry '", it.key(),
                                                 "' names '", file, "', not a file in the directory"));
       }

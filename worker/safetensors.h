@@ -49,6 +49,7 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
 
  private:
+  static absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenUnguarded(const std::string& path);
   std::string path_;
   std::unique_ptr<MappedFile> map_;
   std::map<std::string, TensorInfo> tensors_;
@@ -77,6 +78,7 @@ class Checkpoint {
   const std::map<std::string, const TensorInfo*>& tensors() const { return tensors_; }
 
  private:
+  static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenDirectoryUnguarded(const std::string& dir);
   std::string description_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::vector<TensorInfo> memory_tensors_;

@@ -73,6 +73,10 @@ class Renderer {
   absl::StatusOr<Flow> Exec(const Body& body, std::string* out) {
     for (const auto& s : body) {
       if (++steps_ > kMaxSteps) return absl::ResourceExhaustedError("chat template: too many steps");
+      if (out->size() > jinja::kMaxStringBytes) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("chat template: output longer than ", jinja::kMaxStringBytes, " bytes"));
+      }
       switch (s->kind) {
         case Stmt::Kind::kText:
           *out += s->text;
@@ -177,6 +181,7 @@ class Renderer {
     };
     if (s.filter) {  // filtered before the loop, so loop.* counts only kept items
       for (const Value& item : *items_or) {
+        if (++steps_ > kMaxSteps) return absl::ResourceExhaustedError("chat template: too many steps");
         scopes_.emplace_back();
         absl::Status b = bind(item);
         auto keep = b.ok() ? Eval(*s.filter) : absl::StatusOr<Value>(b);
@@ -189,6 +194,8 @@ class Renderer {
     }
     const int64_t n = static_cast<int64_t>(items.size());
     for (int64_t i = 0; i < n; ++i) {
+      // Empty loop bodies take no steps of their own: nested loops count here.
+      if (++steps_ > kMaxSteps) return absl::ResourceExhaustedError("chat template: too many steps");
       jinja::Dict loop = {
           {"index", Value::Int(i + 1)}, {"index0", Value::Int(i)}, {"revindex", Value::Int(n - i)},
           {"revindex0", Value::Int(n - i - 1)}, {"first", Value::Bool(i == 0)}, {"last", Value::Bool(i == n - 1)},
@@ -264,7 +271,29 @@ class Renderer {
     return type_error();
   }
 
+  // Every value a template computes is held to the limits on strings, items
+  // and nesting (walks over values recurse per level), and counts as a step.
   absl::StatusOr<Value> Eval(const Expr& e) {
+    if (++steps_ > kMaxSteps) return absl::ResourceExhaustedError("chat template: too many steps");
+    auto v = EvalNode(e);
+    if (!v.ok()) return v;
+    if (v->is_string() && v->AsString().size() > jinja::kMaxStringBytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("chat template line ", e.line, ": a string longer than ", jinja::kMaxStringBytes, " bytes"));
+    }
+    if (v->depth() > jinja::kMaxValueDepth) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("chat template line ", e.line, ": a value nested deeper than ", jinja::kMaxValueDepth, " levels"));
+    }
+    if ((v->is_list() && v->AsList().size() > jinja::kMaxItems) ||
+        (v->is_mapping() && v->AsDict().size() > jinja::kMaxItems)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("chat template line ", e.line, ": a list or dict of more than ", jinja::kMaxItems, " items"));
+    }
+    return v;
+  }
+
+  absl::StatusOr<Value> EvalNode(const Expr& e) {
     switch (e.kind) {
       case Expr::Kind::kLiteral: return e.value;
       case Expr::Kind::kName: return Lookup(e.name);
@@ -446,7 +475,12 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& v
   Renderer r(Value::FromJson(vars));
   std::string out;
   auto f = r.Exec(body_, &out);
+  // A limit reached is the request's fault (400), not the server's load (429).
+  if (!f.ok() && absl::IsResourceExhausted(f.status())) return absl::InvalidArgumentError(f.status().message());
   if (!f.ok()) return f.status();
+  if (out.size() > jinja::kMaxStringBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("chat template: output longer than ", jinja::kMaxStringBytes, " bytes"));
+  }
   return out;
 }
 

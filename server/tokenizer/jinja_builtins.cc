@@ -324,6 +324,7 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
     }
     const Value* indent = Arg(args, kwargs, 99, "indent");
     if (!args.empty()) return TypeError("tojson: positional arguments are not supported");
+    if (indent && indent->type() == Value::Type::kInt && indent->AsInt() > 64) return TypeError("tojson: indent above 64");
     auto s = v.ToJson(indent && indent->type() == Value::Type::kInt ? static_cast<int>(indent->AsInt()) : -1);
     if (!s.ok()) return s.status();
     return Value::Str(*s);
@@ -345,6 +346,8 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
     const Value* sep = Arg(args, kwargs, 0, "d");
     const Value* attr = Arg(args, kwargs, 1, "attribute");
     std::vector<std::string> parts;
+    const std::string separator = sep ? sep->Str() : "";
+    size_t total = 0;
     for (const Value& x : *items) {
       if (attr) {
         auto y = Subscript(x, *attr);
@@ -353,8 +356,10 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
       } else {
         parts.push_back(x.Str());
       }
+      total += parts.back().size() + separator.size();
+      if (total > kMaxStringBytes) return TypeError("join: the result is longer than the string limit");
     }
-    return Value::Str(absl::StrJoin(parts, sep ? sep->Str() : ""));
+    return Value::Str(absl::StrJoin(parts, separator));
   }
   if (name == "default" || name == "d") {
     const Value* def = Arg(args, kwargs, 0, "default_value");
@@ -528,6 +533,7 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
     const Value* width = Arg(args, kwargs, 0, "width");
     const Value* first = Arg(args, kwargs, 1, "first");
     const Value* blank = Arg(args, kwargs, 2, "blank");
+    if (width && !width->is_string() && width->AsInt() > 1024) return TypeError("indent: width above 1024");
     const std::string pad = width && width->is_string() ? width->AsString()
                                                         : std::string(width ? static_cast<size_t>(std::max<int64_t>(0, width->AsInt())) : 4, ' ');
     const std::string s = v.Str();
@@ -542,6 +548,7 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& v, const s
       const bool indent_it = (is_first ? (first && first->Truthy()) : true) && (!line.empty() || (blank && blank->Truthy()));
       if (indent_it) out += pad;
       out += line;
+      if (out.size() > kMaxStringBytes) return TypeError("indent: the result is longer than the string limit");
       if (e == std::string::npos) break;
       out += '\n';
       b = e + 1;
@@ -598,6 +605,7 @@ absl::StatusOr<Value> CallMethod(const Value& obj, std::string_view name, const 
         if (p == std::string::npos) break;
         out.append(s, b, p - b);
         out += *to;
+        if (out.size() > kMaxStringBytes) return TypeError("replace: the result is longer than the string limit");
         b = p + from->size();
         if (left > 0) --left;
       }
@@ -623,9 +631,12 @@ absl::StatusOr<Value> CallMethod(const Value& obj, std::string_view name, const 
       auto items = Iterate(*it);
       if (!items.ok()) return items.status();
       std::vector<std::string> parts;
+      size_t total = 0;
       for (const Value& x : *items) {
         if (!x.is_string()) return TypeError("join: sequence item is not a string");
         parts.push_back(x.AsString());
+        total += x.AsString().size() + s.size();
+        if (total > kMaxStringBytes) return TypeError("join: the result is longer than the string limit");
       }
       return Value::Str(absl::StrJoin(parts, s));
     }

@@ -22,11 +22,25 @@ struct Chunk {
 
 bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
-int LineOf(std::string_view s, size_t pos) {
-  int line = 1;
-  for (size_t k = 0; k < pos && k < s.size(); ++k) line += s[k] == '\n';
-  return line;
-}
+// Line numbers of positions asked in increasing order, counted once (from
+// the start each time, a template of many tags took quadratic time).
+class LineCounter {
+ public:
+  explicit LineCounter(std::string_view s) : s_(s) {}
+  int At(size_t pos) {
+    if (pos < pos_) pos_ = 0, line_ = 1;
+    for (; pos_ < pos && pos_ < s_.size(); ++pos_) line_ += s_[pos_] == '\n';
+    return line_;
+  }
+
+ private:
+  std::string_view s_;
+  size_t pos_ = 0;
+  int line_ = 1;
+};
+
+// The deepest nesting of blocks, and of expression levels within a tag.
+constexpr int kMaxNesting = 64;
 
 absl::Status Err(int line, std::string_view msg) {
   return absl::InvalidArgumentError(absl::StrCat("chat template line ", line, ": ", AV(msg)));
@@ -47,6 +61,7 @@ absl::StatusOr<std::vector<Chunk>> SplitChunks(std::string_view raw) {
   if (!src.empty() && src.back() == '\n') src.pop_back();
 
   std::vector<Chunk> out;
+  LineCounter lines(src);
   size_t pos = 0;
   bool line_starting = true;
   while (pos < src.size()) {
@@ -59,7 +74,7 @@ absl::StatusOr<std::vector<Chunk>> SplitChunks(std::string_view raw) {
       ++p;
     }
     if (p == std::string::npos) {
-      out.push_back({Chunk::Kind::kText, src.substr(pos), LineOf(src, pos)});
+      out.push_back({Chunk::Kind::kText, src.substr(pos), lines.At(pos)});
       break;
     }
     std::string text = src.substr(pos, p - pos);
@@ -75,8 +90,8 @@ absl::StatusOr<std::vector<Chunk>> SplitChunks(std::string_view raw) {
         if (all_ws) text.resize(l_pos);
       }
     }
-    if (!text.empty()) out.push_back({Chunk::Kind::kText, text, LineOf(src, pos)});
-    const int line = LineOf(src, p);
+    if (!text.empty()) out.push_back({Chunk::Kind::kText, text, lines.At(pos)});
+    const int line = lines.At(p);
     // Find the closing delimiter, skipping string literals.
     const char close = kind == '{' ? '}' : kind == '%' ? '%' : '#';
     size_t q = p + 2 + (sign ? 1 : 0);
@@ -263,6 +278,21 @@ class ExprParser {
   }
   int line() const { return line_; }
 
+  // Every recursive call and every link of an operator, comparison, postfix
+  // or filter chain adds a level to the tree, and to the stack of each walk
+  // over it (checks, rendering, destruction); past kMaxNesting the template
+  // is refused. A scope gives back the levels taken inside it.
+  struct DepthScope {
+    explicit DepthScope(ExprParser* p) : p(p), saved(p->depth_) {}
+    ~DepthScope() { p->depth_ = saved; }
+    ExprParser* p;
+    int saved;
+  };
+  absl::Status Deeper() {
+    if (++depth_ > kMaxNesting) return Err(line_, absl::StrCat("expression nested deeper than ", kMaxNesting, " levels"));
+    return absl::OkStatus();
+  }
+
   ExprPtr Make(Expr::Kind k) {
     auto e = std::make_unique<Expr>();
     e->kind = k;
@@ -271,10 +301,13 @@ class ExprParser {
   }
 
   absl::StatusOr<ExprPtr> ParseExpression(bool with_condexpr = true) {
+    DepthScope scope(this);
+    if (absl::Status st = Deeper(); !st.ok()) return st;
     auto a = ParseOr();
     if (!a.ok() || !with_condexpr) return a;
     ExprPtr node = std::move(*a);
     while (IsName("if")) {
+      if (absl::Status st = Deeper(); !st.ok()) return st;
       Next();
       auto cond = ParseOr();
       if (!cond.ok()) return cond;
@@ -306,6 +339,7 @@ class ExprParser {
   // any of `ops` (operator tokens, or keywords such as "and" when `keywords`).
   using Level = absl::StatusOr<ExprPtr> (ExprParser::*)();
   absl::StatusOr<ExprPtr> LeftAssoc(Level next, std::initializer_list<std::string_view> ops, bool keywords = false) {
+    DepthScope scope(this);
     auto a = (this->*next)();
     if (!a.ok()) return a;
     ExprPtr n = std::move(*a);
@@ -318,6 +352,7 @@ class ExprParser {
         }
       }
       if (op.empty()) return n;
+      if (absl::Status st = Deeper(); !st.ok()) return st;
       Next();
       auto b = (this->*next)();
       if (!b.ok()) return b;
@@ -327,7 +362,9 @@ class ExprParser {
   absl::StatusOr<ExprPtr> ParseOr() { return LeftAssoc(&ExprParser::ParseAnd, {"or"}, true); }
   absl::StatusOr<ExprPtr> ParseAnd() { return LeftAssoc(&ExprParser::ParseNot, {"and"}, true); }
   absl::StatusOr<ExprPtr> ParseNot() {
+    DepthScope scope(this);
     if (IsName("not")) {
+      if (absl::Status st = Deeper(); !st.ok()) return st;
       Next();
       auto a = ParseNot();
       if (!a.ok()) return a;
@@ -339,6 +376,7 @@ class ExprParser {
     return ParseCompare();
   }
   absl::StatusOr<ExprPtr> ParseCompare() {
+    DepthScope scope(this);
     auto a = ParseMath1();
     if (!a.ok()) return a;
     ExprPtr n = std::move(*a);
@@ -358,6 +396,7 @@ class ExprParser {
       } else {
         break;
       }
+      if (absl::Status st = Deeper(); !st.ok()) return st;
       auto b = ParseMath1();
       if (!b.ok()) return b;
       n = *Binary(std::move(n), op, std::move(*b));
@@ -371,6 +410,8 @@ class ExprParser {
   absl::StatusOr<ExprPtr> ParsePow() { return LeftAssoc(&ExprParser::ParseUnaryFiltered, {"**"}); }
   absl::StatusOr<ExprPtr> ParseUnaryFiltered() { return ParseUnary(true); }
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
+    DepthScope scope(this);
+    if (absl::Status st = Deeper(); !st.ok()) return st;
     ExprPtr n;
     if (IsOp("-") || IsOp("+")) {
       std::string op = Peek().text;
@@ -412,7 +453,11 @@ class ExprParser {
     return absl::OkStatus();
   }
   absl::StatusOr<ExprPtr> ParsePostfix(ExprPtr n) {
+    DepthScope scope(this);
     while (true) {
+      if (IsOp(".") || IsOp("[") || IsOp("(")) {
+        if (absl::Status st = Deeper(); !st.ok()) return st;
+      }
       if (IsOp(".")) {
         Next();
         auto name = ExpectName();
@@ -477,7 +522,11 @@ class ExprParser {
     return ParseArgs(e);
   }
   absl::StatusOr<ExprPtr> ParseFilterExpr(ExprPtr n) {
+    DepthScope scope(this);
     while (true) {
+      if (IsOp("|") || IsName("is") || IsOp("(")) {
+        if (absl::Status st = Deeper(); !st.ok()) return st;
+      }
       if (IsOp("|")) {
         Next();
         auto name = ExpectName();
@@ -591,6 +640,7 @@ class ExprParser {
   std::vector<Tok> t_;
   size_t p_ = 0;
   int line_;
+  int depth_ = 0;
 };
 
 // ---- stage 4: statements ---------------------------------------------------
@@ -601,6 +651,13 @@ class StmtParser {
 
   // Parses until a block tag whose first word is in `ends` (left unconsumed).
   absl::StatusOr<Body> ParseBody(const std::vector<std::string>& ends, std::string* end_word) {
+    // Blocks nest at most kMaxNesting deep (the parser and renderer recurse per block).
+    struct Scope {
+      int& d;
+      ~Scope() { --d; }
+    } scope{++nest_};
+    const int line = i_ < c_.size() ? c_[i_].line : 0;
+    if (nest_ > kMaxNesting) return Err(line, absl::StrCat("blocks nested deeper than ", kMaxNesting, " levels"));
     Body body;
     while (i_ < c_.size()) {
       const Chunk& ch = c_[i_];
@@ -773,6 +830,7 @@ class StmtParser {
 
   std::vector<Chunk> c_;
   size_t i_ = 0;
+  int nest_ = 0;
 };
 
 }  // namespace

@@ -187,6 +187,7 @@ absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
         if (indent >= 0) newline(level + 1);
         absl::Status s = JsonDump(e, indent, level + 1, out);
         if (!s.ok()) return s;
+        if (out->size() > kMaxStringBytes) return absl::ResourceExhaustedError("tojson: output too large");
       }
       if (indent >= 0) newline(level);
       *out += ']';
@@ -204,6 +205,7 @@ absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
         *out += ": ";
         absl::Status s = JsonDump(e, indent, level + 1, out);
         if (!s.ok()) return s;
+        if (out->size() > kMaxStringBytes) return absl::ResourceExhaustedError("tojson: output too large");
       }
       if (indent >= 0) newline(level);
       *out += '}';
@@ -211,6 +213,44 @@ absl::Status JsonDump(const Value& v, int indent, int level, std::string* out) {
     }
     default:
       return absl::InvalidArgumentError(absl::StrCat("tojson: object of type ", v.TypeName(), " is not JSON serializable"));
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// repr() into `out`, giving up once it holds more than kMaxStringBytes (the
+// renderer refuses such a string): lists shared many times over print far
+// more than they hold.
+void ReprInto(const Value& v, std::string* out) {
+  if (out->size() > kMaxStringBytes) return;
+  switch (v.type()) {
+    case Value::Type::kList: {
+      *out += v.is_tuple() ? "(" : "[";
+      const List& l = v.AsList();
+      for (size_t k = 0; k < l.size() && out->size() <= kMaxStringBytes; ++k) {
+        if (k) *out += ", ";
+        ReprInto(l[k], out);
+      }
+      if (v.is_tuple() && l.size() == 1) *out += ',';
+      *out += v.is_tuple() ? ')' : ']';
+      return;
+    }
+    case Value::Type::kDict: {
+      *out += "{";
+      const Dict& d = v.AsDict();
+      for (size_t k = 0; k < d.size() && out->size() <= kMaxStringBytes; ++k) {
+        if (k) *out += ", ";
+        *out += PyStrRepr(d[k].first);
+        *out += ": ";
+        ReprInto(d[k].second, out);
+      }
+      *out += '}';
+      return;
+    }
+    default:
+      *out += v.Repr();
   }
 }
 
@@ -224,25 +264,10 @@ std::string Value::Repr() const {
     case Type::kInt: return std::to_string(i_);
     case Type::kFloat: return PyFloatRepr(f_);
     case Type::kString: return PyStrRepr(*s_);
-    case Type::kList: {
-      std::string out = is_tuple() ? "(" : "[";
-      for (size_t k = 0; k < l_->size(); ++k) {
-        if (k) out += ", ";
-        out += (*l_)[k].Repr();
-      }
-      if (is_tuple() && l_->size() == 1) out += ',';
-      out += is_tuple() ? ')' : ']';
-      return out;
-    }
+    case Type::kList:
     case Type::kDict: {
-      std::string out = "{";
-      for (size_t k = 0; k < d_->size(); ++k) {
-        if (k) out += ", ";
-        out += PyStrRepr((*d_)[k].first);
-        out += ": ";
-        out += (*d_)[k].second.Repr();
-      }
-      out += '}';
+      std::string out;
+      ReprInto(*this, &out);
       return out;
     }
     case Type::kNamespace: return "<Namespace>";

@@ -2,6 +2,7 @@
 // Python semantics jinja2 gives them (truthiness, str(), ==, json.dumps).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -15,6 +16,15 @@
 namespace gqa::jinja {
 
 class Value;
+
+// The longest string a template may build or print (32 MiB: well above any
+// prompt that fits a request body).
+inline constexpr size_t kMaxStringBytes = size_t{32} << 20;
+// The deepest list / dict nesting a template may build (request values nest
+// at most 64 levels, the body limit).
+inline constexpr int kMaxValueDepth = 128;
+// The most items a template may put in one list or dict.
+inline constexpr size_t kMaxItems = size_t{1} << 20;
 using List = std::vector<Value>;
 // Insertion-ordered string-keyed map (Python dicts keep insertion order).
 using Dict = std::vector<std::pair<std::string, Value>>;
@@ -29,17 +39,34 @@ class Value {
   static Value Int(int64_t i) { Value v; v.type_ = Type::kInt; v.i_ = i; return v; }
   static Value Float(double d) { Value v; v.type_ = Type::kFloat; v.f_ = d; return v; }
   static Value Str(std::string s) { Value v; v.type_ = Type::kString; v.s_ = std::make_shared<std::string>(std::move(s)); return v; }
-  static Value MakeList(List l) { Value v; v.type_ = Type::kList; v.l_ = std::make_shared<List>(std::move(l)); return v; }
+  static Value MakeList(List l) {
+    Value v;
+    v.type_ = Type::kList;
+    for (const Value& e : l) v.depth_ = std::max(v.depth_, e.depth_ + 1);
+    if (v.depth_ == 0) v.depth_ = 1;
+    v.l_ = std::make_shared<List>(std::move(l));
+    return v;
+  }
   // A Python tuple (from dict.items(), dictsort): a list that prints as (a, b).
   static Value MakeTuple(List l) { Value v = MakeList(std::move(l)); v.i_ = 1; return v; }
   bool is_tuple() const { return type_ == Type::kList && i_ == 1; }
-  static Value MakeDict(Dict d) { Value v; v.type_ = Type::kDict; v.d_ = std::make_shared<Dict>(std::move(d)); return v; }
+  static Value MakeDict(Dict d) {
+    Value v;
+    v.type_ = Type::kDict;
+    for (const auto& [k, e] : d) v.depth_ = std::max(v.depth_, e.depth_ + 1);
+    if (v.depth_ == 0) v.depth_ = 1;
+    v.d_ = std::make_shared<Dict>(std::move(d));
+    return v;
+  }
   static Value MakeNamespace(Dict d) { Value v = MakeDict(std::move(d)); v.type_ = Type::kNamespace; return v; }
   // Undefined that remembers what was looked up, for error messages.
   static Value Undefined(std::string name) { Value v; v.s_ = std::make_shared<std::string>(std::move(name)); return v; }
   static Value FromJson(const nlohmann::ordered_json& j);
 
   Type type() const { return type_; }
+  // Nesting of lists and dicts ([] is 1, a scalar 0), counted when built;
+  // namespaces are not walked into (printed as <Namespace>, not JSON).
+  int depth() const { return depth_; }
   bool is_undefined() const { return type_ == Type::kUndefined; }
   bool is_none() const { return type_ == Type::kNone; }
   bool is_string() const { return type_ == Type::kString; }
@@ -70,6 +97,7 @@ class Value {
 
  private:
   Type type_ = Type::kUndefined;
+  int depth_ = 0;
   int64_t i_ = 0;
   double f_ = 0;
   std::shared_ptr<std::string> s_;

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "server/tokenizer/chat_template.h"
 #include "server/tokenizer/unicode.h"
+#include "worker/json_depth.h"
 
 namespace gqa {
 namespace {
@@ -50,12 +51,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Load(const std::string& di
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view tokenizer_json,
                                                                std::string_view config_json) {
+  // The parser and the walks below recurse once per level.
+  if (JsonDeeperThan(tokenizer_json)) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: nested deeper than ", kMaxJsonDepth, " levels"));
+  }
+  if (JsonDeeperThan(config_json)) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json: nested deeper than ", kMaxJsonDepth, " levels"));
+  }
   nlohmann::json j, cfg;
   try {
     j = nlohmann::json::parse(tokenizer_json);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json is not valid JSON: ", e.what()));
+  }
+  try {
     if (!config_json.empty()) cfg = nlohmann::json::parse(config_json);
   } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer file is not valid JSON: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer_config.json is not valid JSON: ", e.what()));
   }
   if (!j.is_object()) return absl::InvalidArgumentError("tokenizer.json: top level is not an object");
   if (!cfg.is_null() && !cfg.is_object()) return absl::InvalidArgumentError("tokenizer_config.json: top level is not an object");
@@ -113,6 +125,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(std::string_view 
     }
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("tokenizer file has an unexpected structure: ", e.what()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("tokenizer files could not be read: ", e.what()));
   }
   return tok;
 }

@@ -133,3 +133,93 @@ TEST(ChatTemplateTest, ExpressionPrecedenceMatchesJinja2) {
 
 }  // namespace
 }  // namespace gqa
+
+namespace gqa {
+namespace {
+
+// `text` holds `part`.
+#define EXPECT_HAS(text, part)                                          \
+  do {                                                                  \
+    const std::string t_ = (text);                                      \
+    EXPECT_NE(t_.find(part), std::string::npos) << t_.substr(0, 500);   \
+  } while (0)
+
+// Compile and render; the text or the error message.
+std::string RenderOrError(const std::string& source,
+                          const nlohmann::ordered_json& vars = nlohmann::ordered_json::object()) {
+  auto t = ChatTemplate::Compile(source);
+  if (!t.ok()) return "compile: " + std::string(t.status().message());
+  auto out = (*t)->Render(vars);
+  if (!out.ok()) return "render: " + std::string(out.status().message()) + " (" + absl::StatusCodeToString(out.status().code()) + ")";
+  return *out;
+}
+
+std::string Repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+// Templates nest at most 64 levels: blocks, and expression levels in a tag
+// (the parser, checks and renderer recurse per level).
+TEST(ChatTemplateLimitsTest, NestingIsBounded) {
+  // Blocks: the template body is level 1, so 63 nested ifs fit.
+  auto ifs = [](int n) { return Repeat("{% if true %}", n) + "x" + Repeat("{% endif %}", n); };
+  EXPECT_EQ(RenderOrError(ifs(63)), "x");
+  EXPECT_HAS(RenderOrError(ifs(64)), ("blocks nested deeper than 64"));
+  EXPECT_HAS(RenderOrError(ifs(100000)), ("blocks nested deeper than 64"));
+  // Parentheses: each takes one level for its expression and one for the
+  // unary level under it; the tag itself takes two.
+  auto parens = [](int n) { return "{{ " + std::string(n, '(') + "1" + std::string(n, ')') + " }}"; };
+  EXPECT_EQ(RenderOrError(parens(31)), "1");
+  EXPECT_HAS(RenderOrError(parens(32)), ("nested deeper than 64"));
+  EXPECT_HAS(RenderOrError(parens(100000)), ("nested deeper than 64"));
+  // Chains build trees as deep as they are long.
+  auto plus = [](int n) { return "{{ 1" + Repeat(" + 1", n) + " }}"; };
+  EXPECT_EQ(RenderOrError(plus(40)), "41");
+  EXPECT_HAS(RenderOrError(plus(100000)), ("nested deeper than 64"));
+  EXPECT_HAS(RenderOrError("{{ 'a'" + Repeat("|trim", 100000) + " }}"), ("nested deeper than 64"));
+  EXPECT_HAS(RenderOrError("{{ " + Repeat("not ", 100000) + "1 }}"), ("nested deeper than 64"));
+  EXPECT_HAS(RenderOrError("{{ " + Repeat("-", 100000) + "1 }}"), ("nested deeper than 64"));
+}
+
+// Values a template builds: nesting, length, items; loops and output.
+TEST(ChatTemplateLimitsTest, RenderingIsBounded) {
+  auto wrap = [](int n) {
+    return "{% set ns = namespace(x=1) %}{% for i in range(" + std::to_string(n) +
+           ") %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x|length }}";
+  };
+  EXPECT_EQ(RenderOrError(wrap(128)), "1");
+  EXPECT_HAS(RenderOrError(wrap(129)), ("nested deeper than 128"));
+  EXPECT_HAS(RenderOrError(wrap(100000)), ("nested deeper than 128"));
+  // Doubling a string or a list.
+  const std::string grow_string =
+      "{% set ns = namespace(s='0123456789abcdef') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}";
+  EXPECT_HAS(RenderOrError(grow_string), ("longer than"));
+  const std::string grow_list =
+      "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}";
+  EXPECT_HAS(RenderOrError(grow_list), ("more than 1048576 items"));
+  // A list shared many times over prints far more than it holds.
+  const std::string wide =
+      "{% set ns = namespace(l=['0123456789abcdef']) %}{% for i in range(18) %}{% set ns.l = ns.l + ns.l %}{% endfor %}"
+      "{% set ns.m = [ns.l] %}{% for i in range(18) %}{% set ns.m = ns.m + ns.m %}{% endfor %}{{ ns.m }}";
+  EXPECT_HAS(RenderOrError(wide), ("longer than"));
+  EXPECT_HAS(RenderOrError("{{ ('x' * 1000000)|indent(1000000000) }}"), ("width above 1024"));
+  EXPECT_HAS(RenderOrError("{% set s = 'ab' * 8000000 %}{{ s.replace('a', s) }}"), ("longer than"));
+  // Empty loop bodies still count: 10^15 iterations end at the step limit.
+  const std::string loops = RenderOrError(
+      "{% for a in range(100000) %}{% for b in range(100000) %}{% for c in range(100000) %}"
+      "{% endfor %}{% endfor %}{% endfor %}");
+  EXPECT_HAS(loops, "too many steps");
+  EXPECT_HAS(loops, "INVALID_ARGUMENT");  // the request's fault: 400, not 429
+  // Output past 32 MiB.
+  EXPECT_HAS(RenderOrError("{% for i in range(10) %}{{ 'x' * 8000000 }}{% endfor %}"),
+              ("output longer than"));
+  // Request values nest up to the body limit and render.
+  nlohmann::ordered_json deep = 1;
+  for (int i = 0; i < 63; ++i) deep = nlohmann::ordered_json::array({deep});
+  EXPECT_EQ(RenderOrError("{{ v|tojson|length }}", {{"v", deep}}), std::to_string(63 * 2 + 1));
+}
+
+}  // namespace
+}  // namespace gqa
