@@ -1,0 +1,118 @@
+// gqa-eval: sliding-window perplexity against a log-softmax computed here
+// from the engine's logits of whole windows, the same at TP 1 and 2.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+
+#include "nlohmann/json.hpp"
+#include "tests/test_util.h"
+#include "tools/perplexity.h"
+
+namespace gqa {
+namespace {
+
+using Json = nlohmann::json;
+
+std::vector<int> SomeTokens(int n, int vocab) {
+  std::vector<int> ids;
+  uint32_t s = 12345;
+  for (int i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    ids.push_back(3 + int((s >> 8) % uint32_t(vocab - 3)));
+  }
+  return ids;
+}
+
+// HF's perplexity loop, one step per whole window, every row's logits, and
+// the log-softmax written out here. Sets *scored to the tokens scored (with
+// stride == context, each window's first token has no context and is not).
+double ExpectedMeanNll(Executor& ex, const std::vector<int>& ids, int context, int stride, int* scored = nullptr) {
+  const int n = static_cast<int>(ids.size()), vocab = ex.config().vocab_size, bs = ex.options().block_size;
+  double nll = 0;
+  int count = 0, prev_end = 0;
+  for (int begin = 0; begin < n; begin += stride) {
+    const int end = std::min(begin + context, n);
+    StepBatch b;
+    b.max_blocks_per_seq = (context + bs - 1) / bs;
+    for (int i = 0; i < b.max_blocks_per_seq; ++i) b.block_tables.push_back(i);
+    for (int i = begin; i < end; ++i) {
+      b.token_ids.push_back(ids[i]);
+      b.positions.push_back(i - begin);
+      b.token_seq.push_back(0);
+      b.slot_mapping.push_back(i - begin);
+      b.logits_rows.push_back(i - begin);
+    }
+    std::vector<float> logits;
+    EXPECT_TRUE(ex.Step(b, &logits).ok());
+    for (int t = std::max(prev_end, begin + 1); t < end; ++t) {
+      const float* row = logits.data() + size_t(t - 1 - begin) * vocab;
+      double z = 0;
+      for (int v = 0; v < vocab; ++v) z += std::exp(double(row[v]));
+      nll += std::log(z) - row[ids[t]];
+      ++count;
+    }
+    prev_end = end;
+    if (end == n) break;
+  }
+  if (scored != nullptr) *scored = count;
+  return nll / count;
+}
+
+TEST(EvalTest, SlidingWindowPerplexityMatchesLogSoftmaxOfTheLogits) {
+  ExecutorOptions eo;
+  eo.num_kv_blocks = 16;
+  ASSERT_OK_AND_ASSIGN(auto ex, Executor::Open(testing::FixturePath("golden/llama_gqa"), eo));
+  const std::vector<int> ids = SomeTokens(150, ex->config().vocab_size);
+  struct Case { int context, stride, chunk; };
+  for (Case c : {Case{256, 256, 256}, Case{64, 64, 64}, Case{64, 24, 64}, Case{48, 16, 7}, Case{32, 1, 32}}) {
+    int scored = 0;
+    const double want = ExpectedMeanNll(*ex, ids, c.context, c.stride, &scored);
+    ASSERT_OK_AND_ASSIGN(PerplexityResult r, ComputePerplexity(*ex, ids, c.context, c.stride, c.chunk));
+    EXPECT_EQ(r.tokens, scored);
+    EXPECT_EQ(scored, c.stride < c.context || c.context >= 150 ? 149 : 147);
+    EXPECT_NEAR(r.MeanNll(), want, 1e-6 * want) << c.context << "/" << c.stride << "/" << c.chunk;
+    EXPECT_NEAR(r.Perplexity(), std::exp(want), 1e-6 * std::exp(want));
+  }
+  // Shorter windows see less context: the overlap matters.
+  ASSERT_OK_AND_ASSIGN(PerplexityResult a, ComputePerplexity(*ex, ids, 16, 16, 16));
+  ASSERT_OK_AND_ASSIGN(PerplexityResult b, ComputePerplexity(*ex, ids, 16, 4, 16));
+  EXPECT_NE(a.MeanNll(), b.MeanNll());
+  EXPECT_EQ(a.windows, 10);
+  EXPECT_FALSE(ComputePerplexity(*ex, {5}, 16, 16, 16).ok());
+  EXPECT_FALSE(ComputePerplexity(*ex, ids, 16, 17, 16).ok());
+  EXPECT_FALSE(ComputePerplexity(*ex, {1, 300}, 16, 16, 16).ok());
+}
+
+Json RunEval(const std::string& args) {
+  FILE* pipe = popen((std::string(GQA_BIN_DIR) + "/gqa-eval " + args + " 2>/dev/null").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
+  EXPECT_EQ(pclose(pipe), 0) << args;
+  return Json::parse(out, nullptr, false);
+}
+
+TEST(EvalTest, ProgramOnTokenIdsIsTheSameAtTp1And2) {
+  const std::string model = testing::FixturePath("golden/llama_gqa");
+  ExecutorOptions eo;
+  ASSERT_OK_AND_ASSIGN(auto ex, Executor::Open(model, eo));
+  const std::vector<int> ids = SomeTokens(120, ex->config().vocab_size);
+  const std::string file = testing::TempDir("eval") + "/ids.txt";
+  {
+    std::ofstream out(file);
+    for (size_t i = 0; i < ids.size(); ++i) out << ids[i] << (i % 10 == 9 ? "\n" : ", ");
+  }
+  const double want = ExpectedMeanNll(*ex, ids, 48, 16);
+  for (int tp : {1, 2}) {
+    const Json r = RunEval("--model " + model + " --token-ids " + file + " --context 48 --stride 16 --chunk 20 --tp " +
+                           std::to_string(tp));
+    ASSERT_TRUE(r.is_object()) << "tp=" << tp;
+    EXPECT_EQ(r["tokens"], 119);
+    EXPECT_EQ(r["input_tokens"], 120);
+    EXPECT_NEAR(r["mean_nll"].get<double>(), want, 1e-5 * want) << "tp=" << tp;
+    EXPECT_NEAR(r["perplexity"].get<double>(), std::exp(want), 1e-5 * std::exp(want)) << "tp=" << tp;
+  }
+}
+
+}  // namespace
+}  // namespace gqa
