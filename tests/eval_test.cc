@@ -7,6 +7,10 @@
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
 #include "tools/perplexity.h"
+#include "tools/synthetic_model.h"
+#ifdef GQA_HAVE_TOKENIZER
+#include "server/tokenizer/tokenizer.h"
+#endif
 
 namespace gqa {
 namespace {
@@ -142,6 +146,48 @@ TEST(EvalTest, MatchesTransformersOnTheGoldenModel) {
   ASSERT_TRUE(r.is_object());
   EXPECT_NEAR(r["mean_nll"].get<double>(), e["cases"][2]["mean_nll"].get<double>(), 1e-5);
 }
+
+#ifdef GQA_HAVE_TOKENIZER
+// --perplexity on text: the model's tokenizer with BOS (Mistral's
+// post-processor), the same as the ids given directly.
+TEST(EvalTest, TextIsTokenizedWithTheModelsTokenizer) {
+  const std::string dir = testing::TempDir("model");
+  SyntheticModelSpec s;
+  s.layers = 1;
+  s.hidden = 32;
+  s.heads = 4;
+  s.kv_heads = 2;
+  s.intermediate = 64;
+  s.vocab = 32000;
+  s.max_position = 128;
+  ASSERT_OK(WriteSyntheticModel(s, dir));
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(std::string(GQA_TOKENIZERS_DIR) + "/mistral/" + f, dir + "/" + f);
+  }
+  const std::string text = "Grouped-query attention shares each key and value head among a group of query heads. "
+                           "Mean-pooling the heads of a multi-head checkpoint gives a good start for uptraining.";
+  const std::string text_file = dir + "/text.txt", ids_file = dir + "/ids.txt";
+  std::ofstream(text_file) << text;
+  ASSERT_OK_AND_ASSIGN(auto tok, Tokenizer::Load(dir));
+  EncodeOptions eo;
+  eo.add_special_tokens = true;
+  ASSERT_OK_AND_ASSIGN(std::vector<TokenId> ids, tok->Encode(text, eo));
+  ASSERT_GT(ids.size(), 20u);
+  EXPECT_EQ(ids[0], 1);  // <s>
+  {
+    std::ofstream out(ids_file);
+    for (TokenId id : ids) out << id << " ";
+  }
+  const Json a = RunEval("--model " + dir + " --perplexity " + text_file + " --context 16 --stride 8");
+  const Json b = RunEval("--model " + dir + " --token-ids " + ids_file + " --context 16 --stride 8");
+  ASSERT_TRUE(a.is_object() && b.is_object());
+  EXPECT_EQ(a["input_tokens"], ids.size());
+  EXPECT_EQ(a["mean_nll"], b["mean_nll"]);
+  const Json c = RunEval("--model " + dir + " --perplexity " + text_file + " --context 16 --no-special-tokens");
+  ASSERT_TRUE(c.is_object());
+  EXPECT_EQ(c["input_tokens"], ids.size() - 1);
+}
+#endif
 
 }  // namespace
 }  // namespace gqa
