@@ -81,7 +81,7 @@ bool SameBytes(const TensorInfo& a, const TensorInfo& b) {
          std::memcmp(a.data, b.data, a.bytes) == 0;
 }
 
-TEST(ConvertTest, MeanPoolMatchesGroupMeansOfTheInput) {
+TEST(GqaConvertTest, MeanPoolMatchesGroupMeansOfTheInput) {
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     const std::string in = MakeMha("in", dtype), out = testing::TempDir("out");
     ASSERT_OK_AND_ASSIGN(ConvertReport r, Convert(in, out, 2));
@@ -127,7 +127,7 @@ TEST(ConvertTest, MeanPoolMatchesGroupMeansOfTheInput) {
   }
 }
 
-TEST(ConvertTest, AllHeadsKeptIsTheIdentity) {
+TEST(GqaConvertTest, AllHeadsKeptIsTheIdentity) {
   const std::string in = MakeMha("in", DType::kBF16);
   ASSERT_OK_AND_ASSIGN(auto src, Checkpoint::OpenDirectory(in));
   for (KvConversion m : {KvConversion::kMean, KvConversion::kFirst}) {
@@ -142,7 +142,7 @@ TEST(ConvertTest, AllHeadsKeptIsTheIdentity) {
   }
 }
 
-TEST(ConvertTest, FirstKeepsEachGroupsFirstHead) {
+TEST(GqaConvertTest, FirstKeepsEachGroupsFirstHead) {
   const std::string in = MakeMha("in"), out = testing::TempDir("out");
   ASSERT_OK(Convert(in, out, 4, KvConversion::kFirst).status());
   ASSERT_OK_AND_ASSIGN(auto src, Checkpoint::OpenDirectory(in));
@@ -160,7 +160,7 @@ TEST(ConvertTest, FirstKeepsEachGroupsFirstHead) {
   }
 }
 
-TEST(ConvertTest, RandomIsDeterministicPerSeedWithTheOriginalsScale) {
+TEST(GqaConvertTest, RandomIsDeterministicPerSeedWithTheOriginalsScale) {
   const std::string in = MakeMha("in");
   const std::string a = testing::TempDir("a"), b = testing::TempDir("b"), c = testing::TempDir("c");
   ASSERT_OK(Convert(in, a, 2, KvConversion::kRandom, 5).status());
@@ -189,7 +189,7 @@ TEST(ConvertTest, RandomIsDeterministicPerSeedWithTheOriginalsScale) {
   }
 }
 
-TEST(ConvertTest, RefusesGThatDoesNotDivideWithTheChoices) {
+TEST(GqaConvertTest, RefusesGThatDoesNotDivideWithTheChoices) {
   const std::string in = MakeMha("in"), out = testing::TempDir("out");
   for (int g : {3, 16, 0}) {
     const absl::Status st = Convert(in, out, g).status();
@@ -208,7 +208,7 @@ std::string RunProgram(const std::string& args, int* status) {
   return out;
 }
 
-TEST(ConvertTest, ProgramPrintsTheKvSavingAndRefusesBadG) {
+TEST(GqaConvertTest, ProgramPrintsTheKvSavingAndRefusesBadG) {
   const std::string in = MakeMha("in"), out = testing::TempDir("out");
   int status = -1;
   std::string text = RunProgram("gqa-convert --in " + in + " --out " + out + " --kv-heads 5", &status);
@@ -223,7 +223,7 @@ TEST(ConvertTest, ProgramPrintsTheKvSavingAndRefusesBadG) {
   EXPECT_THAT(text, ::testing::HasSubstr("mean, first or random"));
 }
 
-TEST(ConvertTest, ConvertedModelRunsInTheEngine) {
+TEST(GqaConvertTest, ConvertedModelRunsInTheEngine) {
   const std::string in = MakeMha("in");
   ExecutorOptions eo;
   eo.num_kv_blocks = 8;
