@@ -189,3 +189,31 @@ TEST(TpTest, InvalidTpIsRefusedWithTheNumbers) {
 
 }  // namespace
 }  // namespace gqa
+
+namespace gqa {
+namespace {
+
+// The load counter sees every tensor each rank takes: embedding, final norm,
+// 9 per layer (2 norms, q/k/v/o, gate/up/down) and an untied LM head.
+TEST(TpTest, LoadCounterSeesEveryTensorOfEveryRank) {
+  const std::string dir = testing::FixturePath("golden/llama_gqa");
+  for (int tp : {1, 2}) {
+    WeightLoadCounter counter;
+    ExecutorOptions eo;
+    eo.tp = tp;
+    eo.threads_per_rank = 1;
+    eo.num_kv_blocks = 4;
+    eo.load_counter = &counter;
+    auto ex = Executor::Open(dir, eo);
+    ASSERT_TRUE(ex.ok()) << ex.status();
+    const ModelConfig& c = (*ex)->config();
+    const int per_rank = 2 + 9 * c.num_layers + (c.tie_word_embeddings ? 0 : 1);
+    EXPECT_EQ(counter.tensors.load(), int64_t{per_rank} * tp) << "tp=" << tp;
+    int64_t weight_bytes = 0;
+    for (int r = 0; r < tp; ++r) weight_bytes += (*ex)->WeightBytes(r);
+    EXPECT_GT(counter.bytes.load(), weight_bytes) << "tp=" << tp;  // matrices plus norms and the embedding
+  }
+}
+
+}  // namespace
+}  // namespace gqa

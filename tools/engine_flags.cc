@@ -57,7 +57,10 @@ class LoadProgress {
     thread_ = std::thread([this] {
       std::unique_lock<std::mutex> lock(mu_);
       while (!cv_.wait_for(lock, std::chrono::seconds(5), [this] { return done_; })) {
-        std::fprintf(stderr, "gqa: loading: %.0f s, %.2f GiB resident (checkpoint %.2f GiB)\n", Elapsed(),
+        std::fprintf(stderr,
+                     "gqa: loading: %.0f s, %lld tensors (%.2f GiB) taken by the ranks, %.2f GiB resident "
+                     "(checkpoint %.2f GiB)\n",
+                     Elapsed(), static_cast<long long>(counter_.tensors.load()), counter_.bytes.load() / double(1 << 30),
                      ResidentBytes() / double(1 << 30), checkpoint_bytes_ / double(1 << 30));
       }
     });
@@ -72,10 +75,12 @@ class LoadProgress {
   }
   double Elapsed() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count(); }
   double checkpoint_gib() const { return checkpoint_bytes_ / double(1 << 30); }
+  WeightLoadCounter* counter() { return &counter_; }
 
  private:
   std::chrono::steady_clock::time_point start_;
   int64_t checkpoint_bytes_ = 0;
+  WeightLoadCounter counter_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -166,8 +171,12 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
   std::unique_ptr<Executor> ex;
   {
     LoadProgress progress(dir);
+    eo.load_counter = progress.counter();
     ASSIGN_OR_RETURN(ex, Executor::Open(dir, eo));
-    std::fprintf(stderr, "gqa: loaded %.2f GiB of weights in %.1f s\n", progress.checkpoint_gib(), progress.Elapsed());
+    eo.load_counter = nullptr;
+    std::fprintf(stderr, "gqa: loaded %.2f GiB of weights in %.1f s (%lld tensors taken by %d rank(s))\n",
+                 progress.checkpoint_gib(), progress.Elapsed(),
+                 static_cast<long long>(progress.counter()->tensors.load()), eo.tp);
   }
   auto engine = std::make_unique<Engine>(std::move(ex), o);
   const int64_t tokens = blocks * block_size;

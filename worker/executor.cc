@@ -97,7 +97,7 @@ absl::Status Executor::SetUpRank(int r) {
   }
   w.backend = group_->backend(r);
   RETURN_IF_ERROR(w.backend->MakeCurrent());
-  ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r)));
+  ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r), options_.load_counter));
   const int max_blocks = config_.max_position_embeddings / options_.block_size + 1;
   int penalties = options_.max_step_penalty_entries;
   if (penalties <= 0) {

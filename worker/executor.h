@@ -27,6 +27,8 @@ struct ExecutorOptions {
   // The largest step: activations and step buffers are sized for it once, at
   // start-up; a larger step is refused.
   int max_step_tokens = 2048;
+  // Progress of weight loading, counted over all ranks; may be null.
+  WeightLoadCounter* load_counter = nullptr;
   int max_step_seqs = 256;
   // Penalty entries (distinct context tokens of the rows with penalties) a
   // step may carry; 0: max_step_seqs x min(vocab, max_position_embeddings),

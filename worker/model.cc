@@ -9,13 +9,13 @@ namespace gqa {
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelConfig& config, const Checkpoint& ckpt,
                                                    const ShardPlan& plan, Backend* backend,
-                                                   Communicator* comm) {
+                                                   Communicator* comm, WeightLoadCounter* counter) {
   if (plan.num_ranks != comm->size() || plan.num_q_heads != config.num_q_heads ||
       plan.num_kv_heads != config.num_kv_heads) {
     return absl::InvalidArgumentError("shard plan does not match the model or the communicator");
   }
   auto m = std::unique_ptr<Model>(new Model(config, plan, backend, comm));
-  ASSIGN_OR_RETURN(m->weights_, LoadWeights(config, ckpt, m->shard_, comm->rank() == 0, backend));
+  ASSIGN_OR_RETURN(m->weights_, LoadWeights(config, ckpt, m->shard_, comm->rank() == 0, backend, counter));
   const std::vector<float> inv = RopeInverseFrequencies(config);
   ASSIGN_OR_RETURN(m->inv_freq_, backend->Allocate(inv.size() * sizeof(float)));
   backend->CopyToDevice(m->inv_freq_.data(), inv.data(), inv.size() * sizeof(float));

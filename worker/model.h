@@ -18,7 +18,7 @@ class Model {
  public:
   static absl::StatusOr<std::unique_ptr<Model>> Load(const ModelConfig& config, const Checkpoint& ckpt,
                                                      const ShardPlan& plan, Backend* backend,
-                                                     Communicator* comm);
+                                                     Communicator* comm, WeightLoadCounter* counter = nullptr);
 
   // Runs one step: writes the step's K/V into `cache`, then on rank 0, for
   // the rows of batch.logits_rows: with `sampling`, samples each row on the

@@ -18,8 +18,9 @@ MatrixView HostView(const TensorInfo& t) {
 
 class Loader {
  public:
-  Loader(const ModelConfig& c, const Checkpoint& ckpt, Backend* backend, ModelWeights& out)
-      : c_(c), ckpt_(ckpt), backend_(backend), out_(out) {}
+  Loader(const ModelConfig& c, const Checkpoint& ckpt, Backend* backend, ModelWeights& out,
+         WeightLoadCounter* counter)
+      : c_(c), ckpt_(ckpt), backend_(backend), out_(out), counter_(counter) {}
 
   // Imports rows [r0, r0 + nr) and columns [c0, c0 + nc) of a [rows, cols] matrix.
   absl::StatusOr<MatrixView> Matrix(const std::string& name, int64_t rows, int64_t cols,
@@ -31,6 +32,7 @@ class Loader {
     ASSIGN_OR_RETURN(DeviceBuffer buf, backend_->ImportHostMatrix(host, &device));
     out_.owned.push_back(std::move(buf));
     if (count_bytes) out_.matrix_bytes += nr * nc * int64_t(DTypeSize(host.dtype));
+    Count(nr * nc * int64_t(DTypeSize(host.dtype)));
     return device;
   }
 
@@ -44,6 +46,7 @@ class Loader {
     RETURN_IF_ERROR(backend_->Synchronize());  // `host` dies here
     const float* p = buf.as<float>();
     out_.owned.push_back(std::move(buf));
+    Count(n * int64_t(DTypeSize(*t->dtype)));
     return p;
   }
 
@@ -74,16 +77,24 @@ class Loader {
  private:
   const ModelConfig& c_;
   const Checkpoint& ckpt_;
+  void Count(int64_t bytes) {
+    if (counter_ == nullptr) return;
+    counter_->tensors.fetch_add(1, std::memory_order_relaxed);
+    counter_->bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+
   Backend* backend_;
   ModelWeights& out_;
+  WeightLoadCounter* counter_;
 };
 
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint& ckpt,
-                                         const RankShard& s, bool first_rank, Backend* backend) {
+                                         const RankShard& s, bool first_rank, Backend* backend,
+                                         WeightLoadCounter* counter) {
   ModelWeights w;
-  Loader load(c, ckpt, backend, w);
+  Loader load(c, ckpt, backend, w, counter);
   const int64_t hidden = c.hidden_size, hd = c.head_dim, inter = c.intermediate_size;
   const int64_t q_rows = int64_t{c.num_q_heads} * hd, kv_rows = int64_t{c.num_kv_heads} * hd;
 

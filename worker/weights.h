@@ -3,6 +3,8 @@
 // are converted to f32.
 #pragma once
 
+#include <atomic>
+
 #include <vector>
 
 #include "kernels/backend.h"
@@ -35,10 +37,18 @@ struct ModelWeights {
   int64_t matrix_bytes = 0;         // bytes of matrices this rank reads per decode step
 };
 
+// Counts what LoadWeights has imported, across every rank that shares it
+// (for progress lines while a large model loads).
+struct WeightLoadCounter {
+  std::atomic<int64_t> tensors{0};
+  std::atomic<int64_t> bytes{0};  // as stored in the checkpoint
+};
+
 // Takes this rank's slices out of the checkpoint (never a full copy of a
 // sharded matrix); every tensor is checked for presence, shape and dtype.
 // The first rank also adds the biases of row-parallel projections.
 absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint& ckpt,
-                                         const RankShard& shard, bool first_rank, Backend* backend);
+                                         const RankShard& shard, bool first_rank, Backend* backend,
+                                         WeightLoadCounter* counter = nullptr);
 
 }  // namespace gqa
