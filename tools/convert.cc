@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "nlohmann/json.hpp"
+#include "tools/synthetic_model.h"
 #include "worker/config.h"
 #include "worker/safetensors.h"
 
@@ -59,18 +60,6 @@ void StoreElement(const std::string& dt, double v, uint8_t* p, int64_t i) {
   std::memcpy(p + 2 * i, &h, 2);
 }
 
-uint64_t SplitMix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-uint64_t NameHash(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  return h;
-}
 
 // Uniform in (0, 1].
 double Uniform(uint64_t& state) { return (double(SplitMix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0); }

@@ -10,7 +10,6 @@
 #include "kernels/cpu/cpu_kernels.h"
 
 namespace gqa {
-namespace {
 
 uint64_t SplitMix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ull);
@@ -24,6 +23,8 @@ uint64_t NameHash(const std::string& s) {
   for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
   return h;
 }
+namespace {
+
 
 // Values uniform in [mean - a, mean + a] with a = std * sqrt(3), stored as dtype.
 TensorToWrite RandomTensor(const std::string& name, std::vector<int64_t> shape, DType dtype,

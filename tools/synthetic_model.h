@@ -51,4 +51,9 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
 // The same model held in memory.
 std::unique_ptr<Checkpoint> SyntheticCheckpoint(const SyntheticModelSpec& spec);
 
+// The seeded generator behind synthetic and randomly initialised weights:
+// SplitMix64 steps, and a per-tensor seed from the tensor's name (FNV-1a).
+uint64_t SplitMix64(uint64_t& state);
+uint64_t NameHash(const std::string& s);
+
 }  // namespace gqa

@@ -227,6 +227,24 @@ __global__ void MergeSplitsKernel(const DecodeItem* items, int num_q_heads, int 
   }
 }
 
+// A prefill tile's header, read once by thread 0 into shared memory for the
+// block: sequence, first token, tokens (capped at max_tokens), first position.
+struct TileHeader {
+  int seq, first_token, num_tokens, first_pos;
+};
+
+__device__ __forceinline__ TileHeader ReadPrefillTile(const PrefillTile* tiles, int32_t (&hdr)[4], int max_tokens) {
+  if (threadIdx.x == 0) {
+    const PrefillTile tile = GQA_LD(tiles + blockIdx.x);
+    hdr[0] = tile.seq;
+    hdr[1] = tile.first_token;
+    hdr[2] = tile.num_tokens;
+    hdr[3] = tile.first_pos;
+  }
+  __syncthreads();
+  return TileHeader{hdr[0], hdr[1], hdr[2] < max_tokens ? hdr[2] : max_tokens, hdr[3]};
+}
+
 // Tiled causal attention for prefill tiles. Block (tile, g): the rows are
 // the tile's tokens x the query heads of local KV head g (at most
 // kRows); each K/V tile of the visible context is loaded once into shared
@@ -247,16 +265,9 @@ PrefillKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const Kv
   __shared__ int32_t hdr[4];
 
   const int tid = threadIdx.x, g = blockIdx.y;
-  if (tid == 0) {
-    const PrefillTile tile = GQA_LD(prefill_tiles + blockIdx.x);
-    hdr[0] = tile.seq;
-    hdr[1] = tile.first_token;
-    hdr[2] = tile.num_tokens;
-    hdr[3] = tile.first_pos;
-  }
-  __syncthreads();
-  const int first_token = hdr[1], n_tok = hdr[2] < kTokens ? hdr[2] : kTokens, first_pos = hdr[3];
-  const int32_t* table = meta.block_tables + int64_t(hdr[0]) * meta.max_blocks_per_seq;
+  const TileHeader tile = ReadPrefillTile(prefill_tiles, hdr, kTokens);
+  const int first_token = tile.first_token, n_tok = tile.num_tokens, first_pos = tile.first_pos;
+  const int32_t* table = meta.block_tables + int64_t(tile.seq) * meta.max_blocks_per_seq;
   const int h0 = shape.FirstQueryHead(g), nh = shape.EndQueryHead(g) - h0;
   const int rows = n_tok * nh;
   const int last_pos = first_pos + n_tok - 1;
@@ -337,16 +348,9 @@ PrefillMmaKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const
   __shared__ int32_t hdr[4];
 
   const int tid = threadIdx.x, g = blockIdx.y;
-  if (tid == 0) {
-    const PrefillTile tile = GQA_LD(prefill_tiles + blockIdx.x);
-    hdr[0] = tile.seq;
-    hdr[1] = tile.first_token;
-    hdr[2] = tile.num_tokens;
-    hdr[3] = tile.first_pos;
-  }
-  __syncthreads();
-  const int first_token = hdr[1], n_tok = hdr[2] < kTokens ? hdr[2] : kTokens, first_pos = hdr[3];
-  const int32_t* table = meta.block_tables + int64_t(hdr[0]) * meta.max_blocks_per_seq;
+  const TileHeader tile = ReadPrefillTile(prefill_tiles, hdr, kTokens);
+  const int first_token = tile.first_token, n_tok = tile.num_tokens, first_pos = tile.first_pos;
+  const int32_t* table = meta.block_tables + int64_t(tile.seq) * meta.max_blocks_per_seq;
   const int h0 = shape.FirstQueryHead(g), nh = shape.EndQueryHead(g) - h0;
   const int rows = n_tok * nh, last_pos = first_pos + n_tok - 1, window = shape.sliding_window;
   const int k_begin = window > 0 && first_pos - window + 1 > 0 ? first_pos - window + 1 : 0;
