@@ -1323,31 +1323,36 @@ TEST(ServerProcessTest, SigtermWhileLoadingExits) {
 
 // The program itself: SIGTERM while a streamed request runs lets it finish,
 // refuses new work, and exits 0.
+// A streamed completion of max_tokens tokens on its own thread: every chunk
+// is appended to *body and counted in *chunks.
+std::thread StreamInBackground(int port, int max_tokens, std::atomic<int>* chunks, std::string* body) {
+  return std::thread([=] {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = Json{{"prompt", {1, 2}}, {"max_tokens", max_tokens}, {"ignore_eos", true}, {"stream", true}}.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [=](const char* data, size_t len, uint64_t, uint64_t) {
+      body->append(data, len);
+      ++*chunks;
+      return true;
+    };
+    httplib::Response res;
+    httplib::Error err;
+    httplib::Client sc("127.0.0.1", port);
+    sc.set_read_timeout(60, 0);
+    sc.send(req, res, err);
+  });
+}
+
 TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
   pid_t pid = 0;
   const int http_port =
       StartServerProcess("gqa_server_log", {"--tp", "2", "--num-kv-blocks", "256", "--shutdown-timeout", "60"}, &pid);
   ASSERT_NE(http_port, 0) << "gqa-server did not come up";
-  const int ports[1] = {http_port};
   std::atomic<int> chunks{0};
   std::string body;
-  std::thread stream([&] {
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/completions";
-    req.body = Json{{"prompt", {1, 2}}, {"max_tokens", 150}, {"ignore_eos", true}, {"stream", true}}.dump();
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
-      body.append(data, len);
-      ++chunks;
-      return true;
-    };
-    httplib::Response res;
-    httplib::Error err;
-    httplib::Client sc("127.0.0.1", ports[0]);
-    sc.set_read_timeout(60, 0);
-    sc.send(req, res, err);
-  });
+  std::thread stream = StreamInBackground(http_port, 150, &chunks, &body);
   for (int i = 0; i < 10000 && chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   ASSERT_GT(chunks.load(), 0);
   ASSERT_EQ(kill(pid, SIGTERM), 0);
@@ -1358,6 +1363,30 @@ TEST(ServerProcessTest, SigtermDrainsAndExitsZero) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   EXPECT_NE(body.find("\"finish_reason\":\"length\""), std::string::npos);
   EXPECT_NE(body.find("data: [DONE]"), std::string::npos);
+}
+
+// A second SIGTERM during the drain ends the process at once (128 + signal)
+// instead of waiting for the running request.
+TEST(ServerProcessTest, SecondSignalDuringTheDrainExitsAtOnce) {
+  pid_t pid = 0;
+  const int http_port =
+      StartServerProcess("gqa_server_second_signal", {"--tp", "1", "--num-kv-blocks", "256", "--shutdown-timeout", "120"}, &pid);
+  ASSERT_NE(http_port, 0) << "gqa-server did not come up";
+  std::atomic<int> chunks{0};
+  std::string body;
+  std::thread stream = StreamInBackground(http_port, 500, &chunks, &body);
+  for (int i = 0; i < 10000 && chunks.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  ASSERT_GT(chunks.load(), 0);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  // Two signals pending at once count as one: let the first be taken.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  stream.join();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM);
+  EXPECT_EQ(body.find("data: [DONE]"), std::string::npos);  // the stream did not get to finish
 }
 
 // gqa-server on the CUDA backend's kernels under the interpreter, with more

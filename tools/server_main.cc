@@ -42,21 +42,29 @@ absl::StatusOr<std::string> ApiKey(const Flags& f) {
 }
 
 // SIGTERM / SIGINT are taken by one thread from the start: while the model
-// loads, a signal ends the process at once; once serving, it starts the drain.
+// loads, a signal ends the process at once; once serving, the first starts
+// the drain and a second one ends the process without waiting for it (a
+// second Ctrl-C, as with vLLM or uvicorn).
 class SignalWatch {
  public:
   explicit SignalWatch(const sigset_t& signals) : signals_(signals) {
     thread_ = std::thread([this] {
       int sig = 0;
       sigwait(&signals_, &sig);
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!serving_) {
-        std::fprintf(stderr, "gqa: signal %d before the model was served: exiting\n", sig);
-        std::fflush(stderr);
-        std::_Exit(128 + sig);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!serving_) {
+          std::fprintf(stderr, "gqa: signal %d before the model was served: exiting\n", sig);
+          std::fflush(stderr);
+          std::_Exit(128 + sig);
+        }
+        sig_ = sig;
       }
-      sig_ = sig;
       cv_.notify_all();
+      sigwait(&signals_, &sig);
+      std::fprintf(stderr, "gqa: second signal %d while draining: exiting now\n", sig);
+      std::fflush(stderr);
+      std::_Exit(128 + sig);
     });
     thread_.detach();  // it lives until a signal comes or the process ends
   }
