@@ -348,10 +348,12 @@ absl::Status HttpServer::Start() {
 void HttpServer::Routes() {
   httplib::Server& svr = *server_;
   const std::string key = options_.api_key;
+  const bool metrics_open = !options_.metrics_require_key;
 
   // Authentication and readiness run before every handler.
-  svr.set_pre_routing_handler([this, key](const httplib::Request& req, httplib::Response& res) {
-    if (!key.empty() && req.path != "/health") {
+  svr.set_pre_routing_handler([this, key, metrics_open](const httplib::Request& req, httplib::Response& res) {
+    const bool open = req.path == "/health" || (metrics_open && req.path == "/metrics");
+    if (!key.empty() && !open) {
       if (!BearerMatches(req.get_header_value("Authorization"), key)) {
         SendError(res, 401, "missing or invalid API key (send 'Authorization: Bearer <key>')", "", "invalid_api_key");
         return httplib::Server::HandlerResponse::Handled;

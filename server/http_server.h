@@ -21,6 +21,9 @@ struct HttpOptions {
   std::string host = "127.0.0.1";
   int port = 8000;  // 0: pick a free port (tests)
   std::string api_key;  // empty: no authentication
+  // /metrics needs the key too (by default Prometheus scrapers, which carry
+  // no API key, can read it; it holds no request content).
+  bool metrics_require_key = false;
   size_t max_body_bytes = 8u << 20;
   int max_connections = 1024;  // worker threads: one per open connection
   // A request's headers must arrive within header_timeout of its first

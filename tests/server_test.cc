@@ -73,6 +73,7 @@ struct ServerSetup {
   int max_queued = 256;
   std::string api_key;
   bool tokenizer = true;
+  bool metrics_require_key = false;
   std::chrono::milliseconds header_timeout{10000}, body_timeout{60000};
   bool log_json = false;
   bool special_tokens_in_content = true;
@@ -109,6 +110,7 @@ class TestServer {
     HttpOptions ho;
     ho.port = 0;
     ho.api_key = setup.api_key;
+    ho.metrics_require_key = setup.metrics_require_key;
     ho.max_body_bytes = 1 << 20;
     ho.header_timeout = setup.header_timeout;
     ho.body_timeout = setup.body_timeout;
@@ -1003,6 +1005,19 @@ TEST(ServerTest, ApiKey) {
   generic.UnaryCall(&c3, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &empty, &recv,
                     [&](grpc::Status st) { health.set_value(st); });
   EXPECT_TRUE(health.get_future().get().ok());
+  // So does /metrics for scrapers, unless the operator asks otherwise.
+  EXPECT_EQ(s.Http().Get("/metrics")->status, 200);
+}
+
+TEST(ServerTest, MetricsCanRequireTheKey) {
+  ServerSetup setup;
+  setup.tp = 1;
+  setup.api_key = "sekret";
+  setup.metrics_require_key = true;
+  TestServer s(setup);
+  EXPECT_EQ(s.Http().Get("/metrics")->status, 401);
+  httplib::Headers h = {{"Authorization", "Bearer sekret"}};
+  EXPECT_EQ(s.Http().Get("/metrics", h)->status, 200);
 }
 
 TEST(ServerTest, OverloadGets429WithoutTouchingRunningRequests) {

@@ -136,6 +136,7 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
   ho.host = f.Get("host");
   ho.port = static_cast<int>(http_port);
   ho.api_key = api_key;
+  ho.metrics_require_key = f.GetBool("metrics-require-key");
   ho.header_timeout = std::chrono::milliseconds(static_cast<int64_t>(header_timeout * 1000));
   ho.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(body_timeout * 1000));
   ho.max_body_bytes = static_cast<size_t>(max_body);
@@ -200,6 +201,8 @@ int main(int argc, char** argv) {
   f.Add("host", "127.0.0.1", "address to bind (both APIs); 0.0.0.0 to listen on every interface");
   f.Add("http-port", "8000", "HTTP port");
   f.Add("grpc-port", "50051", "gRPC port");
+  f.AddBool("metrics-require-key", "with an API key, require it for /metrics too (by default it stays open for "
+            "Prometheus scrapers; it holds no request content)");
   f.Add("api-key", "", "require 'Authorization: Bearer KEY' (HTTP) / metadata 'authorization: Bearer KEY' (gRPC); "
         "default: $GQA_API_KEY (a key given here is visible in ps: prefer the file or the variable)");
   f.Add("api-key-file", "", "read the API key from this file (surrounding whitespace dropped)");
