@@ -3,9 +3,8 @@
 #include <filesystem>
 #include <system_error>
 
-#include "kernels/cpu/cpu_backend.h"
-
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/cpu_backend.h"
 
 namespace gqa {
 
@@ -54,13 +53,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     }
   }
   for (std::thread& t : setup) t.join();
-  // Report the root cause: a rank's own error rather than the aborts it caused.
-  absl::Status first;
-  for (const auto& w : ex->workers_) {
-    if (w->result.ok()) continue;
-    if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
-  }
-  RETURN_IF_ERROR(first);
+  RETURN_IF_ERROR(ex->RootCause());
   for (int r = 1; r < options.tp; ++r) {
     try {
       ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
@@ -70,6 +63,16 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     }
   }
   return ex;
+}
+
+absl::Status Executor::RootCause() const {
+  // A rank's own error rather than the aborts it caused in the others.
+  absl::Status first;
+  for (const auto& w : workers_) {
+    if (w->result.ok()) continue;
+    if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
+  }
+  return first;
 }
 
 absl::Status Executor::GuardedSetUpRank(int r) {
@@ -88,13 +91,7 @@ absl::Status Executor::GuardedSetUpRank(int r) {
 
 absl::Status Executor::SetUpRank(int r) {
   Worker& w = *workers_[r];
-  absl::Status st = group_->InitRank(r);
-  // A rank that fails to start must not leave the others waiting for it in a
-  // collective initialisation.
-  if (!st.ok()) {
-    group_->Abort(st);
-    return st;
-  }
+  RETURN_IF_ERROR(group_->InitRank(r));  // GuardedSetUpRank aborts the group on failure
   w.backend = group_->backend(r);
   RETURN_IF_ERROR(w.backend->MakeCurrent());
   ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r), options_.load_counter));
@@ -200,12 +197,7 @@ absl::Status Executor::RunStep(const StepBatch& batch, const StepSampling* sampl
     batch_ = nullptr;
     sampling_ = nullptr;
   }
-  // Report the root cause: a rank's own error rather than the aborts it caused.
-  absl::Status first;
-  for (const auto& w : workers_) {
-    if (w->result.ok()) continue;
-    if (first.ok() || (absl::IsAborted(first) && !absl::IsAborted(w->result))) first = w->result;
-  }
+  const absl::Status first = RootCause();
   if (!first.ok()) {
     if (absl::Status reset = group_->Reset(); !reset.ok()) {
       return absl::InternalError(absl::StrCat(first.message(), "; the group could not be restored: ", reset.message()));

@@ -27,13 +27,13 @@ struct ExecutorOptions {
   // The largest step: activations and step buffers are sized for it once, at
   // start-up; a larger step is refused.
   int max_step_tokens = 2048;
-  // Progress of weight loading, counted over all ranks; may be null.
-  WeightLoadCounter* load_counter = nullptr;
   int max_step_seqs = 256;
   // Penalty entries (distinct context tokens of the rows with penalties) a
   // step may carry; 0: max_step_seqs x min(vocab, max_position_embeddings),
   // at most 2^21 (16 MiB).
   int max_step_penalty_entries = 0;
+  // Progress of weight loading, counted over all ranks; may be null.
+  WeightLoadCounter* load_counter = nullptr;
 };
 
 class Executor {
@@ -87,6 +87,8 @@ class Executor {
   };
   Executor() = default;
   absl::Status SetUpRank(int rank);
+  // The first failing rank's own error after a step or set-up (OK if none).
+  absl::Status RootCause() const;
   absl::Status GuardedSetUpRank(int rank);  // SetUpRank, exceptions caught; aborts the group on failure
   void RunRank(int rank);
   void WorkerLoop(int rank);

@@ -103,6 +103,13 @@ absl::Status Model::Validate(const StepBatch& b, const KvCache& cache, const Ste
   for (int32_t r : b.logits_rows) {
     if (r < 0 || r >= n) return absl::InvalidArgumentError("logits row out of range");
   }
+  const int m = static_cast<int>(b.logits_rows.size());
+  if (n > ws_.tokens || m > ws_.logits || b.num_seqs() > ws_.seqs || b.max_blocks_per_seq > ws_.blocks_per_seq) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "step of ", n, " tokens, ", b.num_seqs(), " sequences, ", m, " logits rows and ", b.max_blocks_per_seq,
+        " blocks per sequence exceeds the workspace (", ws_.tokens, " tokens, ", ws_.seqs, " sequences, ", ws_.logits,
+        " rows, ", ws_.blocks_per_seq, " blocks)"));
+  }
   if (sampling == nullptr) return absl::OkStatus();
   if (sampling->rows.size() != b.logits_rows.size()) {
     return absl::InvalidArgumentError(absl::StrCat(sampling->rows.size(), " sampling rows for ", b.logits_rows.size(),
@@ -196,12 +203,6 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
     AppendBytes(sampling->rows, &meta);
     penalties_at = meta.size();
     AppendBytes(sampling->penalties, &meta);
-  }
-  if (n > ws_.tokens || m > ws_.logits || b.num_seqs() > ws_.seqs || b.max_blocks_per_seq > ws_.blocks_per_seq) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "step of ", n, " tokens, ", b.num_seqs(), " sequences, ", m, " logits rows and ", b.max_blocks_per_seq,
-        " blocks per sequence exceeds the workspace (", ws_.tokens, " tokens, ", ws_.seqs, " sequences, ", ws_.logits,
-        " rows, ", ws_.blocks_per_seq, " blocks)"));
   }
   backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
   backend_->PlanAttention(b.token_seq.data(), b.positions.data(), n, Shape(), cache.layout());

@@ -71,6 +71,23 @@ __device__ __forceinline__ int AdvanceKvTiles(KvT (&k_s)[2][kTile * HD], KvT (&v
   return k_end - j0 < kTile ? k_end - j0 : kTile;
 }
 
+// Scores of one K tile: p_s[r * kTile + j] = q_s[r] . K[j] for the rows r <
+// rows and keys j < nj that visible(r, j) allows, -inf elsewhere (up to
+// kRowsMax rows, the shared array's size).
+template <typename KvT, int HD, int kTile, int kRowsMax, typename Visible>
+__device__ __forceinline__ void ScoreTile(float* p_s, const float* q_s, const KvT* kt, int rows, int nj,
+                                          Visible visible) {
+  for (int i = threadIdx.x; i < kRowsMax * kTile; i += kThreads) {
+    const int r = i / kTile, j = i % kTile;
+    float s = -INFINITY;
+    if (r < rows && j < nj && visible(r, j)) {
+      s = 0.0f;
+      for (int d = 0; d < HD; ++d) s += q_s[r * HD + d] * ToFloat(kt[j * HD + d]);
+    }
+    p_s[i] = s;
+  }
+}
+
 // Online-softmax step of one score row over a tile of kTile scores (nj of
 // them valid): scores become probabilities, m (running max) and l (running
 // sum) advance, and c receives the factor that rescales the row's earlier
@@ -166,15 +183,7 @@ GQA_UNROLL
     __syncthreads();
     const KvT* kt = k_s[buf];
     const KvT* vt = v_s[buf];
-    for (int i = tid; i < G * kTile; i += kThreads) {
-      const int h = i / kTile, j = i % kTile;
-      float s = -INFINITY;
-      if (h < nh && j < nj) {
-        s = 0.0f;
-        for (int d = 0; d < HD; ++d) s += q_s[h * HD + d] * ToFloat(kt[j * HD + d]);
-      }
-      p_s[i] = s;
-    }
+    ScoreTile<KvT, HD, kTile, G>(p_s, q_s, kt, nh, nj, [](int, int) { return true; });
     __syncthreads();
     if (tid < nh) SoftmaxRowStep<kTile>(p_s + tid * kTile, m_s[tid], l_s[tid], c_s[tid], nj);
     __syncthreads();
@@ -298,19 +307,10 @@ GQA_UNROLL
     __syncthreads();
     const KvT* kt = k_s[buf];
     const KvT* vt = v_s[buf];
-    for (int i = tid; i < kRows * kTile; i += kThreads) {
-      const int r = i / kTile, j = i % kTile;
-      float s = -INFINITY;
-      if (r < rows && j < nj) {
-        const int p = first_pos + r / nh, key = j0 + j;
-        const bool visible = key <= p && (window <= 0 || key > p - window);
-        if (visible) {
-          s = 0.0f;
-          for (int d = 0; d < HD; ++d) s += q_s[r * HD + d] * ToFloat(kt[j * HD + d]);
-        }
-      }
-      p_s[i] = s;
-    }
+    ScoreTile<KvT, HD, kTile, kRows>(p_s, q_s, kt, rows, nj, [&](int r, int j) {
+      const int p = first_pos + r / nh, key = j0 + j;
+      return key <= p && (window <= 0 || key > p - window);
+    });
     __syncthreads();
     if (tid < rows) SoftmaxRowStep<kTile>(p_s + tid * kTile, m_s[tid], l_s[tid], c_s[tid], nj);
     __syncthreads();

@@ -29,14 +29,51 @@ constexpr const char* kKind = "cuda";
 std::string LaunchDetail() { return {}; }
 #endif
 
+// Pinned host memory through which small host data (the step's metadata,
+// the attention plan) goes to the device in one asynchronous copy. The
+// stream is drained before the buffer is rewritten, since the previous copy
+// may still be reading it.
+class PinnedStaging {
+ public:
+  ~PinnedStaging() { Free(); }
+  // Makes room for `bytes` (after draining the stream, which may still read
+  // the old buffer).
+  cudaError_t Reserve(size_t bytes, cudaStream_t stream) {
+    if (bytes <= bytes_) return cudaSuccess;
+    const cudaError_t e = cudaStreamSynchronize(stream);
+    if (e != cudaSuccess) return e;
+    Free();
+    const cudaError_t a = cudaMallocHost(&data_, bytes);
+    if (a == cudaSuccess) bytes_ = bytes;
+    return a;
+  }
+  // Copies bytes of host to device (asynchronously on stream), growing the
+  // buffer when needed.
+  cudaError_t Upload(void* device, const void* host, size_t bytes, cudaStream_t stream) {
+    if (bytes == 0) return cudaSuccess;
+    cudaError_t e = Reserve(bytes, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);  // the previous upload may still read it
+    if (e != cudaSuccess) return e;
+    std::memcpy(data_, host, bytes);
+    return cudaMemcpyAsync(device, data_, bytes, cudaMemcpyHostToDevice, stream);
+  }
+
+ private:
+  void Free() {
+    if (data_ != nullptr) cudaFreeHost(data_);
+    data_ = nullptr;
+    bytes_ = 0;
+  }
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cudaStream_t stream, std::unique_ptr<Gemm> gemm)
       : device_(device), stream_(stream), gemm_(std::move(gemm)) {}
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
-    if (staging_ != nullptr) cudaFreeHost(staging_);
-    if (plan_staging_ != nullptr) cudaFreeHost(plan_staging_);
     scratch_.Reset();
     gemm_.reset();
     cudaStreamDestroy(stream_);
@@ -117,16 +154,11 @@ class CudaBackend final : public Backend {
     // 64 MiB of partial outputs.
     const int64_t per_slot = int64_t{shape.num_q_heads} * (shape.head_dim + 1) * int64_t(sizeof(float));
     split_slots_ = int(std::min<int64_t>(std::max(64, 4 * max_seqs), (int64_t{64} << 20) / per_slot));
-    plan_bytes_ = size_t(max_tokens) * (sizeof(DecodeItem) + sizeof(PrefillTile));
-    ASSIGN_OR_RETURN(plan_buf_, Allocate(plan_bytes_));
+    const size_t plan_bytes = size_t(max_tokens) * (sizeof(DecodeItem) + sizeof(PrefillTile));
+    ASSIGN_OR_RETURN(plan_buf_, Allocate(plan_bytes));
+    RETURN_IF_ERROR(Status(plan_staging_.Reserve(plan_bytes, stream_), "cudaMallocHost"));
     ASSIGN_OR_RETURN(partial_out_, Allocate(size_t(split_slots_) * shape.num_q_heads * shape.head_dim * sizeof(float)));
     ASSIGN_OR_RETURN(partial_lse_, Allocate(size_t(split_slots_) * shape.num_q_heads * sizeof(float)));
-    if (plan_staging_ != nullptr) {
-      RETURN_IF_ERROR(Status(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"));
-      cudaFreeHost(plan_staging_);
-      plan_staging_ = nullptr;
-    }
-    RETURN_IF_ERROR(Status(cudaMallocHost(&plan_staging_, plan_bytes_), "cudaMallocHost"));
     max_plan_tokens_ = max_tokens;
 #if defined(GQA_CUDA_SIM)
     target_blocks_ = 2 * 132;  // as on an H100, so that the interpreter's tests split contexts too
@@ -141,20 +173,16 @@ class CudaBackend final : public Backend {
   void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens, const AttentionShape& shape,
                      const KvCacheLayout& layout) override {
     planned_tokens_ = -1;
-    if (plan_staging_ == nullptr || num_tokens > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
+    if (max_plan_tokens_ == 0 || num_tokens > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
     const AttentionPlan plan =
         MakeAttentionPlan(token_seq, token_pos, num_tokens, shape, layout.dtype, target_blocks_, split_slots_);
     // Decode items then prefill tiles, in one upload.
-    Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");  // the last upload may still read the staging
-    char* host = static_cast<char*>(plan_staging_);
     const size_t decode_bytes = plan.decode.size() * sizeof(DecodeItem);
     const size_t prefill_bytes = plan.prefill.size() * sizeof(PrefillTile);
-    if (decode_bytes > 0) std::memcpy(host, plan.decode.data(), decode_bytes);
-    if (prefill_bytes > 0) std::memcpy(host + decode_bytes, plan.prefill.data(), prefill_bytes);
-    if (!Record(cudaMemcpyAsync(plan_buf_.data(), host, decode_bytes + prefill_bytes, cudaMemcpyHostToDevice, stream_),
-                "plan upload")) {
-      return;
-    }
+    std::vector<char> host(decode_bytes + prefill_bytes);
+    if (decode_bytes > 0) std::memcpy(host.data(), plan.decode.data(), decode_bytes);
+    if (prefill_bytes > 0) std::memcpy(host.data() + decode_bytes, plan.prefill.data(), prefill_bytes);
+    if (!Record(plan_staging_.Upload(plan_buf_.data(), host.data(), host.size(), stream_), "plan upload")) return;
     run_.decode = plan_buf_.as<DecodeItem>();
     run_.num_decode = int(plan.decode.size());
     run_.max_splits = plan.max_splits;
@@ -166,20 +194,7 @@ class CudaBackend final : public Backend {
   }
 
   void UploadStep(const int32_t* host, size_t count, int32_t* device) override {
-    const size_t bytes = count * sizeof(int32_t);
-    if (bytes > staging_bytes_) {
-      Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-      if (staging_ != nullptr) cudaFreeHost(staging_);
-      staging_ = nullptr;
-      staging_bytes_ = 0;
-      if (!Record(cudaMallocHost(&staging_, bytes), "cudaMallocHost")) return;
-      staging_bytes_ = bytes;
-    } else {
-      // The previous step's upload may still read the staging buffer.
-      Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-    }
-    std::memcpy(staging_, host, bytes);
-    Record(cudaMemcpyAsync(device, staging_, bytes, cudaMemcpyHostToDevice, stream_), "step upload");
+    Record(step_staging_.Upload(device, host, count * sizeof(int32_t), stream_), "step upload");
   }
 
   void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n, float* out) override {
@@ -262,12 +277,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   std::unique_ptr<Gemm> gemm_;
   DeviceBuffer scratch_;  // activations rounded to 16 bits for the GEMM
-  void* staging_ = nullptr;  // pinned host memory for step uploads
-  size_t staging_bytes_ = 0;
+  PinnedStaging step_staging_, plan_staging_;
   // The specialised attention's plan (ReserveAttention, PlanAttention).
   DeviceBuffer plan_buf_, partial_out_, partial_lse_;
-  void* plan_staging_ = nullptr;
-  size_t plan_bytes_ = 0;
   int max_plan_tokens_ = 0;
   int split_slots_ = 0;
   int target_blocks_ = 0;
