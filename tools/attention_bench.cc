@@ -26,11 +26,6 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(DeviceKind kind, int thread
   return absl::InvalidArgumentError("unknown device");
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
 // Seconds of `fn` followed by a synchronisation, `iters` times (after one
 // warm-up run); returns the samples.
 template <typename Fn>
@@ -45,13 +40,6 @@ absl::StatusOr<std::vector<double>> Time(Backend& b, int iters, Fn fn) {
     s.push_back(MonotonicSeconds() - t0);
   }
   return s;
-}
-
-// Copy bandwidth of the device (bytes read + written per second) over two
-// buffers of `bytes`: the roofline each attention figure is set against.
-absl::StatusOr<double> CopyBandwidth(Backend& b, DeviceBuffer& src, DeviceBuffer& dst, int iters) {
-  ASSIGN_OR_RETURN(std::vector<double> s, Time(b, iters, [&] { b.CopyDeviceToDevice(dst.data(), src.data(), src.bytes()); }));
-  return 2.0 * double(src.bytes()) / Median(s);
 }
 
 template <typename T>
@@ -159,7 +147,7 @@ absl::Status RunAttentionBench(const Flags& f) {
         ASSIGN_OR_RETURN(StepOnDevice step, UploadStep(*dev, seq, pos, slot, tables, blocks_per_seq, q));
         RETURN_IF_ERROR(dev->ReserveAttention(batch, batch, shape));
         dev->PlanAttention(seq.data(), pos.data(), batch, shape, layout);
-        ASSIGN_OR_RETURN(double copy, CopyBandwidth(*dev, probe_a, probe_b, int(iters)));
+        ASSIGN_OR_RETURN(double copy, DeviceCopyBytesPerSecond(*dev, probe_a, probe_b, int(iters)));
         ASSIGN_OR_RETURN(std::vector<double> t, Time(*dev, int(iters), [&] {
           dev->Attention(step.q.as<float>(), step.meta, layout, kc.data(), vc.data(), shape, step.out.as<float>());
         }));

@@ -22,12 +22,6 @@
 namespace gqa {
 namespace {
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 absl::StatusOr<SyntheticModelSpec> SpecFromFlags(const Flags& f) {
   SyntheticModelSpec s;
   struct IntFlag { const char* name; int* dst; };
@@ -274,12 +268,9 @@ absl::Status Run(const Flags& f) {
     const size_t bytes = size_t(probe_mib) << 20;
     ASSIGN_OR_RETURN(probe_src, b->Allocate(bytes));
     ASSIGN_OR_RETURN(probe_dst, b->Allocate(bytes));
-    copy_probe = [&, b, bytes] {
-      (void)b->Synchronize();
-      const double t0 = MonotonicSeconds();
-      for (int i = 0; i < 4; ++i) b->CopyDeviceToDevice(probe_dst.data(), probe_src.data(), bytes);
-      (void)b->Synchronize();
-      return 4 * 2.0 * double(bytes) / (MonotonicSeconds() - t0);
+    copy_probe = [&, b] {
+      absl::StatusOr<double> rate = DeviceCopyBytesPerSecond(*b, probe_src, probe_dst, 4);
+      return rate.ok() ? *rate : 0.0;
     };
     read_probe = copy_probe;
   }

@@ -2,6 +2,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -9,6 +10,26 @@ namespace gqa {
 
 double MonotonicSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+absl::StatusOr<double> DeviceCopyBytesPerSecond(Backend& b, const DeviceBuffer& src, const DeviceBuffer& dst, int iters) {
+  b.CopyDeviceToDevice(dst.data(), src.data(), src.bytes());
+  RETURN_IF_ERROR(b.Synchronize());
+  std::vector<double> rates;
+  for (int i = 0; i < iters; ++i) {
+    const double t0 = MonotonicSeconds();
+    b.CopyDeviceToDevice(dst.data(), src.data(), src.bytes());
+    RETURN_IF_ERROR(b.Synchronize());
+    rates.push_back(2.0 * double(src.bytes()) / (MonotonicSeconds() - t0));
+  }
+  return Median(rates);
 }
 
 BandwidthProbe::BandwidthProbe(ThreadPool* pool, size_t bytes)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
 
 namespace gqa {
@@ -24,5 +25,13 @@ class BandwidthProbe {
 };
 
 double MonotonicSeconds();
+
+// The middle value (the mean of the two middle ones for an even count).
+double Median(std::vector<double> v);
+
+// Copy bandwidth of a device (bytes read + written per second) between two
+// of its buffers of src's size: the median of `iters` timed copies, each
+// synchronised, after one warm-up copy.
+absl::StatusOr<double> DeviceCopyBytesPerSecond(Backend& b, const DeviceBuffer& src, const DeviceBuffer& dst, int iters);
 
 }  // namespace gqa
