@@ -473,7 +473,8 @@ void SyncThreads(const char* file, int line) {
 }
 
 namespace {
-uint64_t WarpCollective(WarpOp op, unsigned mask, uint64_t value, int src) {
+// Waits at a warp collective until every lane of mask has arrived at it.
+void Meet(WarpOp op, unsigned mask, uint64_t value = 0, int src = 0) {
   Fiber& f = Me();
   f.state = State::kWarp;
   f.op = op;
@@ -481,14 +482,14 @@ uint64_t WarpCollective(WarpOp op, unsigned mask, uint64_t value, int src) {
   f.value = value;
   f.src = src;
   YieldToScheduler(false);
+}
+
+uint64_t WarpCollective(WarpOp op, unsigned mask, uint64_t value, int src) {
+  Meet(op, mask, value, src);
   // Every lane has read what it needs once it runs again: a second meeting
   // keeps a fast lane from overwriting its value before the others read it.
-  f.state = State::kWarp;
-  f.op = WarpOp::kSync;
-  f.mask = mask;
-  f.value = 0;
-  const uint64_t result = f.result;
-  YieldToScheduler(false);
+  const uint64_t result = Me().result;
+  Meet(WarpOp::kSync, mask);
   return result;
 }
 }  // namespace
@@ -512,31 +513,17 @@ void WarpGather(unsigned mask, const void* mine, size_t bytes, void* all) {
     bytes = sizeof(f.blob);
   }
   std::memcpy(f.blob, mine, bytes);
-  f.state = State::kWarp;
-  f.op = WarpOp::kSync;
-  f.mask = mask;
-  f.value = 0;
-  YieldToScheduler(false);
+  Meet(WarpOp::kSync, mask);
   // Every lane of the mask has deposited; none overwrites its blob before
   // the second meeting below.
   const int first = f.linear & ~31;
   for (int lane = 0; lane < 32; ++lane) {
     if (mask >> lane & 1u) std::memcpy(static_cast<unsigned char*>(all) + lane * bytes, b.fibers[first + lane].blob, bytes);
   }
-  f.state = State::kWarp;
-  f.op = WarpOp::kSync;
-  f.mask = mask;
-  YieldToScheduler(false);
+  Meet(WarpOp::kSync, mask);
 }
 
-void WarpSync(unsigned mask) {
-  Fiber& f = Me();
-  f.state = State::kWarp;
-  f.op = WarpOp::kSync;
-  f.mask = mask;
-  f.value = 0;
-  YieldToScheduler(false);
-}
+void WarpSync(unsigned mask) { Meet(WarpOp::kSync, mask); }
 
 Stats GetStats() { return t_stats; }
 
