@@ -2,11 +2,11 @@
 // done when the call returns, so streams and synchronisation have nothing to
 // wait for. Allocations are exact-sized so that AddressSanitizer catches a
 // kernel that reads or writes past the end of a buffer.
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/sim/cuda_sim.h"
 
 struct GqaSimStream {
@@ -32,20 +32,10 @@ void SetLastError(cudaError_t e, std::string message) {
 }
 }  // namespace gqa_sim
 
-float __half2float(__half h) {
-  const uint32_t sign = uint32_t(h.x & 0x8000u) << 16, exp = (h.x >> 10) & 0x1fu, man = h.x & 0x3ffu;
-  if (exp == 0) return __uint_as_float(__float_as_uint(float(man) * (1.0f / 16777216.0f)) | sign);
-  if (exp == 31) return __uint_as_float(sign | 0x7f800000u | (man << 13));
-  return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
-}
-
-__half __float2half(float f) {
-  const uint32_t u = __float_as_uint(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return {uint16_t(sign | 0x7e00u)};
-  if (a >= 0x477ff000u) return {uint16_t(sign | 0x7c00u)};
-  if (a < 0x38800000u) return {uint16_t(sign | uint32_t(std::nearbyint(__uint_as_float(a) * 16777216.0f)))};
-  return {uint16_t(sign | ((a + 0xfffu + ((a >> 13) & 1u) - 0x38000000u) >> 13))};
-}
+float __bfloat162float(__nv_bfloat16 h) { return gqa::cpu::Bf16ToFloat(h.x); }
+__nv_bfloat16 __float2bfloat16(float f) { return {gqa::cpu::FloatToBf16(f)}; }
+float __half2float(__half h) { return gqa::cpu::F16ToFloat(h.x); }
+__half __float2half(float f) { return {gqa::cpu::FloatToF16(f)}; }
 
 cudaError_t cudaGetDeviceCount(int* count) {
   *count = kGqaSimDeviceCount;

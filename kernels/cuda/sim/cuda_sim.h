@@ -127,16 +127,13 @@ struct __nv_bfloat16 {
 struct __half {
   uint16_t x;
 };
-inline float __bfloat162float(__nv_bfloat16 h) { return __uint_as_float(uint32_t(h.x) << 16); }
-// Round to nearest even; NaN stays NaN.
-inline __nv_bfloat16 __float2bfloat16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return {uint16_t((u >> 16) | 0x40)};
-  return {uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16)};
-}
+// The CPU backend's conversions (kernels/cpu/convert.cc): round to nearest
+// even, subnormals, overflow to infinity, NaN kept.
+float __bfloat162float(__nv_bfloat16 h);
+__nv_bfloat16 __float2bfloat16(float f);
 inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
 float __half2float(__half h);
-__half __float2half(float f);  // round to nearest even
+__half __float2half(float f);
 inline __half __float2half_rn(float f) { return __float2half(f); }
 
 // ---- runtime API over host memory ----
