@@ -299,6 +299,10 @@ HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::Stop() {
   if (!thread_.joinable()) return;
+  // A stream whose request has finished may still be writing its last events
+  // (the finish reason, [DONE]): let it, for a bounded time, before the
+  // connections close.
+  for (int i = 0; i < 5000 && open_streams_.load() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   // The library's stop() does nothing until its listen loop has begun: a stop
   // right after Start (a model that fails to load at once) would leave the
   // loop running and the join waiting for ever. Repeat until the loop ends.
@@ -628,6 +632,7 @@ void HttpServer::Routes() {
     s->id = *started;
     Frontend* fep = &fe;
     res.set_header("Cache-Control", "no-cache");
+    ++open_streams_;
     res.set_chunked_content_provider(
         "text/event-stream",
         [s](size_t, httplib::DataSink& sink) {
@@ -646,7 +651,8 @@ void HttpServer::Routes() {
           if (s->done) sink.done();
           return true;
         },
-        [s, fep](bool success) {
+        [this, s, fep](bool success) {
+          --open_streams_;
           bool done;
           {
             std::lock_guard<std::mutex> lock(s->mu);

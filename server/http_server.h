@@ -51,6 +51,7 @@ class HttpServer {
   std::atomic<Frontend*> frontend_{nullptr};
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};  // set when listen_after_bind returns
+  std::atomic<int> open_streams_{0};          // streamed responses still being written
   int port_ = 0;
   // Response ids: a random prefix per server and a counter.
   uint64_t id_nonce_ = 0;

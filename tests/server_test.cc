@@ -747,7 +747,7 @@ TEST(ServerTest, DeepJsonBodiesGet400) {
       R"({"messages": [)" + user + R"(], "chat_template_kwargs": {"x": )" + deep + "}}",
       deep,
   };
-  for (const std::string& path : {"/v1/chat/completions", "/tokenize"}) {
+  for (const std::string path : {"/v1/chat/completions", "/tokenize"}) {
     for (const std::string& body : bodies) {
       auto [status, text] = post(path, body);
       EXPECT_EQ(status, 400) << path << " " << body.substr(0, 80) << ": " << text;
