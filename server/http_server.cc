@@ -297,6 +297,11 @@ HttpServer::HttpServer(const HttpOptions& options)
 
 HttpServer::~HttpServer() { Stop(); }
 
+void HttpServer::SetUnhealthy(const std::string& reason) {
+  std::lock_guard<std::mutex> lock(unhealthy_mu_);
+  unhealthy_ = reason.empty() ? "unhealthy" : reason;
+}
+
 void HttpServer::Stop() {
   if (!thread_.joinable()) return;
   // A stream whose request has finished may still be writing its last events
@@ -390,6 +395,13 @@ void HttpServer::Routes() {
   });
 
   svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    {
+      std::lock_guard<std::mutex> lock(unhealthy_mu_);
+      if (!unhealthy_.empty()) {
+        SendError(res, 503, unhealthy_);
+        return;
+      }
+    }
     Frontend* fe = frontend_.load();
     if (fe == nullptr || fe->draining()) {
       SendError(res, 503, fe == nullptr ? "the model is loading" : "the server is shutting down");

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -41,6 +42,9 @@ class HttpServer {
   // called, requests get 503 (loading).
   absl::Status Start();
   void SetFrontend(Frontend* frontend) { frontend_.store(frontend); }
+  // From now on /health answers 503 with `reason` (a failed tensor-parallel
+  // job, say), whatever the front-end's state.
+  void SetUnhealthy(const std::string& reason);
   int port() const { return port_; }
   void Stop();
 
@@ -49,6 +53,8 @@ class HttpServer {
   HttpOptions options_;
   std::unique_ptr<httplib::Server> server_;
   std::atomic<Frontend*> frontend_{nullptr};
+  std::mutex unhealthy_mu_;
+  std::string unhealthy_;  // empty while healthy
   std::thread thread_;
   std::atomic<bool> listen_returned_{false};  // set when listen_after_bind returns
   std::atomic<int> open_streams_{0};          // streamed responses still being written

@@ -103,14 +103,31 @@ void AddEngineFlags(Flags& f) {
   f.Add("max-num-batched-tokens", "2048", "tokens per step at most; longer prompts are prefilled in chunks");
   f.Add("max-model-len", "0", "prompt + generated tokens at most; 0 means max_position_embeddings");
   f.Add("seed", "", "seed for requests without one (default: random, printed at start-up)");
+  f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
+        "the job ends (rank 0 fails the requests in flight and exits non-zero)");
 }
 
-absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
+namespace {
+
+struct ExecutorFromFlagsResult {
+  std::unique_ptr<Executor> executor;
+  EngineOptions engine;
+  ModelConfig config;
+  ShardPlan plan;
+  int64_t blocks = 0, block_size = 0, block_bytes = 0;
+  std::string kv_dtype;
+};
+
+absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob* mpi) {
   if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
   const std::string dir = f.Get("model");
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((std::filesystem::path(dir) / "config.json").string()));
   ExecutorOptions eo;
+  eo.mpi = mpi;
   ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp"));
+  // Under mpirun the job's size is the TP degree unless --tp says otherwise
+  // (then the executor refuses the mismatch).
+  if (mpi != nullptr && !f.Has("tp")) tp = mpi->size();
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t block_size, f.GetInt("block-size"));
   ASSIGN_OR_RETURN(int64_t blocks, f.GetInt("num-kv-blocks"));
@@ -160,6 +177,10 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
     blocks = std::min(blocks, max_seqs * ((max_len + block_size - 1) / block_size));
   }
   if (blocks > (int64_t{1} << 30) / block_size) return absl::InvalidArgumentError("too many KV blocks");
+  // Each process may see different free memory: rank 0's figure holds.
+#if defined(GQA_WITH_MPI)
+  if (mpi != nullptr) RETURN_IF_ERROR(mpi->BroadcastInt64(&blocks));
+#endif
   eo.num_kv_blocks = static_cast<int>(blocks);
   if (f.Has("seed")) {
     ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
@@ -168,29 +189,77 @@ absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f) {
     o.seed = std::random_device()();
   }
 
-  std::unique_ptr<Executor> ex;
+  ExecutorFromFlagsResult r;
   {
     LoadProgress progress(dir);
     eo.load_counter = progress.counter();
-    ASSIGN_OR_RETURN(ex, Executor::Open(dir, eo));
+    ASSIGN_OR_RETURN(r.executor, Executor::Open(dir, eo));
     eo.load_counter = nullptr;
-    std::fprintf(stderr, "gqa: loaded %.2f GiB of weights in %.1f s (%lld tensors taken by %d rank(s))\n",
+    std::fprintf(stderr, "gqa: loaded %.2f GiB of weights in %.1f s (%lld tensors taken by %s)\n",
                  progress.checkpoint_gib(), progress.Elapsed(),
-                 static_cast<long long>(progress.counter()->tensors.load()), eo.tp);
+                 static_cast<long long>(progress.counter()->tensors.load()),
+                 mpi != nullptr ? absl::StrCat("rank ", mpi->rank(), " of ", mpi->size(), " (MPI)").c_str()
+                                : absl::StrCat(eo.tp, " rank(s)").c_str());
   }
-  auto engine = std::make_unique<Engine>(std::move(ex), o);
+  r.engine = o;
+  r.config = config;
+  r.plan = plan;
+  r.blocks = blocks;
+  r.block_size = block_size;
+  r.block_bytes = block_bytes;
+  r.kv_dtype = kv_dtype;
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> EngineFromFlags(const Flags& f, MpiJob* mpi) {
+  ASSIGN_OR_RETURN(ExecutorFromFlagsResult r, ExecutorFromFlags(f, mpi));
+  const ModelConfig& config = r.config;
+  const ShardPlan& plan = r.plan;
+  const EngineOptions& o = r.engine;
+  const int64_t blocks = r.blocks, block_size = r.block_size, block_bytes = r.block_bytes;
+  const std::string& kv_dtype = r.kv_dtype;
+  const int tp = r.executor->tp();
+  auto engine = std::make_unique<Engine>(std::move(r.executor), o);
   const int64_t tokens = blocks * block_size;
   const int64_t len = engine->max_model_len();
   std::fprintf(stderr,
                "gqa: %s, %d query / %d KV heads, tp=%d (kv_replication_factor %g), %s\n"
                "gqa: KV cache: %lld blocks of %lld tokens (%s) = %lld tokens, %.1f MiB; %lld sequences of "
                "max_model_len %lld fit; sampling seed %llu\n",
-               std::string(ArchitectureName(config.arch)).c_str(), config.num_q_heads, config.num_kv_heads, eo.tp,
+               std::string(ArchitectureName(config.arch)).c_str(), config.num_q_heads, config.num_kv_heads, tp,
                plan.KvReplicationFactor(), engine->executor().BackendName().c_str(), static_cast<long long>(blocks),
                static_cast<long long>(block_size), kv_dtype.c_str(), static_cast<long long>(tokens),
                double(blocks * block_bytes) / (1 << 20), static_cast<long long>(blocks / ((len + block_size - 1) / block_size)),
                static_cast<long long>(len), static_cast<unsigned long long>(o.seed));
   return engine;
+}
+
+int ServeMpiRank(const Flags& f, MpiJob* mpi) {
+#if !defined(GQA_WITH_MPI)
+  (void)f;
+  (void)mpi;
+  return 1;  // no MpiJob exists in a build without MPI
+#else
+  absl::StatusOr<ExecutorFromFlagsResult> r = ExecutorFromFlags(f, mpi);
+  if (!r.ok()) {
+    std::fprintf(stderr, "gqa: rank %d: %s\n", mpi->rank(), std::string(r.status().message()).c_str());
+    std::fflush(stderr);
+    std::_Exit(1);  // a failed job is not finalised
+  }
+  absl::StatusOr<double> timeout = f.GetDouble("rank-timeout");
+  mpi->StartWatch(kHeartbeatSeconds, timeout.ok() ? *timeout : 3.0, [mpi](const absl::Status& why) {
+    std::fprintf(stderr, "gqa: rank %d: the job failed: %s\n", mpi->rank(), std::string(why.message()).c_str());
+  });
+  const absl::Status st = r->executor->ServeSteps();
+  if (!st.ok()) {
+    std::fprintf(stderr, "gqa: rank %d: %s\n", mpi->rank(), std::string(st.message()).c_str());
+    std::fflush(stderr);
+    std::_Exit(1);
+  }
+  return 0;
+#endif
 }
 
 }  // namespace gqa

@@ -108,7 +108,7 @@ struct Outcome {
   bool done = false;
 };
 
-absl::Status Run(const Flags& f) {
+absl::Status Run(const Flags& f, MpiJob* mpi) {
   const bool batch = f.Has("prompts-file");
   if (batch == f.Has("prompt-ids")) return absl::InvalidArgumentError("give exactly one of --prompt-ids and --prompts-file");
   Defaults d;
@@ -135,7 +135,14 @@ absl::Status Run(const Flags& f) {
     ASSIGN_OR_RETURN(std::vector<int> ids, f.GetIntList("prompt-ids"));
     lines.push_back(Json{{"prompt_ids", ids}}.dump());
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f));
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, EngineFromFlags(f, mpi));
+  if (mpi != nullptr) {
+    ASSIGN_OR_RETURN(double timeout, f.GetDouble("rank-timeout"));
+    // A failed rank fails the requests in flight; main exits non-zero.
+    mpi->StartWatch(kHeartbeatSeconds, timeout, [](const absl::Status& why) {
+      std::fprintf(stderr, "gqa-generate: the tensor-parallel job failed: %s\n", std::string(why.message()).c_str());
+    });
+  }
   // With the model's tokenizer, each result also carries its decoded "text".
   std::function<std::optional<std::string>(const std::vector<int32_t>&)> decode = [](const auto&) {
     return std::optional<std::string>();
@@ -213,6 +220,13 @@ absl::Status Run(const Flags& f) {
 }  // namespace gqa
 
 int main(int argc, char** argv) {
+  // Under mpirun: rank 0 generates and prints, the other ranks run their
+  // shard of each step.
+  absl::StatusOr<std::unique_ptr<gqa::MpiJob>> mpi = gqa::MpiJob::InitIfLaunched(&argc, &argv);
+  if (!mpi.ok()) {
+    std::fprintf(stderr, "gqa-generate: %s\n", std::string(mpi.status().message()).c_str());
+    return 1;
+  }
   gqa::Flags f("gqa-generate",
                "Generates tokens with a Hugging Face model directory on the CPU, through the serving engine:\n"
                "one prompt (--prompt-ids) or a JSONL file of requests (--prompts-file), each line\n"
@@ -228,10 +242,19 @@ int main(int argc, char** argv) {
   f.AddBool("ignore-eos", "keep generating after an end-of-sequence token (default for every request)");
   f.Add("output", "json", "json: one object per line; text: token ids separated by spaces");
   gqa::ParseFlagsOrExit(f, argc, argv);
-  absl::Status st = gqa::Run(f);
-  if (!st.ok()) {
-    std::fprintf(stderr, "gqa-generate: %s\n", std::string(st.message()).c_str());
+  if (*mpi != nullptr && (*mpi)->rank() != 0) {
+    const int rc = gqa::ServeMpiRank(f, mpi->get());
+    mpi->reset();
+    return rc;
+  }
+  absl::Status st = gqa::Run(f, mpi->get());
+  if (!st.ok() || (*mpi != nullptr && !(*mpi)->failure().ok())) {
+    if (!st.ok()) std::fprintf(stderr, "gqa-generate: %s\n", std::string(st.message()).c_str());
+    std::fflush(stdout);
+    std::fflush(stderr);
+    if (*mpi != nullptr) std::_Exit(1);  // the job is not finalised after a failure
     return 1;
   }
+  mpi->reset();
   return 0;
 }

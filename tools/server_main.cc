@@ -44,7 +44,8 @@ absl::StatusOr<std::string> ApiKey(const Flags& f) {
 // SIGTERM / SIGINT are taken by one thread from the start: while the model
 // loads, a signal ends the process at once; once serving, the first starts
 // the drain and a second one ends the process without waiting for it (a
-// second Ctrl-C, as with vLLM or uvicorn).
+// second Ctrl-C, as with vLLM or uvicorn). Under mpirun, a failed rank wakes
+// the same wait (Fail).
 class SignalWatch {
  public:
   explicit SignalWatch(const sigset_t& signals) : signals_(signals) {
@@ -72,10 +73,22 @@ class SignalWatch {
     std::lock_guard<std::mutex> lock(mu_);
     serving_ = true;
   }
+  void Fail(const absl::Status& why) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (failure_.ok()) failure_ = why;
+    }
+    cv_.notify_all();
+  }
+  // Returns the signal, or 0 after Fail.
   int Wait() {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return sig_ != 0; });
+    cv_.wait(lock, [&] { return sig_ != 0 || !failure_.ok(); });
     return sig_;
+  }
+  absl::Status failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
   }
 
  private:
@@ -85,19 +98,22 @@ class SignalWatch {
   std::condition_variable cv_;
   bool serving_ = false;
   int sig_ = 0;
+  absl::Status failure_;
 };
 
 // Loading the model and tokenizer; every failure, exceptions included, comes
 // back as a status naming what failed.
-absl::Status Load(const Flags& f, const std::string& dir, std::unique_ptr<Engine>* engine,
+absl::Status Load(const Flags& f, const std::string& dir, MpiJob* mpi, std::unique_ptr<Engine>* engine,
                   std::unique_ptr<Tokenizer>* tokenizer) {
   try {
-    ASSIGN_OR_RETURN(*engine, EngineFromFlags(f));
+    // The tokenizer first: under mpirun the other ranks count heartbeats
+    // from the moment the engine is up.
     if (std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) {
       ASSIGN_OR_RETURN(*tokenizer, Tokenizer::Load(dir));
     } else {
       std::fprintf(stderr, "gqa: %s has no tokenizer.json: token-id prompts only\n", dir.c_str());
     }
+    ASSIGN_OR_RETURN(*engine, EngineFromFlags(f, mpi));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(dir, ": loading failed: ", e.what()));
   } catch (...) {
@@ -106,7 +122,29 @@ absl::Status Load(const Flags& f, const std::string& dir, std::unique_ptr<Engine
   return absl::OkStatus();
 }
 
-absl::Status Run(const Flags& f, const sigset_t& signals) {
+// Under mpirun, after a rank failed: /health and gRPC health say so, the
+// requests in flight fail (every step fails once the job is aborted), the
+// streams get their last events, and the process exits non-zero so that
+// mpirun ends the job and the orchestrator restarts it.
+[[noreturn]] void FailJob(const absl::Status& why, HttpServer& http, GrpcServer& grpc, Frontend& frontend) {
+  std::fprintf(stderr, "gqa: the tensor-parallel job failed: %s; failing %d requests in flight and exiting\n",
+               std::string(why.message()).c_str(), frontend.inflight());
+  std::fflush(stderr);
+  http.SetUnhealthy(absl::StrCat("the tensor-parallel job failed: ", why.message()));
+  grpc.SetNotServing();
+  frontend.BeginDrain();
+  if (!frontend.WaitIdle(std::chrono::seconds(2))) frontend.CancelAll();
+  // Long enough for a health check to see the failure, short of mpirun's
+  // one-second SIGTERM-to-SIGKILL grace.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  grpc.Shutdown();
+  http.Stop();
+  std::fprintf(stderr, "gqa: exiting with status 1\n");
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
+absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
   // Never freed: its thread may outlive Run.
   SignalWatch& watch = *new SignalWatch(signals);
   ASSIGN_OR_RETURN(int64_t http_port, f.GetInt("http-port"));
@@ -147,7 +185,9 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
 
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Tokenizer> tokenizer;
-  if (absl::Status st = Load(f, dir, &engine, &tokenizer); !st.ok()) {
+  ASSIGN_OR_RETURN(double rank_timeout, f.GetDouble("rank-timeout"));
+  if (!(rank_timeout > 0.2 && rank_timeout <= 3600)) return absl::InvalidArgumentError("--rank-timeout must be in (0.2, 3600]");
+  if (absl::Status st = Load(f, dir, mpi, &engine, &tokenizer); !st.ok()) {
     // A model that cannot load ends the process now: nothing that was
     // started for it (threads, devices, the HTTP listener) may hold it up.
     std::fprintf(stderr, "gqa-server: %s\n", std::string(st.message()).c_str());
@@ -174,8 +214,20 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
   std::fprintf(stderr, "gqa: serving '%s': HTTP on %s:%d, gRPC on %s:%d\n", fo.served_model_name.c_str(),
                ho.host.c_str(), http.port(), go.host.c_str(), grpc.port());
 
+  if (mpi != nullptr) {
+    mpi->StartWatch(kHeartbeatSeconds, rank_timeout, [&watch](const absl::Status& why) { watch.Fail(why); });
+  }
   watch.Serving();
   const int sig = watch.Wait();
+  if (mpi != nullptr && sig != 0) {
+    // mpirun sends SIGTERM to every rank when one exits, and SIGKILL a
+    // second later: a rank already silent means this is that, not an
+    // operator's stop.
+    if (std::vector<int> silent = mpi->SilentRanks(0.35); !silent.empty()) {
+      mpi->Fail(absl::UnavailableError(absl::StrCat("rank ", silent[0], " stopped and mpirun is ending the job")));
+    }
+  }
+  if (absl::Status why = watch.failure(); !why.ok()) FailJob(why, http, grpc, *frontend);
   std::fprintf(stderr, "gqa: signal %d: draining (%d requests in flight, up to %llds)\n", sig, frontend->inflight(),
                static_cast<long long>(shutdown_timeout));
   frontend->BeginDrain();
@@ -196,6 +248,12 @@ absl::Status Run(const Flags& f, const sigset_t& signals) {
 }  // namespace gqa
 
 int main(int argc, char** argv) {
+  // Under mpirun: rank 0 serves, the other ranks run their shard of each step.
+  absl::StatusOr<std::unique_ptr<gqa::MpiJob>> mpi = gqa::MpiJob::InitIfLaunched(&argc, &argv);
+  if (!mpi.ok()) {
+    std::fprintf(stderr, "gqa-server: %s\n", std::string(mpi.status().message()).c_str());
+    return 1;
+  }
   gqa::Flags f("gqa-server", "Serves a Hugging Face model directory over an OpenAI-compatible HTTP API and gRPC (gqa.v1).");
   gqa::AddEngineFlags(f);
   f.Add("host", "127.0.0.1", "address to bind (both APIs); 0.0.0.0 to listen on every interface");
@@ -226,10 +284,19 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  absl::Status st = gqa::Run(f, signals);
+  // Other ranks leave signals blocked: rank 0 decides when the job stops.
+  if (*mpi != nullptr && (*mpi)->rank() != 0) {
+    const int rc = gqa::ServeMpiRank(f, mpi->get());
+    mpi->reset();
+    return rc;
+  }
+  absl::Status st = gqa::Run(f, signals, mpi->get());
   if (!st.ok()) {
     std::fprintf(stderr, "gqa-server: %s\n", std::string(st.message()).c_str());
+    std::fflush(stderr);
+    if (*mpi != nullptr) std::_Exit(1);  // the other ranks are not told to stop: MPI is not finalised
     return 1;
   }
+  mpi->reset();
   return 0;
 }

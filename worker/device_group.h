@@ -51,6 +51,11 @@ class DeviceGroup {
   int size_;
 };
 
+class MpiJob;
+// The rank of an MPI job that runs in this process (see worker/mpi_job.h):
+// backend(r) and comm(r) exist only for r = job->rank(). Built with MPI only.
+absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateMpiDeviceGroup(DeviceKind kind, MpiJob* job, int threads_per_rank);
+
 #if defined(GQA_WITH_CUDA)
 // One GPU per rank (rank r on device r % visible devices) with NCCL.
 absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateNcclDeviceGroup(int size);

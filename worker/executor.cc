@@ -1,5 +1,6 @@
 #include "worker/executor.h"
 
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -33,37 +34,103 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     return absl::InvalidArgumentError("the largest step needs at least one token and one sequence");
   }
   ex->checkpoint_ = std::move(checkpoint);
-  ASSIGN_OR_RETURN(ex->group_, DeviceGroup::Create(options.device, options.tp, ex->options_.threads_per_rank));
-  for (int r = 0; r < options.tp; ++r) ex->workers_.push_back(std::make_unique<Worker>());
+  RETURN_IF_ERROR(options.mpi != nullptr ? ex->CreateMpi() : ex->CreateThreaded());
+  return ex;
+}
+
+absl::Status Executor::CreateThreaded() {
+  const int tp = options_.tp;
+  ASSIGN_OR_RETURN(group_, DeviceGroup::Create(options_.device, tp, options_.threads_per_rank));
+  for (int r = 0; r < tp; ++r) {
+    workers_.push_back(std::make_unique<Worker>());
+    workers_.back()->rank = r;
+  }
   // Each rank is set up on its own thread (its device is current there), all
   // at once: NCCL's initialisation waits for every rank of the group.
   // An exception in a rank becomes its error (and releases the others); a
   // thread that cannot start fails the ranks not yet started. Every thread
   // started is joined before returning.
-  Executor* self = ex.get();
   std::vector<std::thread> setup;
-  for (int r = 0; r < options.tp; ++r) {
+  for (int r = 0; r < tp; ++r) {
     try {
-      setup.emplace_back([self, r] { self->workers_[r]->result = self->GuardedSetUpRank(r); });
+      setup.emplace_back([this, r] { workers_[r]->result = GuardedSetUpRank(r); });
     } catch (const std::system_error& e) {
       const absl::Status st = absl::ResourceExhaustedError(absl::StrCat("cannot start a thread for rank ", r, ": ", e.what()));
-      for (int q = r; q < options.tp; ++q) ex->workers_[q]->result = st;
-      ex->group_->Abort(st);
+      for (int q = r; q < tp; ++q) workers_[q]->result = st;
+      group_->Abort(st);
       break;
     }
   }
   for (std::thread& t : setup) t.join();
-  RETURN_IF_ERROR(ex->RootCause());
-  for (int r = 1; r < options.tp; ++r) {
+  RETURN_IF_ERROR(RootCause());
+  for (int r = 1; r < tp; ++r) {
     try {
-      ex->workers_[r]->thread = std::thread([self, r] { self->WorkerLoop(r); });
+      workers_[r]->thread = std::thread([this, r] { WorkerLoop(r); });
     } catch (const std::system_error& e) {
       // ~Executor stops and joins the loops already started.
       return absl::ResourceExhaustedError(absl::StrCat("cannot start a thread for rank ", r, ": ", e.what()));
     }
   }
-  return ex;
+  return absl::OkStatus();
 }
+
+#if defined(GQA_WITH_MPI)
+namespace {
+
+// Every rank learns whether all ranks succeeded at something, so that they
+// fail together instead of some waiting for the others.
+absl::Status AgreeAll(MpiJob* job, const absl::Status& mine, const char* what) {
+  std::vector<float> ok(job->size());
+  const float flag = mine.ok() ? 1.0f : 0.0f;
+  RETURN_IF_ERROR(job->comm()->AllGather(&flag, 1, ok.data()));
+  RETURN_IF_ERROR(mine);
+  for (int r = 0; r < job->size(); ++r) {
+    if (ok[r] == 0.0f) return absl::AbortedError(absl::StrCat("rank ", r, " failed ", what, " (its log says why)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Executor::CreateMpi() {
+  MpiJob* job = options_.mpi;
+  if (options_.tp != job->size()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tp ", options_.tp, " does not match the MPI job's ", job->size(),
+                                                   " ranks (mpirun -np): they must agree"));
+  }
+  // Every rank must run the same model with the same cache and step sizes;
+  // rank 0's figures are the reference.
+  std::vector<int64_t> mine = {options_.tp, options_.num_kv_blocks, options_.block_size, int64_t(options_.kv_dtype),
+                               options_.max_step_tokens, options_.max_step_seqs, options_.max_step_penalty_entries,
+                               int64_t(options_.device), config_.num_layers, config_.hidden_size, config_.vocab_size,
+                               config_.num_q_heads, config_.num_kv_heads, config_.head_dim, config_.intermediate_size};
+  std::vector<char> bytes(mine.size() * sizeof(int64_t));
+  std::memcpy(bytes.data(), mine.data(), bytes.size());
+  RETURN_IF_ERROR(job->BroadcastBytes(&bytes));
+  absl::Status agree;
+  if (bytes.size() != mine.size() * sizeof(int64_t) || std::memcmp(bytes.data(), mine.data(), bytes.size()) != 0) {
+    agree = absl::InvalidArgumentError(
+        absl::StrCat("rank ", job->rank(), "'s model or engine flags differ from rank 0's: every rank must be "
+                     "started with the same --model and engine flags"));
+  }
+  RETURN_IF_ERROR(AgreeAll(job, agree, "to match rank 0's model and flags"));
+
+  ASSIGN_OR_RETURN(group_, CreateMpiDeviceGroup(options_.device, job, options_.threads_per_rank));
+  workers_.push_back(std::make_unique<Worker>());
+  workers_[0]->rank = job->rank();
+  absl::Status st;
+  try {
+    st = SetUpRank(job->rank());
+  } catch (const std::exception& e) {
+    st = absl::InternalError(absl::StrCat("setting up rank ", job->rank(), ": ", e.what()));
+  }
+  return AgreeAll(job, st, "to load its shard");
+}
+#else
+absl::Status Executor::CreateMpi() {
+  return absl::FailedPreconditionError("this build has no MPI support (install libopenmpi-dev and rebuild)");
+}
+#endif
 
 absl::Status Executor::RootCause() const {
   // A rank's own error rather than the aborts it caused in the others.
@@ -90,7 +157,7 @@ absl::Status Executor::GuardedSetUpRank(int r) {
 }
 
 absl::Status Executor::SetUpRank(int r) {
-  Worker& w = *workers_[r];
+  Worker& w = const_cast<Worker&>(Local(r));
   RETURN_IF_ERROR(group_->InitRank(r));  // GuardedSetUpRank aborts the group on failure
   w.backend = group_->backend(r);
   RETURN_IF_ERROR(w.backend->MakeCurrent());
@@ -115,6 +182,7 @@ ThreadPool* Executor::rank0_pool() {
 }
 
 Executor::~Executor() {
+  StopMpiRanks();
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -126,16 +194,15 @@ Executor::~Executor() {
 }
 
 int64_t Executor::KvCacheBytes(int rank) const {
-  return int64_t{config_.num_layers} * workers_[rank]->cache->BytesPerLayer();
+  return int64_t{config_.num_layers} * Local(rank).cache->BytesPerLayer();
 }
 
 void Executor::InjectFaultForTesting(int rank, absl::Status error) {
   std::lock_guard<std::mutex> lock(mu_);
-  workers_[rank]->injected_fault = std::move(error);
+  const_cast<Worker&>(Local(rank)).injected_fault = std::move(error);
 }
 
-void Executor::RunRank(int rank) {
-  Worker& w = *workers_[rank];
+void Executor::RunRank(Worker& w) {
   absl::Status st;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -143,11 +210,13 @@ void Executor::RunRank(int rank) {
   }
   if (st.ok()) st = w.backend->MakeCurrent();
   if (st.ok()) {
-    st = w.model->Forward(*batch_, *w.cache, sampling_, rank == 0 ? &w.samples : nullptr,
-                          rank == 0 && want_logits_ ? &w.logits : nullptr);
+    st = w.model->Forward(*batch_, *w.cache, sampling_, w.rank == 0 ? &w.samples : nullptr,
+                          w.rank == 0 && want_logits_ ? &w.logits : nullptr);
   }
   // A failed rank releases the others from the collectives they wait in.
-  if (!st.ok()) group_->Abort(st);
+  // Under MPI a refused step (invalid, refused alike by every rank before
+  // any collective) is not a failure of the job; anything else is.
+  if (!st.ok() && (options_.mpi == nullptr || !absl::IsInvalidArgument(st))) group_->Abort(st);
   w.result = st;
 }
 
@@ -160,7 +229,7 @@ void Executor::WorkerLoop(int rank) {
       if (stopping_) return;
       seen = step_generation_;
     }
-    RunRank(rank);
+    RunRank(*workers_[rank]);
     std::lock_guard<std::mutex> lock(mu_);
     if (--pending_ == 0) done_cv_.notify_all();
   }
@@ -180,7 +249,143 @@ absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) 
   return absl::OkStatus();
 }
 
+#if defined(GQA_WITH_MPI)
+namespace {
+
+// A step as rank 0 broadcasts it to the other processes of an MPI job.
+enum class StepKind : int32_t { kStep = 1, kStop = 2 };
+
+class StepWriter {
+ public:
+  template <typename T>
+  void Put(const T& v) {
+    const char* p = reinterpret_cast<const char*>(&v);
+    bytes.insert(bytes.end(), p, p + sizeof(T));
+  }
+  template <typename T>
+  void PutVector(const std::vector<T>& v) {
+    Put<int64_t>(int64_t(v.size()));
+    const char* p = reinterpret_cast<const char*>(v.data());
+    bytes.insert(bytes.end(), p, p + v.size() * sizeof(T));
+  }
+  std::vector<char> bytes;
+};
+
+class StepReader {
+ public:
+  explicit StepReader(const std::vector<char>& bytes) : bytes_(bytes) {}
+  template <typename T>
+  bool Get(T* v) {
+    if (bytes_.size() - at_ < sizeof(T)) return false;
+    std::memcpy(v, bytes_.data() + at_, sizeof(T));
+    at_ += sizeof(T);
+    return true;
+  }
+  template <typename T>
+  bool GetVector(std::vector<T>* v) {
+    int64_t n = 0;
+    if (!Get(&n) || n < 0 || uint64_t(n) > (bytes_.size() - at_) / sizeof(T)) return false;
+    v->resize(size_t(n));
+    std::memcpy(v->data(), bytes_.data() + at_, size_t(n) * sizeof(T));
+    at_ += size_t(n) * sizeof(T);
+    return true;
+  }
+  bool done() const { return at_ == bytes_.size(); }
+
+ private:
+  const std::vector<char>& bytes_;
+  size_t at_ = 0;
+};
+
+std::vector<char> EncodeStep(const StepBatch& b, const StepSampling* sampling, bool want_logits) {
+  StepWriter w;
+  w.Put(StepKind::kStep);
+  w.Put<int32_t>(want_logits ? 1 : 0);
+  w.Put<int32_t>(sampling != nullptr ? 1 : 0);
+  w.Put<int32_t>(b.max_blocks_per_seq);
+  for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
+    w.PutVector(*v);
+  }
+  if (sampling != nullptr) {
+    w.PutVector(sampling->rows);
+    w.PutVector(sampling->penalties);
+  }
+  return std::move(w.bytes);
+}
+
+}  // namespace
+
+absl::Status Executor::ServeSteps() {
+  MpiJob* job = options_.mpi;
+  if (job == nullptr || job->rank() == 0) return absl::FailedPreconditionError("ServeSteps runs on MPI ranks other than 0");
+  Worker& w = *workers_[0];
+  std::vector<char> bytes;
+  for (;;) {
+    RETURN_IF_ERROR(job->BroadcastBytes(&bytes));
+    StepReader r(bytes);
+    StepKind kind;
+    int32_t want_logits = 0, has_sampling = 0;
+    StepBatch batch;
+    StepSampling sampling;
+    bool ok = r.Get(&kind);
+    if (ok && kind == StepKind::kStop) return absl::OkStatus();
+    ok = ok && kind == StepKind::kStep && r.Get(&want_logits) && r.Get(&has_sampling) && r.Get(&batch.max_blocks_per_seq);
+    for (auto* v : {&batch.token_ids, &batch.positions, &batch.token_seq, &batch.slot_mapping, &batch.block_tables,
+                    &batch.logits_rows}) {
+      ok = ok && r.GetVector(v);
+    }
+    if (ok && has_sampling) ok = r.GetVector(&sampling.rows) && r.GetVector(&sampling.penalties);
+    if (!ok || !r.done()) {
+      const absl::Status st = absl::InternalError("a step message from rank 0 could not be decoded");
+      job->Fail(st);
+      return st;
+    }
+    batch_ = &batch;
+    sampling_ = has_sampling ? &sampling : nullptr;
+    want_logits_ = want_logits != 0;
+    RunRank(w);
+    batch_ = nullptr;
+    sampling_ = nullptr;
+    if (!w.result.ok() && !absl::IsInvalidArgument(w.result)) return w.result;
+  }
+}
+
+absl::Status Executor::RunMpiStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits) {
+  MpiJob* job = options_.mpi;
+  std::vector<char> bytes = EncodeStep(batch, sampling, want_logits);
+  RETURN_IF_ERROR(job->BroadcastBytes(&bytes));
+  batch_ = &batch;
+  sampling_ = sampling;
+  want_logits_ = want_logits;
+  RunRank(*workers_[0]);
+  batch_ = nullptr;
+  sampling_ = nullptr;
+  absl::Status st = workers_[0]->result;
+  if (!st.ok() && !absl::IsInvalidArgument(st)) {
+    // Say what failed the job first, rather than how this rank noticed.
+    if (absl::Status why = job->failure(); !why.ok() && !absl::IsAborted(why)) st = why;
+    return absl::UnavailableError(absl::StrCat("the tensor-parallel job failed: ", st.message()));
+  }
+  return st;
+}
+
+void Executor::StopMpiRanks() {
+  MpiJob* job = options_.mpi;
+  if (job == nullptr || job->rank() != 0 || !job->failure().ok()) return;
+  StepWriter w;
+  w.Put(StepKind::kStop);
+  (void)job->BroadcastBytes(&w.bytes);
+}
+#else
+absl::Status Executor::ServeSteps() { return absl::FailedPreconditionError("this build has no MPI support"); }
+absl::Status Executor::RunMpiStep(const StepBatch&, const StepSampling*, bool) {
+  return absl::FailedPreconditionError("this build has no MPI support");
+}
+void Executor::StopMpiRanks() {}
+#endif
+
 absl::Status Executor::RunStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits) {
+  if (options_.mpi != nullptr) return RunMpiStep(batch, sampling, want_logits);
   {
     std::lock_guard<std::mutex> lock(mu_);
     batch_ = &batch;
@@ -190,7 +395,7 @@ absl::Status Executor::RunStep(const StepBatch& batch, const StepSampling* sampl
     ++step_generation_;
   }
   start_cv_.notify_all();
-  RunRank(0);
+  RunRank(*workers_[0]);
   {
     std::unique_lock<std::mutex> lock(mu_);
     done_cv_.wait(lock, [&] { return pending_ == 0; });

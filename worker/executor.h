@@ -3,6 +3,10 @@
 // DeviceGroup). Ranks are set up in parallel, each on its own thread. Rank 0
 // runs steps on the caller's thread, the others on their own threads; every
 // rank gets the same step.
+//
+// Under MPI (options.mpi) the executor holds only this process's rank. On
+// rank 0, Step broadcasts each step to the other processes, whose executors
+// run it in ServeSteps. A failure of any rank there fails the whole job.
 #pragma once
 
 #include <condition_variable>
@@ -14,6 +18,7 @@
 #include "kernels/cpu/thread_pool.h"
 #include "worker/device_group.h"
 #include "worker/model.h"
+#include "worker/mpi_job.h"
 
 namespace gqa {
 
@@ -34,6 +39,9 @@ struct ExecutorOptions {
   int max_step_penalty_entries = 0;
   // Progress of weight loading, counted over all ranks; may be null.
   WeightLoadCounter* load_counter = nullptr;
+  // One rank per process: this process runs rank mpi->rank() of an MPI job
+  // of tp = mpi->size() ranks. Null: every rank is a thread of this process.
+  MpiJob* mpi = nullptr;
 };
 
 class Executor {
@@ -57,15 +65,20 @@ class Executor {
   // Runs one step and returns only the logits of batch.logits_rows.
   absl::Status Step(const StepBatch& batch, std::vector<float>* logits);
 
+  // Under MPI, on ranks other than 0: runs the steps rank 0 broadcasts until
+  // rank 0's executor is destroyed (OK) or the job fails (its error).
+  absl::Status ServeSteps();
+
   const ModelConfig& config() const { return config_; }
   const ShardPlan& plan() const { return plan_; }
   const ExecutorOptions& options() const { return options_; }
   int tp() const { return options_.tp; }
-  const Model& model(int rank) const { return *workers_[rank]->model; }
+  // Per-rank accessors take a rank of this process (any rank without MPI).
+  const Model& model(int rank) const { return *Local(rank).model; }
   // Bytes allocated for rank r's KV cache.
   int64_t KvCacheBytes(int rank) const;
   // Bytes of weight matrices rank r reads per decode step.
-  int64_t WeightBytes(int rank) const { return workers_[rank]->model->weights().matrix_bytes; }
+  int64_t WeightBytes(int rank) const { return Local(rank).model->weights().matrix_bytes; }
   std::string BackendName() const { return workers_[0]->backend->Name(); }
   Backend* rank0_backend() { return workers_[0]->backend; }
   // Rank 0's thread pool on the CPU backend; null on other devices.
@@ -76,6 +89,7 @@ class Executor {
 
  private:
   struct Worker {
+    int rank = 0;
     Backend* backend = nullptr;  // owned by the device group
     std::unique_ptr<Model> model;
     std::unique_ptr<KvCache> cache;
@@ -86,13 +100,18 @@ class Executor {
     std::vector<SampleOutput> samples;
   };
   Executor() = default;
+  const Worker& Local(int rank) const { return *workers_[options_.mpi != nullptr ? 0 : rank]; }
+  absl::Status CreateThreaded();
+  absl::Status CreateMpi();
   absl::Status SetUpRank(int rank);
   // The first failing rank's own error after a step or set-up (OK if none).
   absl::Status RootCause() const;
   absl::Status GuardedSetUpRank(int rank);  // SetUpRank, exceptions caught; aborts the group on failure
-  void RunRank(int rank);
+  void RunRank(Worker& w);
   void WorkerLoop(int rank);
   absl::Status RunStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits);
+  absl::Status RunMpiStep(const StepBatch& batch, const StepSampling* sampling, bool want_logits);
+  void StopMpiRanks();  // rank 0 of a healthy MPI job: tells the other ranks to return from ServeSteps
 
   ModelConfig config_;
   ShardPlan plan_;
