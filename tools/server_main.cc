@@ -248,6 +248,13 @@ absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
 }  // namespace gqa
 
 int main(int argc, char** argv) {
+  // Signals are taken by sigwait in Run: block them in every thread first,
+  // MPI's own threads included.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // Under mpirun: rank 0 serves, the other ranks run their shard of each step.
   absl::StatusOr<std::unique_ptr<gqa::MpiJob>> mpi = gqa::MpiJob::InitIfLaunched(&argc, &argv);
   if (!mpi.ok()) {
@@ -277,12 +284,6 @@ int main(int argc, char** argv) {
             "encode chat message content as plain text: '</s>' or '<|im_end|>' typed by a user stays text "
             "(default: like transformers' apply_chat_template, such text becomes the special token)");
   gqa::ParseFlagsOrExit(f, argc, argv);
-  // Signals are taken by sigwait in Run: block them in every thread first.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
   // Other ranks leave signals blocked: rank 0 decides when the job stops.
   if (*mpi != nullptr && (*mpi)->rank() != 0) {
