@@ -69,11 +69,7 @@ std::string NonUtf8Field(const std::string& bytes, const pb::Descriptor& d, cons
 // Parses a request from the wire; a message that does not decode is
 // INVALID_ARGUMENT saying why (the library would answer UNIMPLEMENTED).
 template <typename Msg>
-absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
-  std::vector<grpc::Slice> slices;
-  if (!in.Dump(&slices).ok()) return absl::InvalidArgumentError("the request message cannot be read");
-  std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+absl::Status DecodeBytes(const std::string& bytes, Msg* out) {
   // Checked first: the parser would log an error line for each such request.
   const std::string field = NonUtf8Field(bytes, *Msg::descriptor(), "");
   if (!field.empty()) {
@@ -83,6 +79,15 @@ absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
   return absl::InvalidArgumentError(
       absl::StrCat("the request is not a valid protobuf encoding of ", Msg::descriptor()->full_name(),
                    " (or nests messages deeper than ", kMaxMessageDepth, " levels)"));
+}
+
+template <typename Msg>
+absl::Status Decode(const grpc::ByteBuffer& in, Msg* out) {
+  std::vector<grpc::Slice> slices;
+  if (!in.Dump(&slices).ok()) return absl::InvalidArgumentError("the request message cannot be read");
+  std::string bytes;
+  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return DecodeBytes(bytes, out);
 }
 
 template <typename Msg>
@@ -407,6 +412,12 @@ class GrpcServer::Service final : public RawService {
   Frontend* fe_;
   std::string api_key_;
 };
+
+absl::StatusOr<ApiRequest> DecodeGenerateRequest(const std::string& bytes, int max_model_len) {
+  v1::GenerateRequest req;
+  RETURN_IF_ERROR(DecodeBytes(bytes, &req));
+  return FromProto(req, max_model_len);
+}
 
 GrpcServer::GrpcServer(const GrpcOptions& options, Frontend* frontend)
     : options_(options), frontend_(frontend), service_(std::make_unique<Service>(frontend, options.api_key)) {}

@@ -23,6 +23,11 @@ struct GrpcOptions {
   int max_message_bytes = 8 << 20;
 };
 
+// A gqa.v1.GenerateRequest as it arrives on the wire, checked as the
+// service checks it (UTF-8 of every string field, nesting depth, a prompt,
+// max_tokens) and turned into an ApiRequest. Public for the fuzzer.
+absl::StatusOr<ApiRequest> DecodeGenerateRequest(const std::string& bytes, int max_model_len);
+
 class GrpcServer {
  public:
   GrpcServer(const GrpcOptions& options, Frontend* frontend);

@@ -1,6 +1,7 @@
 // Matrix-vector and small matrix-matrix products with weights in their stored
 // dtype (f32, f16, bf16) and f32 accumulation. Weights are converted 8 at a
 // time in registers; nothing is expanded in memory.
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -113,8 +114,13 @@ void MatMulRowsScalar(const float* x, int n, const MatrixView& w, const float* b
 }  // namespace
 
 bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  // F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has
+  // no name for it.
+  static const bool has = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
+  }();
   return has;
 }
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The sanitizer matrix beyond what every CI run covers (see docs/sanitizers.md):
+#   tools/sanitize.sh asan [CTEST_REGEX]  every GoogleTest suite (or those matching)
+#                                         under AddressSanitizer + UBSan (clang, build-fuzz/)
+#   tools/sanitize.sh tsan [CTEST_REGEX]  the concurrent parts under ThreadSanitizer
+#                                         (clang, build-tsan/): engine, executor,
+#                                         communicators, scheduler, server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-}"
+command -v clang++ >/dev/null || { echo "tools/sanitize.sh: clang++ is needed (Debian: clang, libclang-rt-dev)" >&2; exit 1; }
+jobs="$(nproc)"
+case "$mode" in
+  asan)
+    regex="${2:-.}"
+    cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DGQA_FUZZ=ON \
+          -DGQA_SANITIZE=ON -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS=ON -DGQA_BUILD_CUDA_TESTS=ON >/dev/null
+    cmake --build build-fuzz -j"$jobs"
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      ctest --test-dir build-fuzz --output-on-failure -j"$jobs" --timeout 900 -R "$regex" -E '^(mpi_tp|mpi_tp_netns)$'
+    ;;
+  tsan)
+    regex="${2:-^(EngineTest|CommunicatorTest|TpTest|SchedulerTest|ServerTest|HttpServer|Grpc|Executor)}"
+    cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DGQA_TSAN=ON \
+          -DGQA_ENABLE_CUDA=OFF -DGQA_ENABLE_MPI=OFF -DGQA_BUILD_CUDA_TESTS=OFF >/dev/null
+    cmake --build build-tsan -j"$jobs" --target engine_test communicator_test tp_test scheduler_test server_test \
+          gqa-server gqa-generate
+    TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tools/tsan.supp" \
+      ctest --test-dir build-tsan --output-on-failure -j"$jobs" --timeout 1200 -R "$regex"
+    ;;
+  *)
+    echo "usage: tools/sanitize.sh asan|tsan [CTEST_REGEX]" >&2
+    exit 2
+    ;;
+esac
