@@ -2,8 +2,9 @@
 # Installs what is missing, builds, and runs every test (GPU tests skip
 # without a GPU and say so) and the validators of deploy/ (deploy/check.sh).
 # Then builds the SIMT interpreter and the CUDA kernels with
-# AddressSanitizer + UndefinedBehaviorSanitizer and runs their tests again there (device buffers are host memory under the interpreter,
-# so an out-of-bounds access in a kernel is caught).
+# AddressSanitizer + UndefinedBehaviorSanitizer and runs their tests again
+# there (device buffers are host memory under the interpreter, so an
+# out-of-bounds access in a kernel is caught).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./tools/build.sh
