@@ -336,17 +336,24 @@ class Checker:
         mem_lim = quantity(lim.get("memory", 0))
         shm = quantity(vols[mounts["/dev/shm"]["name"]]["emptyDir"].get("sizeLimit", "0"))
         if gpus:
-            # Each GPU holds its rank's weights and 1/tp of the KV cache.
-            per_gpu = max_rank + kv / gpus
+            # --kv-cache-memory is over all ranks, each holding the same tokens:
+            # a rank's share is its KV bytes per token over the sum of all ranks'
+            # (ranks differ when KV heads are replicated unevenly).
+            kv_per_token = [r["kv_bytes_per_token"] for r in plan["ranks"]]
+            kv_rank = kv * max(kv_per_token) / sum(kv_per_token)
+            per_gpu = max_rank + kv_rank
             usable = self.opts.gpu_memory * self.opts.gpu_utilization
-            self.notes.append(f"per GPU: weights {max_rank / GIB:.1f} GiB + KV {kv / gpus / GIB:.1f} GiB "
-                              f"= {per_gpu / GIB:.1f} GiB of {usable / GIB:.1f} GiB usable")
+            self.notes.append(f"per GPU: weights {max_rank / GIB:.1f} GiB + KV {kv_rank / GIB:.1f} GiB "
+                              f"= {per_gpu / GIB:.1f} GiB of {usable / GIB:.1f} GiB usable; "
+                              f"{int(kv // sum(kv_per_token)):,} KV tokens")
             if per_gpu > usable:
                 self.fail(f"per GPU {per_gpu / GIB:.1f} GiB > {usable / GIB:.1f} GiB usable")
             need = shm + self.opts.host_overhead
         else:
             need = weights + kv + shm + self.opts.host_overhead
-            self.notes.append(f"host memory: weights {weights / GIB:.1f} GiB + KV {kv / GIB:.1f} GiB + /dev/shm "
+            kv_tokens = int(kv // sum(r["kv_bytes_per_token"] for r in plan["ranks"]))
+            self.notes.append(f"{kv_tokens:,} KV tokens; "
+                              f"host memory: weights {weights / GIB:.1f} GiB + KV {kv / GIB:.1f} GiB + /dev/shm "
                               f"{shm / GIB:.1f} GiB + {self.opts.host_overhead / GIB:.0f} GiB = {need / GIB:.1f} GiB; "
                               f"request {mem_req / GIB:.1f} GiB")
         if mem_req < need:
