@@ -20,8 +20,12 @@ while [ $# -gt 0 ]; do
 done
 base=docker.io/library/debian:bookworm
 command -v podman >/dev/null || { echo "build_image.sh: podman is not installed" >&2; exit 1; }
-
-# Containers here run under runc with lowered limits (crun fails on these machines).
+# Containers here run under runc with lowered limits (crun fails on these
+# machines: it cannot raise RLIMIT_NOFILE, nor use hybrid cgroups).
+if ! command -v runc >/dev/null && ! [ -x /usr/sbin/runc ]; then
+  echo "== installing runc"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends runc >/dev/null
+fi
 run_opts=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=1000:1000)
 
 debian_mirror() {
@@ -34,14 +38,21 @@ debian_mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
+rootfs=
+cleanup() {
+  # debootstrap mounts /proc and /sys inside while it works: unmount them
+  # before removing, and never cross into another file system.
+  [ -n "$rootfs" ] || return 0
+  umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null || true
+  rm -rf --one-file-system "$rootfs"
+}
+trap cleanup EXIT
+
 make_base() {
-  local mirror rootfs
+  local mirror
   mirror=$(debian_mirror)
   command -v debootstrap >/dev/null || { echo "build_image.sh: no registry and no debootstrap to make $base" >&2; exit 1; }
   rootfs=$(mktemp -d /var/tmp/gqa-bookworm.XXXXXX)
-  # debootstrap mounts /proc and /sys inside while it works: unmount them
-  # before removing, and never cross into another file system.
-  trap 'umount -R "$rootfs/proc" "$rootfs/sys" 2>/dev/null; rm -rf --one-file-system "$rootfs"' EXIT
   echo "== making $base with debootstrap from $mirror"
   debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/dev/null
   # The sources Debian's own image has: the release, its updates and security.
@@ -67,6 +78,8 @@ fi
 echo "== base ready after $(( $(date +%s) - start )) s"
 
 # --network host: the build stage installs Debian packages with apt.
-podman build "${run_opts[@]}" --network host --pull=never \
+# Docker format: the OCI format has no SHELL, and the Dockerfiles rely on
+# SHELL for pipefail.
+podman build "${run_opts[@]}" --format docker --network host --pull=never \
   --build-arg BUILD_JOBS="$jobs" -f deploy/Dockerfile -t "$tag" .
 echo "== built $tag in $(( $(date +%s) - start )) s"
