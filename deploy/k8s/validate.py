@@ -100,6 +100,24 @@ def parse_args(args):
     return out
 
 
+def strict_schema(schema):
+    """A CRD's structural schema with unknown fields rejected, as the API
+    server does with field validation Strict: every object with properties
+    and no x-kubernetes-preserve-unknown-fields gets additionalProperties
+    false, metadata excepted (the server checks it against ObjectMeta)."""
+    if isinstance(schema, dict):
+        out = {k: strict_schema(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema \
+                and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+        if "properties" in out and "metadata" in out["properties"]:
+            out["properties"]["metadata"] = {"type": "object"}
+        return out
+    if isinstance(schema, list):
+        return [strict_schema(v) for v in schema]
+    return schema
+
+
 def selects(selector, labels):
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -120,7 +138,7 @@ class Checker:
             crd = yaml.safe_load(open(self.opts.servicemonitor_crd))
             for v in crd["spec"]["versions"]:
                 if v["name"] == "v1":
-                    crd_schema = v["schema"]["openAPIV3Schema"]
+                    crd_schema = strict_schema(v["schema"]["openAPIV3Schema"])
             if crd_schema is None:
                 self.fail(f"{self.opts.servicemonitor_crd}: no v1 schema in the CRD")
         for d in self.docs:
