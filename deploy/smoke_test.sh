@@ -64,6 +64,12 @@ for _ in $(seq 1 120); do
 done
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/health")" = 200 ] || fail "/health not 200 after 120 s"
 step "healthy"
+# The entrypoint turned GQA_FLAG_* into flags, before the command line's.
+cmdline=$(podman exec "$name" cat /proc/1/cmdline | tr '\0' ' ')
+case "$cmdline" in
+  "/usr/local/bin/gqa-server "*"--shutdown-timeout=$shutdown_timeout "*"--tp 2 ") step "command line: $cmdline" ;;
+  *) fail "unexpected server command line: $cmdline" ;;
+esac
 
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/completions" -H 'Content-Type: application/json' \
        -d '{"prompt": "Hello", "max_tokens": 4}')
