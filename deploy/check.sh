@@ -43,7 +43,8 @@ ensure() {
   case "$kind" in
     pip) python3 -m pip install --quiet "$pkg" >/dev/null 2>&1 ;;
     apt) local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null 2>&1 ;;
+         { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+             $sudo apt-get install -y -qq --no-install-recommends "$pkg"; } >/dev/null 2>&1 ;;
   esac
   hash -r
   command -v "$cmd" >/dev/null
