@@ -134,7 +134,8 @@ bool HttpConnection::ReadChunked(Clock::time_point deadline, const FramingLimits
   std::string line;
   for (;;) {
     if (!ReadLine(deadline, 1024, 400, &line, error, "chunk size line")) return false;
-    absl::string_view size_text = line.substr(0, line.find(';'));
+    // A view of `line` itself: a view of line.substr() would dangle.
+    absl::string_view size_text = absl::string_view(line).substr(0, line.find(';'));
     size_text = absl::StripTrailingAsciiWhitespace(size_text);
     uint64_t size = 0;
     if (size_text.empty() || size_text.size() > 16 || !absl::SimpleHexAtoi(size_text, &size) ||

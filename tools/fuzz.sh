@@ -18,9 +18,12 @@ if [ -z "$what" ]; then echo "usage: tools/fuzz.sh TARGET|all|list [SECONDS]" >&
 if [ "$what" = all ]; then run=("${targets[@]}"); secs="${2:-30}"; else run=("$what"); secs="${2:-300}"; fi
 command -v clang++ >/dev/null || { echo "tools/fuzz.sh: clang++ is needed (Debian: clang, libclang-rt-dev)" >&2; exit 1; }
 
-cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DGQA_FUZZ=ON \
-      -DGQA_SANITIZE=ON -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS="${GQA_FUZZ_BUILD_TESTS:-OFF}" \
-      -DGQA_BUILD_CUDA_TESTS=OFF >/dev/null
+# The same build directory serves tools/sanitize.sh asan and CI's sanitized
+# test subset (which configure it with the GoogleTest suites too).
+if [ ! -f build-fuzz/CMakeCache.txt ]; then
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DGQA_FUZZ=ON \
+        -DGQA_SANITIZE=ON -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS=OFF -DGQA_BUILD_CUDA_TESTS=OFF >/dev/null
+fi
 cmake --build build-fuzz -j"$(nproc)" --target "${run[@]}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
