@@ -107,6 +107,19 @@ TEST(ThreadPoolTest, CoversEveryTaskOnce) {
   }
 }
 
+// The activations a matrix product really multiplies: on the AVX-512 BF16
+// path for bf16 weights, hi + lo with hi = bf16(x), lo = bf16(x - hi) (the
+// sum is exact in f32); otherwise x itself.
+std::vector<float> ActivationsAsComputed(cpu::Isa isa, DType dtype, const std::vector<float>& x) {
+  if (isa != cpu::Isa::kAvx512Bf16 || dtype != DType::kBF16) return x;
+  std::vector<float> r(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float hi = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
+    r[i] = hi + cpu::Bf16ToFloat(cpu::FloatToBf16(x[i] - hi));
+  }
+  return r;
+}
+
 class MatMulTest : public ::testing::TestWithParam<DType> {};
 
 TEST_P(MatMulTest, MatchesFloat64) {
@@ -121,11 +134,14 @@ TEST_P(MatMulTest, MatchesFloat64) {
       for (bool with_bias : {false, true}) {
         std::vector<float> y(size_t(n) * rows);
         backend.MatMul(x.data(), n, w.view, with_bias ? bias.data() : nullptr, y.data());
+        // The AVX-512 BF16 path rounds the activations to bf16 first: the
+        // reference takes the same rounded values.
+        const std::vector<float> xr = ActivationsAsComputed(cpu::ActiveIsa(), dtype, x);
         std::vector<double> want(y.size());
         for (int t = 0; t < n; ++t) {
           for (int r = 0; r < rows; ++r) {
             double s = with_bias ? bias[r] : 0.0;
-            for (int k = 0; k < cols; ++k) s += w.exact[size_t(r) * cols + k] * x[size_t(t) * cols + k];
+            for (int k = 0; k < cols; ++k) s += w.exact[size_t(r) * cols + k] * xr[size_t(t) * cols + k];
             want[size_t(t) * rows + r] = s;
           }
         }
@@ -145,14 +161,65 @@ TEST_P(MatMulTest, StridedColumnSliceIsAView) {
   const std::vector<float> x = rng.Floats(size_t(n) * nc);
   std::vector<float> y(size_t(n) * 15);
   backend.MatMul(x.data(), n, slice, nullptr, y.data());
+  const std::vector<float> xr = ActivationsAsComputed(cpu::ActiveIsa(), dtype, x);
   std::vector<double> want(y.size());
   for (int t = 0; t < n; ++t)
     for (int r = 0; r < 15; ++r) {
       double s = 0;
-      for (int k = 0; k < nc; ++k) s += w.exact[size_t(r + 2) * cols + c0 + k] * x[t * nc + k];
+      for (int k = 0; k < nc; ++k) s += w.exact[size_t(r + 2) * cols + c0 + k] * xr[t * nc + k];
       want[t * 15 + r] = s;
     }
   ExpectClose(y, want, 1e-5 * std::sqrt(double(nc)), "strided matmul");
+}
+
+// Every instruction set this CPU has, on every dtype and on shapes that hit
+// each tile and tail, against float64 (for the bf16 dot product: of the
+// split activations hi + lo), and within 2^-16 * sum |w x| (plus f32
+// accumulation) of the exact product.
+TEST(MatMulIsaTest, EveryAvailablePathMatchesFloat64) {
+  int ran = 0;
+  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512Bf16}) {
+    if (!cpu::IsaAvailable(isa)) {
+      std::printf("note: %s is not available on this CPU: its path is not tested here\n", cpu::IsaName(isa));
+      continue;
+    }
+    ++ran;
+    for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+      Rng rng(3 + int(dtype));
+      for (int n : {1, 3, 4, 5, 9}) {
+        for (auto [rows, cols] : {std::pair{1, 1}, {8, 31}, {9, 32}, {13, 33}, {17, 100}, {40, 257}}) {
+          StoredMatrix w = Store(rng.Floats(size_t(rows) * cols, 0.5f), rows, cols, dtype);
+          const std::vector<float> x = rng.Floats(size_t(n) * cols);
+          const std::vector<float> bias = rng.Floats(rows);
+          std::vector<float> y(size_t(n) * rows);
+          cpu::MatMulRowsWith(isa, x.data(), n, w.view, bias.data(), y.data(), 0, rows);
+          const std::vector<float> xr = ActivationsAsComputed(isa, dtype, x);
+          std::vector<double> want(y.size()), exact(y.size()), magnitude(y.size());
+          for (int t = 0; t < n; ++t) {
+            for (int r = 0; r < rows; ++r) {
+              double s = bias[r], e = bias[r], m = 0;
+              for (int k = 0; k < cols; ++k) {
+                const double wv = w.exact[size_t(r) * cols + k];
+                s += wv * xr[size_t(t) * cols + k];
+                e += wv * x[size_t(t) * cols + k];
+                m += std::abs(wv * x[size_t(t) * cols + k]);
+              }
+              want[size_t(t) * rows + r] = s;
+              exact[size_t(t) * rows + r] = e;
+              magnitude[size_t(t) * rows + r] = m;
+            }
+          }
+          const std::string what = absl::StrCat(cpu::IsaName(isa), " ", DTypeName(dtype), " n=", n, " ", rows, "x", cols);
+          ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), what);
+          for (size_t i = 0; i < y.size(); ++i) {
+            ASSERT_LE(std::abs(y[i] - exact[i]), std::ldexp(magnitude[i], -16) + 1e-5 * std::sqrt(double(cols)) * (1 + std::abs(exact[i])))
+                << what << " element " << i;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GE(ran, 1);
 }
 
 INSTANTIATE_TEST_SUITE_P(DTypes, MatMulTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),

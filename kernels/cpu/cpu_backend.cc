@@ -33,7 +33,7 @@ void RmsNormRows(const float* x, const float* weight, int dim, float eps, float*
 CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
 
 std::string CpuBackend::Name() const {
-  return absl::StrCat("cpu(", pool_.size(), " threads", cpu::HasAvx2() ? ", avx2" : ", scalar", ")");
+  return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(cpu::ActiveIsa()), ")");
 }
 
 absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {

@@ -12,6 +12,15 @@ namespace gqa::cpu {
 // Whether the AVX2/FMA/F16C paths are usable on this machine.
 bool HasAvx2();
 
+// The instruction sets the matrix products are written for, chosen at run
+// time: AVX2 is the portable path; AVX-512 BF16 adds vdpbf16ps for bf16
+// weights (activations split into two bf16 parts, within 2^-16 of f32).
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Bf16 = 2 };
+const char* IsaName(Isa isa);
+bool IsaAvailable(Isa isa);
+// The best available, chosen once (GQA_CPU_ISA may lower it).
+Isa ActiveIsa();
+
 // Scalar conversions of one stored element to f32.
 float LoadElement(const void* data, DType dtype, int64_t index);
 uint16_t FloatToBf16(float f);  // round to nearest even
@@ -22,6 +31,10 @@ float F16ToFloat(uint16_t h);
 // y[t, r] = dot(x[t, :], w[r, :]) (+ bias[r]) for t < n, r in [row_begin, row_end).
 void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, float* y,
                 int64_t row_begin, int64_t row_end);
+
+// The same with a given instruction set (scalar if it is not available).
+void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
+                    int64_t row_begin, int64_t row_end);
 
 // Converts row `row` of w into f32 (cols values).
 void LoadRow(const MatrixView& w, int64_t row, float* out);
