@@ -103,7 +103,8 @@ def main():
                "--suppress-health-check", "all"]
         print("+ " + " ".join(cmd), flush=True)
         started = time.time()
-        rc = subprocess.run(cmd, env=dict(os.environ, NO_COLOR="1")).returncode
+        # In the temporary directory: schemathesis keeps a cache where it runs.
+        rc = subprocess.run(cmd, cwd=root, env=dict(os.environ, NO_COLOR="1")).returncode
         print(f"schemathesis: exit {rc} after {time.time() - started:.0f} s", flush=True)
         failures = []
         if proc.poll() is not None:
