@@ -79,6 +79,28 @@ bool HttpConnection::WaitForRequest(milliseconds idle) {
   return More(Clock::now() + idle) == Fill::kData;
 }
 
+HttpConnection::Arrival HttpConnection::Poll() {
+  if (pos_ < buf_.size()) return Arrival::kRequest;
+  buf_.clear();
+  pos_ = 0;
+  const int ev = PollOne(fd_, POLLIN, 0);
+  if (ev < 0 || (ev & (POLLERR | POLLNVAL))) return Arrival::kClosed;
+  if (ev == 0) return Arrival::kNothing;
+  char chunk[16 << 10];
+  const ssize_t n = ::recv(fd_, chunk, sizeof(chunk), MSG_DONTWAIT);
+  if (n > 0) {
+    buf_.append(chunk, static_cast<size_t>(n));
+    return Arrival::kRequest;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return Arrival::kNothing;
+  return Arrival::kClosed;
+}
+
+bool HttpConnection::PeerClosed() const {
+  const int ev = PollOne(fd_, POLLRDHUP, 0);
+  return ev < 0 || (ev & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
 bool HttpConnection::ReadLine(Clock::time_point deadline, size_t max, int too_long_status, std::string* line,
                               FramingError* error, const char* what) {
   size_t scanned = pos_;

@@ -44,6 +44,15 @@ class HttpConnection {
   // Waits up to `idle` for the first byte of the next request (at once when
   // one is already buffered). False: closed, idle too long, or stopping.
   bool WaitForRequest(std::chrono::milliseconds idle);
+  // Without waiting, after the event loop saw the socket readable: whether a
+  // request has begun (bytes buffered or readable now), nothing is there yet,
+  // or the peer closed.
+  enum class Arrival { kRequest, kNothing, kClosed };
+  Arrival Poll();
+  // The peer has closed or half-closed the connection, or it failed: no
+  // answer written now can be read. Bytes of a pipelined next request do
+  // not count.
+  bool PeerClosed() const;
   // Reads one whole request. On error, what is left of the connection is
   // unusable: answer `error` and close.
   bool ReadRequest(const FramingLimits& limits, FramedRequest* out, FramingError* error);

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "server/connection_loop.h"
 #include "server/http_connection.h"
 #include "server/http_request.h"
 #include "worker/json_depth.h"
@@ -68,17 +69,31 @@ void SendError(httplib::Response& res, int status, const std::string& message, c
   res.set_content(ErrorBody(status, message, param, code), "application/json");
 }
 
+// Whether a request path is a route's (OpenAPI-style) path: a {parameter}
+// stands for one or more characters, '/' included (model names hold them).
+bool PathMatches(absl::string_view route, absl::string_view path) {
+  const size_t brace = route.find('{');
+  if (brace == absl::string_view::npos) return route == path;
+  const absl::string_view suffix = route.substr(route.find('}', brace) + 1);
+  return path.size() > brace + suffix.size() && absl::StartsWith(path, route.substr(0, brace)) &&
+         absl::EndsWith(path, suffix);
+}
+
 // The methods a path answers ("" for no such path), for 405 and Allow.
 std::string AllowedMethods(absl::string_view target) {
   const absl::string_view path = target.substr(0, target.find_first_of("?#"));
-  if (path == "/health" || path == "/metrics" || path == "/v1/models" || absl::StartsWith(path, "/v1/models/")) {
-    return "GET, HEAD";
+  std::string allow;
+  for (const HttpRoute& r : HttpRoutes()) {
+    if (!PathMatches(r.path, path)) continue;
+    const std::string methods = std::string(r.method) == "GET" ? "GET, HEAD" : r.method;
+    if (!absl::StrContains(allow, methods)) absl::StrAppend(&allow, allow.empty() ? "" : ", ", methods);
   }
-  if (path == "/v1/completions" || path == "/v1/chat/completions" || path == "/tokenize" || path == "/detokenize") {
-    return "POST";
-  }
-  return "";
+  return allow;
 }
+
+// The connection whose request this thread is answering (for handlers that
+// watch for the client going away).
+thread_local HttpConnection* t_connection = nullptr;
 
 // What is wrong with a body that is not JSON, and at which byte.
 std::string JsonSyntaxError(const Json::parse_error& e) {
@@ -92,15 +107,35 @@ std::string JsonSyntaxError(const Json::parse_error& e) {
   return absl::StrCat("the body is not valid JSON: ", what, " (byte offset ", e.byte, ")");
 }
 
+// Runs each task at once on the caller's thread: the accept loop hands every
+// connection to the ConnectionLoop, which does not block.
+class InlineQueue : public httplib::TaskQueue {
+ public:
+  explicit InlineQueue(std::function<void()> on_shutdown) : on_shutdown_(std::move(on_shutdown)) {}
+  void enqueue(std::function<void()> fn) override { fn(); }
+  void shutdown() override { on_shutdown_(); }
+
+ private:
+  std::function<void()> on_shutdown_;
+};
+
 // cpp-httplib behind HttpConnection: every request is read, checked and
-// bounded there, then parsed and routed by the library.
+// bounded there, then parsed and routed by the library. Connections live in
+// a ConnectionLoop, which gives one a thread only while it has a request.
 class FramedServer : public httplib::Server {
  public:
-  explicit FramedServer(const FramingLimits& limits) : limits_(limits) {}
+  FramedServer(const FramingLimits& limits, const ConnectionLimits& connection_limits) : limits_(limits) {
+    auto stopping = [this] { return svr_sock_ == INVALID_SOCKET; };
+    loop_ = std::make_unique<ConnectionLoop>(
+        connection_limits, kKeepAliveMax, [this](HttpConnection& conn, size_t* left) { return Serve(conn, left); },
+        [](HttpConnection& conn, const std::string& message) { WriteError(conn, 429, message, ""); }, stopping);
+    new_task_queue = [this] { return new InlineQueue([this] { loop_->Shutdown(); }); };
+  }
+  ~FramedServer() override { loop_->Shutdown(); }
+  ConnectionLoop& loop() { return *loop_; }
 
  private:
   static constexpr size_t kKeepAliveMax = 1000;
-  static constexpr std::chrono::milliseconds kKeepAliveIdle{5000};
 
   // A whole answer written by hand (the request never reaches the library);
   // the connection closes after it.
@@ -114,10 +149,19 @@ class FramedServer : public httplib::Server {
   }
 
   bool process_and_close_socket(socket_t sock) override {
-    HttpConnection conn(sock, [this] { return svr_sock_ == INVALID_SOCKET; });
-    bool ret = true;
-    for (size_t left = kKeepAliveMax; left > 0; --left) {
-      if (svr_sock_ == INVALID_SOCKET || !conn.WaitForRequest(kKeepAliveIdle)) break;
+    loop_->Add(sock);
+    return true;
+  }
+
+  // The requests a ready connection has, pipelined ones included; true to
+  // keep it open for the next one.
+  bool Serve(HttpConnection& conn, size_t* left) {
+    for (;;) {
+      if (svr_sock_ == INVALID_SOCKET) return false;
+      const HttpConnection::Arrival arrival = conn.Poll();
+      if (arrival == HttpConnection::Arrival::kClosed) return false;
+      if (arrival == HttpConnection::Arrival::kNothing) return true;
+      if (*left == 0) return false;
       FramedRequest req;
       FramingError err;
       if (!conn.ReadRequest(limits_, &req, &err)) {
@@ -125,7 +169,7 @@ class FramedServer : public httplib::Server {
           WriteError(conn, err.status, err.message, "");
           conn.Linger(std::chrono::seconds(2));
         }
-        break;
+        return false;
       }
       if (req.method != "GET" && req.method != "HEAD" && req.method != "POST") {
         const std::string allow = AllowedMethods(req.target);
@@ -133,19 +177,20 @@ class FramedServer : public httplib::Server {
                    allow.empty() ? absl::StrCat("no route for ", req.method, " ", req.target.substr(0, 200))
                                  : absl::StrCat(req.method, " is not allowed here; allowed: ", allow),
                    allow);
-        break;
+        return false;
       }
+      --*left;
       CanonicalStream strm(conn, req.canonical);
       bool closed = false;
-      ret = process_request(strm, left == 1, closed, nullptr);
-      if (!ret || closed) break;
+      t_connection = &conn;
+      const bool ok = process_request(strm, *left == 0, closed, nullptr);
+      t_connection = nullptr;
+      if (!ok || closed) return false;
     }
-    ::shutdown(sock, SHUT_RDWR);
-    ::close(sock);
-    return ret;
   }
 
   FramingLimits limits_;
+  std::unique_ptr<ConnectionLoop> loop_;
 };
 
 void SendStatus(httplib::Response& res, const absl::Status& st) {
@@ -191,10 +236,33 @@ FramingLimits LimitsOf(const HttpOptions& o) {
   l.body_timeout = o.body_timeout;
   return l;
 }
+
+ConnectionLimits ConnectionLimitsOf(const HttpOptions& o) {
+  ConnectionLimits l;
+  l.max_connections = o.max_connections;
+  l.max_per_ip = o.max_connections_per_ip;
+  l.limit_loopback = o.limit_loopback_connections;
+  return l;
+}
 }  // namespace
 
+const std::vector<HttpRoute>& HttpRoutes() {
+  static const std::vector<HttpRoute> routes = {
+      {"GET", "/health"},
+      {"GET", "/metrics"},
+      {"GET", "/openapi.json"},
+      {"GET", "/v1/models"},
+      {"GET", "/v1/models/{model}"},
+      {"POST", "/v1/completions"},
+      {"POST", "/v1/chat/completions"},
+      {"POST", "/tokenize"},
+      {"POST", "/detokenize"},
+  };
+  return routes;
+}
+
 HttpServer::HttpServer(const HttpOptions& options)
-    : options_(options), server_(std::make_unique<FramedServer>(LimitsOf(options))) {
+    : options_(options), server_(std::make_unique<FramedServer>(LimitsOf(options), ConnectionLimitsOf(options))) {
   std::random_device rd;
   id_nonce_ = (uint64_t{rd()} << 32) ^ rd();
 }
@@ -222,9 +290,12 @@ void HttpServer::Stop() {
   thread_.join();
 }
 
+HttpServer::ConnectionStats HttpServer::connection_stats() const {
+  const ConnectionLoop::Stats s = static_cast<FramedServer&>(*server_).loop().stats();
+  return ConnectionStats{s.open, s.busy, s.workers};
+}
+
 absl::Status HttpServer::Start() {
-  const int threads = options_.max_connections;
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_payload_max_length(options_.max_body_bytes);
   server_->set_keep_alive_max_count(1000);
   Routes();
@@ -262,9 +333,25 @@ void HttpServer::Routes() {
   httplib::Server& svr = *server_;
   const std::string key = options_.api_key;
   const bool metrics_open = !options_.metrics_require_key;
+  // Registers one route of HttpRoutes(): a {parameter} becomes a capture.
+  auto handle = [this, &svr](const char* method, const char* path, httplib::Server::Handler handler) {
+    std::string pattern = path;
+    if (const size_t open = pattern.find('{'); open != std::string::npos) {
+      // Any character, newlines included ('.' would not match a decoded %0A).
+      pattern.replace(open, pattern.find('}', open) - open + 1, "([\\s\\S]+)");
+    }
+    if (std::string(method) == "GET") {
+      svr.Get(pattern, std::move(handler));
+    } else {
+      svr.Post(pattern, std::move(handler));
+    }
+    registered_.push_back({method, path});
+  };
 
   // Authentication and readiness run before every handler.
   svr.set_pre_routing_handler([this, key, metrics_open](const httplib::Request& req, httplib::Response& res) {
+    // The description of the API is no secret and is there while loading.
+    if (req.path == "/openapi.json") return httplib::Server::HandlerResponse::Unhandled;
     const bool open = req.path == "/health" || (metrics_open && req.path == "/metrics");
     if (!key.empty() && !open) {
       if (!BearerMatches(req.get_header_value("Authorization"), key)) {
@@ -282,7 +369,10 @@ void HttpServer::Routes() {
     if (!res.body.empty()) return;
     if (res.status == 404) {
       const std::string allow = AllowedMethods(req.path);
-      if (allow.empty()) {
+      // A path whose route takes the method but did not match it (a
+      // parameter it cannot hold) is not found, not a wrong method.
+      const bool method_allowed = absl::StrContains(absl::StrCat(", ", allow, ","), absl::StrCat(", ", req.method, ","));
+      if (allow.empty() || method_allowed) {
         SendError(res, 404, absl::StrCat("no route for ", req.method, " ", req.path.substr(0, 200)));
       } else {
         res.set_header("Allow", allow);
@@ -298,7 +388,10 @@ void HttpServer::Routes() {
     SendError(res, 500, "internal error");
   });
 
-  svr.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+  handle("GET", "/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(OpenApiJson(), "application/json");
+  });
+  handle("GET", "/health", [this](const httplib::Request&, httplib::Response& res) {
     {
       std::lock_guard<std::mutex> lock(unhealthy_mu_);
       if (!unhealthy_.empty()) {
@@ -313,7 +406,7 @@ void HttpServer::Routes() {
     }
     res.set_content("", "text/plain");
   });
-  svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  handle("GET", "/metrics", [this](const httplib::Request&, httplib::Response& res) {
     Frontend* fe = frontend_.load();
     res.set_content(fe ? fe->metrics().Render() : "", "text/plain; version=0.0.4");
   });
@@ -321,12 +414,12 @@ void HttpServer::Routes() {
     return Json{{"id", info.name}, {"object", "model"}, {"created", NowSeconds()}, {"owned_by", "gqa-serve"},
                 {"max_model_len", info.max_model_len}};
   };
-  svr.Get("/v1/models", [this, model_json](const httplib::Request&, httplib::Response& res) {
+  handle("GET", "/v1/models", [this, model_json](const httplib::Request&, httplib::Response& res) {
     const Json m = model_json(frontend_.load()->info());
     res.set_content(Json{{"object", "list"}, {"data", {m}}}.dump(-1, ' ', false, Json::error_handler_t::replace), "application/json");
   });
   // What OpenAI clients' models.retrieve(id) asks for.
-  svr.Get(R"(/v1/models/(.+))", [this, model_json](const httplib::Request& req, httplib::Response& res) {
+  handle("GET", "/v1/models/{model}", [this, model_json](const httplib::Request& req, httplib::Response& res) {
     const ModelInfo& info = frontend_.load()->info();
     const std::string id = req.matches[1];
     if (id != info.name) {
@@ -355,7 +448,7 @@ void HttpServer::Routes() {
     return true;
   };
 
-  svr.Post("/tokenize", [this, parse_body](const httplib::Request& req, httplib::Response& res) {
+  handle("POST", "/tokenize", [this, parse_body](const httplib::Request& req, httplib::Response& res) {
     Frontend& fe = *frontend_.load();
     Json j;
     if (!parse_body(req, res, &j)) return;
@@ -375,7 +468,7 @@ void HttpServer::Routes() {
       SendError(res, 400, b.message, b.field);
     }
   });
-  svr.Post("/detokenize", [this, parse_body](const httplib::Request& req, httplib::Response& res) {
+  handle("POST", "/detokenize", [this, parse_body](const httplib::Request& req, httplib::Response& res) {
     Frontend& fe = *frontend_.load();
     Json j;
     if (!parse_body(req, res, &j)) return;
@@ -442,7 +535,11 @@ void HttpServer::Routes() {
     };
 
     if (!stream) {
-      absl::StatusOr<FinalResult> out = fe.Run(std::move(r), Clock::time_point::max());
+      // A client that closes its connection while it waits gets nothing:
+      // abort its request at once so that its KV blocks come back.
+      HttpConnection* conn = t_connection;
+      absl::StatusOr<FinalResult> out =
+          fe.Run(std::move(r), Clock::time_point::max(), [conn] { return conn != nullptr && conn->PeerClosed(); });
       if (!out.ok()) return SendStatus(res, out.status());
       if (out->reason == FinishReason::kError) return SendStatus(res, out->error);
       Json choice = {{"index", 0}, {"finish_reason", FinishName(out->reason)}, {"token_ids", ids_of(out->tokens)},
@@ -541,8 +638,8 @@ void HttpServer::Routes() {
           if (!success || !done) fep->Cancel(s->id);  // a disconnected client's request is aborted
         });
   };
-  svr.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
-  svr.Post("/v1/chat/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
+  handle("POST", "/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+  handle("POST", "/v1/chat/completions", [generate](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
 }
 
 }  // namespace gqa

@@ -21,6 +21,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -78,6 +79,8 @@ struct ServerSetup {
   bool log_json = false;
   bool special_tokens_in_content = true;
   std::string model_name = "test-model";
+  int max_connections_per_ip = 64;
+  bool limit_loopback_connections = false;
 };
 
 // One server: engine, frontend, HTTP and gRPC on free loopback ports.
@@ -114,6 +117,8 @@ class TestServer {
     ho.max_body_bytes = 1 << 20;
     ho.header_timeout = setup.header_timeout;
     ho.body_timeout = setup.body_timeout;
+    ho.max_connections_per_ip = setup.max_connections_per_ip;
+    ho.limit_loopback_connections = setup.limit_loopback_connections;
     http_ = std::make_unique<HttpServer>(ho);
     EXPECT_TRUE(http_->Start().ok());
     http_->SetFrontend(frontend_.get());
@@ -139,6 +144,7 @@ class TestServer {
   v1::Generation::Stub& Grpc() { return *stub_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   Frontend& frontend() { return *frontend_; }
+  HttpServer& http() { return *http_; }
   int free_blocks() const { return frontend_->engine().Stats().free_blocks; }
   int total_blocks() const { return frontend_->engine().Stats().total_blocks; }
   // Waits until every block is free again (finishing is asynchronous).
@@ -175,6 +181,7 @@ class RawConnection {
     EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
   }
   ~RawConnection() { close(fd_); }
+  int fd() const { return fd_; }
   bool Send(const std::string& data) {
     for (size_t at = 0; at < data.size();) {
       const ssize_t n = send(fd_, data.data() + at, data.size() - at, MSG_NOSIGNAL);
@@ -1052,6 +1059,208 @@ TEST(ServerTest, OverloadGets429WithoutTouchingRunningRequests) {
   EXPECT_EQ(running_ids, GenerateCli({1}, 300));
 }
 
+// Every route the server answers is in docs/openapi.json with its methods,
+// and nothing else is; the program serves the file it was built from.
+TEST(ServerTest, EveryRouteIsInTheOpenApiDescription) {
+  TestServer& s = Shared();
+  const Json spec = Json::parse(OpenApiJson());
+  EXPECT_EQ(spec.value("openapi", "").substr(0, 2), "3.");
+  std::set<std::pair<std::string, std::string>> from_table, from_spec, registered;
+  for (const HttpRoute& r : HttpRoutes()) {
+    const std::string method = absl::AsciiStrToLower(r.method);
+    from_table.insert({method, r.path});
+    if (method == "get") from_table.insert({"head", r.path});  // the library answers HEAD for GET
+  }
+  for (const HttpRoute& r : s.http().registered_routes()) {
+    registered.insert({r.method, r.path});
+    EXPECT_TRUE(from_table.count({absl::AsciiStrToLower(r.method), r.path})) << r.method << " " << r.path;
+  }
+  EXPECT_EQ(registered.size(), HttpRoutes().size());
+  for (const auto& [path, ops] : spec["paths"].items()) {
+    for (const auto& [method, op] : ops.items()) {
+      if (method == "parameters" || method == "summary" || method == "description") continue;
+      from_spec.insert({method, path});
+      EXPECT_TRUE(op.contains("responses")) << method << " " << path;
+    }
+  }
+  EXPECT_EQ(from_table, from_spec);
+  // Every described operation reaches a handler: no "no route" 404, no 405.
+  for (const auto& [method, path] : from_spec) {
+    std::string target = path;
+    if (const size_t open = target.find('{'); open != std::string::npos) {
+      target.replace(open, target.find('}') - open + 1, "test-model");
+    }
+    httplib::Client c = s.Http();
+    httplib::Result res = method == "get" ? c.Get(target) : method == "head" ? c.Head(target)
+                                                           : c.Post(target, "{}", "application/json");
+    ASSERT_TRUE(res) << method << " " << target;
+    EXPECT_NE(res->status, 405) << method << " " << target;
+    EXPECT_EQ(res->body.find("no route"), std::string::npos) << method << " " << target << ": " << res->body;
+  }
+  auto served = s.Http().Get("/openapi.json");
+  ASSERT_TRUE(served);
+  EXPECT_EQ(served->status, 200);
+  EXPECT_EQ(served->get_header_value("Content-Type"), "application/json");
+  std::ifstream in(fs::path(GQA_FIXTURES_DIR).parent_path().parent_path() / "docs" / "openapi.json");
+  const std::string source((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(served->body, source) << "rebuild: the served description is not docs/openapi.json";
+}
+
+// A client that closes its connection while its non-streaming request runs
+// gets its requests aborted: KV blocks and slots come back within a second,
+// long before the requests could have finished.
+TEST(ServerTest, ClosedConnectionAbortsUnaryRequests) {
+  ServerSetup setup;
+  setup.blocks = 512;
+  TestServer s(setup);
+  auto generated = [&] {
+    const std::string body = s.Http().Get("/metrics")->body;
+    const size_t at = body.find("\ngqa_generation_tokens_total ");
+    return at == std::string::npos ? -1.0 : std::stod(body.substr(at + 29));
+  };
+  const double before = generated();
+  constexpr int kRequests = 5, kMaxTokens = 500;
+  std::vector<std::unique_ptr<RawConnection>> conns;
+  const std::string body = Json{{"prompt", {1, 2}}, {"max_tokens", kMaxTokens}, {"ignore_eos", true}}.dump();
+  for (int i = 0; i < kRequests; ++i) {
+    conns.push_back(std::make_unique<RawConnection>(s.http_port()));
+    ASSERT_TRUE(conns.back()->Send(absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                                "application/json\r\nContent-Length: ",
+                                                body.size(), "\r\n\r\n", body)));
+  }
+  for (int i = 0; i < 2000 && s.frontend().inflight() < kRequests; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(s.frontend().inflight(), kRequests);
+  ASSERT_LT(s.free_blocks(), s.total_blocks());
+  const auto closed_at = std::chrono::steady_clock::now();
+  conns.clear();  // the clients go away without reading
+  bool freed = false;
+  while (std::chrono::steady_clock::now() - closed_at < std::chrono::seconds(1)) {
+    if (s.frontend().inflight() == 0 && s.free_blocks() == s.total_blocks() &&
+        s.frontend().engine().Stats().running == 0) {
+      freed = true;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - closed_at).count();
+  EXPECT_TRUE(freed) << "still " << s.frontend().inflight() << " requests and "
+                     << s.total_blocks() - s.free_blocks() << " blocks in use 1 s after the clients closed";
+  // Aborted, not run to the end: far fewer tokens than asked for.
+  EXPECT_LT(generated() - before, kRequests * kMaxTokens / 2) << "freed after " << ms << " ms";
+  // A client that stays connected still gets its answer.
+  auto res = s.Http().Post("/v1/completions", Json{{"prompt", {1, 2}}, {"max_tokens", 4}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+// One client address may hold at most --max-connections-per-ip connections:
+// one more is answered 429 and closed; when one closes, it may connect again.
+// Loopback clients are counted only when asked to.
+TEST(ServerTest, ConnectionsPerClientAddressAreLimited) {
+  ServerSetup setup;
+  setup.max_connections_per_ip = 3;
+  setup.limit_loopback_connections = true;
+  TestServer s(setup);
+  std::vector<std::unique_ptr<RawConnection>> held;
+  for (int i = 0; i < 3; ++i) held.push_back(std::make_unique<RawConnection>(s.http_port()));
+  for (int i = 0; i < 100 && s.http().connection_stats().open < 3; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(s.http().connection_stats().open, 3);
+  {
+    RawConnection extra(s.http_port());
+    extra.Send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::string got = extra.ReadAll(std::chrono::seconds(5));
+    EXPECT_EQ(StatusOf(got), 429) << got;
+    EXPECT_NE(got.find("too many connections from 127.0.0.1"), std::string::npos) << got;
+  }
+  // The held connections still work.
+  ASSERT_TRUE(held[0]->Send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(StatusOf(held[0]->ReadAll(std::chrono::seconds(5))), 200);
+  held.erase(held.begin());
+  for (int i = 0; i < 200 && s.http().connection_stats().open > 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  RawConnection again(s.http_port());
+  ASSERT_TRUE(again.Send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(StatusOf(again.ReadAll(std::chrono::seconds(5))), 200);
+
+  // By default loopback clients are not counted (local proxies, benchmarks).
+  ServerSetup open_setup;
+  open_setup.max_connections_per_ip = 3;
+  TestServer open_server(open_setup);
+  std::vector<std::unique_ptr<RawConnection>> many;
+  for (int i = 0; i < 6; ++i) many.push_back(std::make_unique<RawConnection>(open_server.http_port()));
+  for (auto& c : many) ASSERT_TRUE(c->Send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  for (auto& c : many) EXPECT_EQ(StatusOf(c->ReadAll(std::chrono::seconds(5))), 200);
+}
+
+// Idle keep-alive connections hold no thread: hundreds stay open between
+// requests with a handful of workers, and each still answers its next one.
+// A connection that sends nothing is closed after the idle timeout (5 s).
+TEST(ServerTest, IdleConnectionsHoldNoThread) {
+  TestServer s(ServerSetup{});
+  constexpr int kConns = 300;
+  std::vector<std::unique_ptr<RawConnection>> conns;
+  const std::string get = "GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+  auto read_response = [](RawConnection& c) {
+    std::string got;
+    char buf[4096];
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (got.find("\r\n\r\n") == std::string::npos && std::chrono::steady_clock::now() < end) {
+      if (!c.Readable(50)) continue;
+      const ssize_t n = recv(c.fd(), buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return got;
+  };
+  for (int i = 0; i < kConns; ++i) {
+    conns.push_back(std::make_unique<RawConnection>(s.http_port()));
+    ASSERT_TRUE(conns.back()->Send(get));
+    ASSERT_EQ(StatusOf(read_response(*conns.back())), 200) << i;
+  }
+  // A worker lets go of its connection just after writing the answer.
+  for (int i = 0; i < 200 && s.http().connection_stats().busy > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const HttpServer::ConnectionStats st = s.http().connection_stats();
+  EXPECT_EQ(st.open, kConns);
+  EXPECT_EQ(st.busy, 0);
+  EXPECT_LE(st.workers, 8) << "idle connections should not hold worker threads";
+  for (auto& c : conns) {
+    ASSERT_TRUE(c->Send(get));
+    EXPECT_EQ(StatusOf(read_response(*c)), 200);
+  }
+  EXPECT_LE(s.http().connection_stats().workers, 8);
+  // Silent connections are closed after the idle timeout.
+  RawConnection silent(s.http_port());
+  EXPECT_TRUE(silent.ReadAll(std::chrono::seconds(8)).empty());
+  EXPECT_TRUE(silent.Readable(0)) << "closed by the server";
+}
+
+// A model id the route's pattern once could not hold (a decoded newline)
+// was answered "405: GET is not allowed here; allowed: GET, HEAD"; it is an
+// unknown model (found by schemathesis).
+TEST(ServerTest, AnyModelIdIsLookedUp) {
+  TestServer& s = Shared();
+  for (const std::string id : {"a%0Ab", "test-model%0A", "%0D%0A", "x%00y"}) {
+    auto got = s.Http().Get("/v1/models/" + id);
+    ASSERT_TRUE(got) << id;
+    EXPECT_EQ(got->status, 404) << id << ": " << got->body;
+    EXPECT_NE(got->body.find("model_not_found"), std::string::npos) << id << ": " << got->body;
+    auto head = s.Http().Head("/v1/models/" + id);
+    ASSERT_TRUE(head) << id;
+    EXPECT_EQ(head->status, 404) << id;
+  }
+  // A wrong method on a real route is still 405.
+  RawConnection raw(s.http_port());
+  ASSERT_TRUE(raw.Send("POST /v1/models/test-model HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
+  EXPECT_EQ(StatusOf(raw.ReadAll(std::chrono::seconds(5))), 405);
+}
+
 TEST(ServerTest, MetricsMove) {
   TestServer& s = Shared();
   auto get = [&](const std::string& name) {
@@ -1438,6 +1647,45 @@ TEST(ServerProcessTest, CudaSimServerMatchesCpuGenerate) {
     pid = 0;
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   }
+}
+
+// The threads of a process (/proc/PID/status), -1 if unreadable.
+int ThreadsOf(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// --max-connections no longer starts a thread per possible connection (it
+// started 1,037 for 1024): at start-up and with hundreds of idle keep-alive
+// connections the process has a small, bounded number of threads.
+TEST(ServerProcessTest, ThreadsDoNotGrowWithMaxConnections) {
+  pid_t pid = 0;
+  const int port = StartServerProcess("gqa_server_threads", {"--tp", "1", "--threads", "1", "--num-kv-blocks", "64",
+                                                             "--max-connections", "1024"}, &pid);
+  ASSERT_NE(port, 0) << "gqa-server did not come up";
+  const int at_start = ThreadsOf(pid);
+  EXPECT_GT(at_start, 0);
+  EXPECT_LT(at_start, 50) << "threads at start-up with --max-connections 1024";
+  std::vector<std::unique_ptr<httplib::Client>> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.push_back(std::make_unique<httplib::Client>("127.0.0.1", port));
+    clients.back()->set_keep_alive(true);
+    auto res = clients.back()->Get("/health");
+    ASSERT_TRUE(res) << i;
+    EXPECT_EQ(res->status, 200);
+  }
+  const int with_idle = ThreadsOf(pid);
+  EXPECT_LT(with_idle, 50) << "threads with 200 idle keep-alive connections (" << at_start << " at start-up)";
+  std::printf("threads: %d at start-up, %d with 200 idle keep-alive connections\n", at_start, with_idle);
+  clients.clear();
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 }  // namespace

@@ -153,11 +153,15 @@ absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
   ASSIGN_OR_RETURN(int64_t shutdown_timeout, f.GetInt("shutdown-timeout"));
   ASSIGN_OR_RETURN(int64_t max_body, f.GetInt("max-body-bytes"));
   ASSIGN_OR_RETURN(int64_t max_conn, f.GetInt("max-connections"));
+  ASSIGN_OR_RETURN(int64_t max_conn_per_ip, f.GetInt("max-connections-per-ip"));
   if (http_port < 0 || http_port > 65535 || grpc_port < 0 || grpc_port > 65535) {
     return absl::InvalidArgumentError("ports must be in 0..65535");
   }
   if (max_queued < 0 || shutdown_timeout < 0 || max_body < 1024 || max_conn < 1) {
     return absl::InvalidArgumentError("--max-queued-requests, --shutdown-timeout >= 0; --max-body-bytes >= 1024; --max-connections >= 1");
+  }
+  if (max_conn_per_ip < 0 || max_conn_per_ip > 1000000) {
+    return absl::InvalidArgumentError("--max-connections-per-ip must be in 0..1000000 (0: no limit)");
   }
   ASSIGN_OR_RETURN(double header_timeout, f.GetDouble("http-header-timeout"));
   ASSIGN_OR_RETURN(double body_timeout, f.GetDouble("http-body-timeout"));
@@ -179,6 +183,8 @@ absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
   ho.body_timeout = std::chrono::milliseconds(static_cast<int64_t>(body_timeout * 1000));
   ho.max_body_bytes = static_cast<size_t>(max_body);
   ho.max_connections = static_cast<int>(max_conn);
+  ho.max_connections_per_ip = static_cast<int>(max_conn_per_ip);
+  ho.limit_loopback_connections = f.GetBool("limit-loopback-connections");
   HttpServer http(ho);
   RETURN_IF_ERROR(http.Start());  // answers 503 while the model loads
   std::fprintf(stderr, "gqa: HTTP on http://%s:%d (loading the model)\n", ho.host.c_str(), http.port());
@@ -276,7 +282,13 @@ int main(int argc, char** argv) {
         "RESOURCE_EXHAUSTED; 0: no waiting room (a request is accepted only while a slot is free)");
   f.Add("shutdown-timeout", "30", "seconds to let running requests finish after SIGTERM / SIGINT");
   f.Add("max-body-bytes", "8388608", "largest HTTP body / gRPC message; larger ones get 413 / RESOURCE_EXHAUSTED");
-  f.Add("max-connections", "1024", "HTTP connections served at once (one thread each)");
+  f.Add("max-connections", "1024", "HTTP connections served at once; more wait to be accepted (a connection holds a "
+        "thread only while its request is read and answered, or streamed)");
+  f.Add("max-connections-per-ip", "64", "HTTP connections one client address may hold at once; one more is answered 429 "
+        "and closed; 0: no limit. Loopback clients are not counted (see --limit-loopback-connections); behind a "
+        "proxy every client has the proxy's address: raise this or set 0");
+  f.AddBool("limit-loopback-connections", "count loopback clients (127.0.0.0/8, ::1) against "
+            "--max-connections-per-ip too");
   f.Add("http-header-timeout", "10", "seconds for a request's headers to arrive, from its first byte; then 408");
   f.Add("http-body-timeout", "60", "seconds for a request's body to arrive, after its headers; then 408");
   f.Add("log-format", "text", "request log lines: text (key=value) or json (one object per line)");
