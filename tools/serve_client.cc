@@ -131,6 +131,7 @@ absl::StatusOr<Endpoint> ParseEndpoint(const std::string& url) {
 
 absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std::string& path, double timeout_s) {
   httplib::Client cli(host, port);
+  cli.set_tcp_nodelay(true);
   const auto t = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(timeout_s));
   cli.set_connection_timeout(t);
   cli.set_read_timeout(t);
@@ -154,6 +155,9 @@ class HttpClient : public ServeClient {
  public:
   HttpClient(const Endpoint& e, bool ignore_eos) : e_(e), ignore_eos_(ignore_eos), cli_(e.host, e.port) {
     cli_.set_keep_alive(true);
+    // Without it the body, written after the headers, waits for the server's
+    // delayed ACK (Nagle): ~40-80 ms added to every TTFT on loopback.
+    cli_.set_tcp_nodelay(true);
     cli_.set_connection_timeout(std::chrono::seconds(10));
   }
 
