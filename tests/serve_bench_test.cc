@@ -221,7 +221,7 @@ TEST(ServeBenchProcessTest, ClosedLoopOpenLoopAndGrpcCountsAddUp) {
                            {"--model", TinyModel(), "--tp", "1", "--threads", "1", "--num-kv-blocks", "256"}, log, 120));
   const std::string http = absl::StrCat("http://127.0.0.1:", server.http_port());
   const Json j = RunBench("gqa_serve_bench_closed", {"--url", http, "--concurrency", "1,3", "--num-requests", "9",
-                                                     "--warmup", "2", "--input-len", "12", "--output-len", "6",
+                                                     "--input-len", "12", "--output-len", "6",
                                                      "--slo-ttft-ms", "100000", "--output-csv",
                                                      TempDir("gqa_serve_bench_closed") + "/o.csv"});
   ASSERT_TRUE(j.contains("levels"));

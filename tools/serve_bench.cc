@@ -29,23 +29,23 @@ namespace {
 // The state one level's threads share.
 class LevelRun {
  public:
-  LevelRun(const LoadOptions& o, const Workload& w) : o_(o), w_(w) {}
+  LevelRun(const LoadOptions& o, const Workload& w, int64_t warmup) : o_(o), w_(w), warmup_(warmup) {}
 
   // Claims the next request number, or -1 when the level has sent enough.
   int64_t Claim() {
     const int64_t i = next_.fetch_add(1);
-    if (i < o_.warmup) return i;
+    if (i < warmup_) return i;
     const double now = SteadySeconds();
     double expected = 0;
     measure_start_.compare_exchange_strong(expected, now);  // the first measured send starts the clock
-    if (o_.num_requests > 0) return i < o_.warmup + o_.num_requests ? i : -1;
+    if (o_.num_requests > 0) return i < warmup_ + o_.num_requests ? i : -1;
     return now < measure_start_.load() + o_.duration_s ? i : -1;
   }
 
   // Sends request i on `client` and records it.
   void Issue(int64_t i, ServeClient& client) {
     RequestRecord rec;
-    rec.warmup = i < o_.warmup;
+    rec.warmup = i < warmup_;
     rec.start_s = SteadySeconds();
     ++inflight_;
     client.Send(w_.Get(i), o_.timeout_s, &rec);
@@ -71,6 +71,7 @@ class LevelRun {
  private:
   const LoadOptions& o_;
   const Workload& w_;
+  const int64_t warmup_;
   std::atomic<int64_t> next_{0}, inflight_{0}, completed_{0}, errors_{0}, out_tokens_{0};
   std::atomic<double> measure_start_{0};
   std::mutex mu_;
@@ -85,7 +86,10 @@ std::string LevelName(const LevelSpec& l) {
 
 LevelResult RunLevel(const LoadOptions& o, const LevelSpec& level, ClientFactory& clients, const Workload& w,
                      const std::string& label) {
-  LevelRun run(o, w);
+  // Auto warm-up: each client's first request (a closed loop starts with a
+  // burst of simultaneous prefills, and each client opens its connection).
+  const int64_t warmup = o.warmup >= 0 ? o.warmup : level.kind == "concurrency" ? int64_t(level.value) : 0;
+  LevelRun run(o, w, warmup);
   std::atomic<bool> finished{false};
   std::vector<std::thread> threads;
   if (level.kind == "concurrency") {
@@ -224,7 +228,8 @@ void AddServeFlags(Flags& f) {
   f.Add("prompt-kind", "ids", "serve: ids (random token ids) or text (random common words)");
   f.Add("vocab-size", "1000", "serve: random token ids are drawn from [3, vocab-size)");
   f.Add("dataset", "", "serve: JSONL prompts instead ({\"prompt\": text or [ids], \"max_tokens\": N}), cycled");
-  f.Add("warmup", "2", "serve: requests at the start of each level excluded from its results");
+  f.Add("warmup", "auto", "serve: requests at the start of each level excluded from its results; auto: one per client "
+        "(closed loop), none (open loop)");
   f.Add("duration", "10", "serve: seconds of measured sends per level (unless --num-requests)");
   f.Add("num-requests", "0", "serve: measured requests per level; 0: use --duration");
   f.Add("request-timeout", "300", "serve: seconds before a request counts as a timeout");
@@ -248,14 +253,19 @@ void AddServeFlags(Flags& f) {
 
 absl::Status LoadOptionsFromFlags(const Flags& f, LoadOptions* o) {
   ASSIGN_OR_RETURN(o->levels, LevelsFromFlags(f));
-  ASSIGN_OR_RETURN(o->warmup, f.GetInt("warmup"));
+  if (f.Get("warmup") == "auto") {
+    o->warmup = -1;
+  } else {
+    ASSIGN_OR_RETURN(o->warmup, f.GetInt("warmup"));
+    if (o->warmup < 0) return absl::InvalidArgumentError("--warmup must be >= 0 or auto");
+  }
   ASSIGN_OR_RETURN(o->duration_s, f.GetDouble("duration"));
   ASSIGN_OR_RETURN(o->num_requests, f.GetInt("num-requests"));
   ASSIGN_OR_RETURN(o->timeout_s, f.GetDouble("request-timeout"));
   ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
   o->seed = static_cast<uint64_t>(seed);
-  if (o->warmup < 0 || o->num_requests < 0 || !(o->timeout_s > 0)) {
-    return absl::InvalidArgumentError("--warmup, --num-requests must be >= 0 and --request-timeout > 0");
+  if (o->num_requests < 0 || !(o->timeout_s > 0)) {
+    return absl::InvalidArgumentError("--num-requests must be >= 0 and --request-timeout > 0");
   }
   if (o->num_requests == 0 && !(o->duration_s > 0)) return absl::InvalidArgumentError("--duration must be > 0");
   if (!f.Get("slo-ttft-ms").empty()) {
@@ -411,10 +421,12 @@ absl::Status PlotPng(const std::vector<PlotSeries>& series, const std::string& t
     const std::string n = series.size() > 1 ? series[k].name + " " : "";
     absl::StrAppend(&g, k ? ", " : "", GnuplotQuote(data), " index ", k, " using 1:4:xticlabels(2) with linespoints lw 2 pt 7 ", c,
                     " title ", GnuplotQuote(n + "TTFT p50"), ", ", GnuplotQuote(data), " index ", k,
-                    " using 1:5 with linespoints lw 1 pt 6 dt 3 ", c, " title ", GnuplotQuote(n + "TTFT p99"), ", ",
-                    GnuplotQuote(data), " index ", k, " using 1:6 with linespoints lw 2 pt 5 dt 2 ", c, " title ",
-                    GnuplotQuote(n + "TPOT p50"), ", ", GnuplotQuote(data), " index ", k,
-                    " using 1:7 with linespoints lw 1 pt 4 dt 4 ", c, " title ", GnuplotQuote(n + "TPOT p99"));
+                    " using 1:6 with linespoints lw 2 pt 5 dt 2 ", c, " title ", GnuplotQuote(n + "TPOT p50"));
+    if (series.size() == 1) {  // one server: the tails too (an overlay shows medians only, to stay readable)
+      absl::StrAppend(&g, ", ", GnuplotQuote(data), " index ", k, " using 1:5 with linespoints lw 1 pt 6 dt 3 ", c,
+                      " title ", GnuplotQuote("TTFT p99"), ", ", GnuplotQuote(data), " index ", k,
+                      " using 1:7 with linespoints lw 1 pt 4 dt 4 ", c, " title ", GnuplotQuote("TPOT p99"));
+    }
   }
   absl::StrAppend(&g, "\nunset multiplot\n");
   RETURN_IF_ERROR(WriteFile(script, g));

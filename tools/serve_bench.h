@@ -20,7 +20,7 @@ struct LevelSpec {
 
 struct LoadOptions {
   std::vector<LevelSpec> levels;
-  int64_t warmup = 0;        // requests per level excluded from the results
+  int64_t warmup = -1;       // requests per level excluded from the results; -1: one per client (closed loop)
   double duration_s = 0;     // per level, when num_requests is 0
   int64_t num_requests = 0;  // per level (after warm-up)
   double timeout_s = 300;    // per request

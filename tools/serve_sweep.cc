@@ -160,8 +160,15 @@ absl::Status RunServeSweep(const Flags& f) {
   if (!f.Get("output-json").empty()) RETURN_IF_ERROR(WriteFile(f.Get("output-json"), j.dump(2) + "\n"));
   if (!f.Get("output-csv").empty()) RETURN_IF_ERROR(WriteFile(f.Get("output-csv"), csv));
   if (!f.Get("plot").empty()) {
-    RETURN_IF_ERROR(PlotPng(series, absl::StrCat("gqa-bench serve-sweep: one KV budget of ", f.Get("kv-cache-memory"),
-                                                 " bytes; dashed: KV cache full"),
+    int64_t budget = 0;
+    std::string budget_text = absl::StrCat(f.Get("kv-cache-memory"), " bytes");
+    if (absl::SimpleAtoi(f.Get("kv-cache-memory"), &budget) && budget > 0 && budget % (1 << 20) == 0) {
+      budget_text = absl::StrCat(budget >> 20, " MiB");
+    }
+    RETURN_IF_ERROR(PlotPng(series,
+                            absl::StrCat("gqa-bench serve-sweep: ", f.Get("input-len"), " prompt + ", f.Get("output-len"),
+                                         " output tokens, one KV-cache budget of ", budget_text,
+                                         " (vertical dashes: that variant's KV cache full)"),
                             f.Get("plot")));
   }
   return absl::OkStatus();
