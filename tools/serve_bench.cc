@@ -172,7 +172,11 @@ LevelResult RunLevel(const LoadOptions& o, const LevelSpec& level, ClientFactory
   if (scraper.joinable()) scraper.join();
   if (progress.joinable()) progress.join();
   LevelResult r = SummarizeLevel(level.kind, level.value, run.TakeRecords(), o.slo);
-  if (o.metrics_port > 0) r.server = SummarizeServer(samples);
+  if (!samples.empty()) {
+    r.server = SummarizeServer(samples);
+  } else if (o.metrics_port > 0) {
+    std::fprintf(stderr, "warning: no /metrics from %s:%d during the level\n", o.metrics_host.c_str(), o.metrics_port);
+  }
   std::fprintf(stderr, "%s%s: %lld completed, %lld errors, %.2f req/s, %.1f output tok/s, TTFT p50 %.1f ms\n",
                label.empty() ? "" : absl::StrCat(label, ": ").c_str(), LevelName(level).c_str(),
                static_cast<long long>(r.completed), static_cast<long long>(r.errors), r.request_throughput,
