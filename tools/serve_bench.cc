@@ -229,6 +229,7 @@ void AddServeFlags(Flags& f) {
   f.Add("input-len", "128", "serve: prompt length, tokens (--prompt-kind ids) or words (text)");
   f.Add("output-len", "128", "serve: max_tokens per request");
   f.AddBool("no-ignore-eos", "serve: let requests stop at EOS (by default ignore_eos is sent, so lengths are exact)");
+  f.Add("temperature", "0", "serve: sampling temperature sent with every request (0: greedy)");
   f.Add("prompt-kind", "ids", "serve: ids (random token ids) or text (random common words)");
   f.Add("vocab-size", "1000", "serve: random token ids are drawn from [3, vocab-size)");
   f.Add("dataset", "", "serve: JSONL prompts instead ({\"prompt\": text or [ids], \"max_tokens\": N}), cycled");
@@ -282,6 +283,14 @@ absl::Status LoadOptionsFromFlags(const Flags& f, LoadOptions* o) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<RequestOptions> RequestOptionsFromFlags(const Flags& f) {
+  RequestOptions r;
+  r.ignore_eos = !f.GetBool("no-ignore-eos");
+  ASSIGN_OR_RETURN(r.temperature, f.GetDouble("temperature"));
+  if (!(r.temperature >= 0)) return absl::InvalidArgumentError("--temperature must be >= 0");
+  return r;
+}
+
 absl::Status WorkloadOptionsFromFlags(const Flags& f, WorkloadOptions* w) {
   w->kind = f.Get("prompt-kind");
   ASSIGN_OR_RETURN(w->input_len, f.GetInt("input-len"));
@@ -297,7 +306,7 @@ nlohmann::json LoadConfigJson(const Flags& f) {
   nlohmann::json c;
   for (const char* name : {"concurrency", "request-rate", "input-len", "output-len", "prompt-kind", "vocab-size",
                            "dataset", "warmup", "duration", "num-requests", "request-timeout", "slo-ttft-ms",
-                           "slo-tpot-ms", "seed"}) {
+                           "slo-tpot-ms", "seed", "temperature"}) {
     if (std::string(name) == "concurrency" && f.Has("request-rate")) continue;
     if (std::string(name) == "request-rate" && !f.Has("request-rate")) continue;
     c[name] = f.Get(name);
@@ -336,7 +345,8 @@ absl::Status RunServe(const Flags& f) {
   ASSIGN_OR_RETURN(Workload w, Workload::Create(wo));
   std::fprintf(stderr, "gqa-bench serve: %s, %zu levels, seed %llu\n", f.Get("url").c_str(), o.levels.size(),
                static_cast<unsigned long long>(o.seed));
-  std::unique_ptr<ClientFactory> clients = MakeClientFactory(e, !f.GetBool("no-ignore-eos"));
+  ASSIGN_OR_RETURN(const RequestOptions ro, RequestOptionsFromFlags(f));
+  std::unique_ptr<ClientFactory> clients = MakeClientFactory(e, ro);
   std::vector<LevelResult> levels = RunLoad(o, *clients, w, "");
 
   std::printf("%s", TableText(levels).c_str());

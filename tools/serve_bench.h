@@ -45,6 +45,7 @@ absl::Status RunServeSweep(const Flags& f);
 // Pieces the two modes share.
 absl::Status LoadOptionsFromFlags(const Flags& f, LoadOptions* o);
 absl::Status WorkloadOptionsFromFlags(const Flags& f, WorkloadOptions* w);
+absl::StatusOr<RequestOptions> RequestOptionsFromFlags(const Flags& f);
 nlohmann::json LoadConfigJson(const Flags& f);
 absl::Status WriteFile(const std::string& path, const std::string& text);
 

@@ -153,7 +153,7 @@ std::string KindOfStatus(int status) {
 // chunk's token_ids and timed on arrival.
 class HttpClient : public ServeClient {
  public:
-  HttpClient(const Endpoint& e, bool ignore_eos) : e_(e), ignore_eos_(ignore_eos), cli_(e.host, e.port) {
+  HttpClient(const Endpoint& e, const RequestOptions& r) : e_(e), r_(r), cli_(e.host, e.port) {
     cli_.set_keep_alive(true);
     // Without it the body, written after the headers, waits for the server's
     // delayed ACK (Nagle): ~40-80 ms added to every TTFT on loopback.
@@ -163,7 +163,7 @@ class HttpClient : public ServeClient {
 
   void Send(const Prompt& p, double timeout_s, RequestRecord* rec) override {
     Json body = {{"max_tokens", p.max_tokens}, {"stream", true}, {"stream_options", {{"include_usage", true}}},
-                 {"ignore_eos", ignore_eos_}, {"temperature", 0}};
+                 {"ignore_eos", r_.ignore_eos}, {"temperature", r_.temperature}};
     if (!p.ids.empty()) {
       body["prompt"] = p.ids;
     } else {
@@ -265,25 +265,25 @@ class HttpClient : public ServeClient {
 
  private:
   Endpoint e_;
-  bool ignore_eos_;
+  RequestOptions r_;
   httplib::Client cli_;
 };
 
 class HttpFactory : public ClientFactory {
  public:
-  HttpFactory(const Endpoint& e, bool ignore_eos) : e_(e), ignore_eos_(ignore_eos) {}
-  std::unique_ptr<ServeClient> NewClient() override { return std::make_unique<HttpClient>(e_, ignore_eos_); }
+  HttpFactory(const Endpoint& e, const RequestOptions& r) : e_(e), r_(r) {}
+  std::unique_ptr<ServeClient> NewClient() override { return std::make_unique<HttpClient>(e_, r_); }
 
  private:
   Endpoint e_;
-  bool ignore_eos_;
+  RequestOptions r_;
 };
 
 // gqa.v1.Generation/GenerateStream; tokens from each message's token_ids.
 class GrpcClient : public ServeClient {
  public:
-  GrpcClient(gqa::v1::Generation::Stub* stub, const Endpoint& e, bool ignore_eos)
-      : stub_(stub), e_(e), ignore_eos_(ignore_eos) {}
+  GrpcClient(gqa::v1::Generation::Stub* stub, const Endpoint& e, const RequestOptions& r)
+      : stub_(stub), e_(e), r_(r) {}
 
   void Send(const Prompt& p, double timeout_s, RequestRecord* rec) override {
     gqa::v1::GenerateRequest req;
@@ -293,8 +293,8 @@ class GrpcClient : public ServeClient {
       req.set_text(p.text);
     }
     req.set_max_tokens(static_cast<uint32_t>(p.max_tokens));
-    req.mutable_sampling()->set_temperature(0);
-    req.set_ignore_eos(ignore_eos_);
+    req.mutable_sampling()->set_temperature(static_cast<float>(r_.temperature));
+    req.set_ignore_eos(r_.ignore_eos);
     rec->prompt_tokens = static_cast<int64_t>(p.ids.size());
     const double start = rec->start_s;
     grpc::ClientContext ctx;
@@ -347,31 +347,31 @@ class GrpcClient : public ServeClient {
  private:
   gqa::v1::Generation::Stub* stub_;
   Endpoint e_;
-  bool ignore_eos_;
+  RequestOptions r_;
 };
 
 class GrpcFactory : public ClientFactory {
  public:
-  GrpcFactory(const Endpoint& e, bool ignore_eos) : e_(e), ignore_eos_(ignore_eos) {
+  GrpcFactory(const Endpoint& e, const RequestOptions& r) : e_(e), r_(r) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
     channel_ = grpc::CreateCustomChannel(absl::StrCat(e.host, ":", e.port), grpc::InsecureChannelCredentials(), args);
     stub_ = gqa::v1::Generation::NewStub(channel_);
   }
-  std::unique_ptr<ServeClient> NewClient() override { return std::make_unique<GrpcClient>(stub_.get(), e_, ignore_eos_); }
+  std::unique_ptr<ServeClient> NewClient() override { return std::make_unique<GrpcClient>(stub_.get(), e_, r_); }
 
  private:
   Endpoint e_;
-  bool ignore_eos_;
+  RequestOptions r_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<gqa::v1::Generation::Stub> stub_;
 };
 
 }  // namespace
 
-std::unique_ptr<ClientFactory> MakeClientFactory(const Endpoint& e, bool ignore_eos) {
-  if (e.protocol == Endpoint::Protocol::kGrpc) return std::make_unique<GrpcFactory>(e, ignore_eos);
-  return std::make_unique<HttpFactory>(e, ignore_eos);
+std::unique_ptr<ClientFactory> MakeClientFactory(const Endpoint& e, const RequestOptions& r) {
+  if (e.protocol == Endpoint::Protocol::kGrpc) return std::make_unique<GrpcFactory>(e, r);
+  return std::make_unique<HttpFactory>(e, r);
 }
 
 }  // namespace gqa

@@ -68,7 +68,11 @@ class ClientFactory {
   virtual ~ClientFactory() = default;
   virtual std::unique_ptr<ServeClient> NewClient() = 0;
 };
-std::unique_ptr<ClientFactory> MakeClientFactory(const Endpoint& e, bool ignore_eos);
+struct RequestOptions {
+  bool ignore_eos = true;
+  double temperature = 0;  // 0: greedy
+};
+std::unique_ptr<ClientFactory> MakeClientFactory(const Endpoint& e, const RequestOptions& r);
 
 // GET http://host:port/path; the body, or an error.
 absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std::string& path, double timeout_s);

@@ -140,7 +140,8 @@ absl::Status RunServeSweep(const Flags& f) {
     LoadOptions vo = o;
     vo.metrics_host = e.host;
     vo.metrics_port = e.port;
-    std::unique_ptr<ClientFactory> clients = MakeClientFactory(e, !f.GetBool("no-ignore-eos"));
+    ASSIGN_OR_RETURN(const RequestOptions ro, RequestOptionsFromFlags(f));
+  std::unique_ptr<ClientFactory> clients = MakeClientFactory(e, ro);
     std::vector<LevelResult> levels = RunLoad(vo, *clients, w, v.name);
     server.Stop();
     const int full = KvFullIndex(levels);
