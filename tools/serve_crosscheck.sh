@@ -3,6 +3,10 @@
 # with guidellm (PyPI), the same requests per level, and prints a Markdown
 # table of both. The server runs on CPU 1 and each load generator on CPU 0
 # (taskset), so that a client's own CPU time does not slow the server.
+# Both send the same requests: 64 prompt tokens, exactly 64 output tokens,
+# streamed, sampled at temperature 1 (guidellm sends no temperature, so the
+# server uses its default, 1; random sampling costs this server ~1.5 ms per
+# token over greedy, so the two must match).
 # The server's own log line per request (ttft_s, latency_s) is the third
 # witness: each tool's requests are matched to it by order.
 #   GUIDELLM=/path/to/guidellm ./tools/serve_crosscheck.sh [OUT_DIR]
@@ -46,7 +50,7 @@ for i in 0 1 2; do
   hog=
   if [ "${HOG:-0}" = 1 ]; then taskset -c 0 python3 -c 'while True: pass' & hog=$!; fi
   taskset -c 0 ./build/bin/gqa-bench serve --url "http://127.0.0.1:$port" --concurrency "$c" --num-requests "$n" \
-    --warmup 0 --input-len $input --output-len $output --vocab-size 32000 --no-progress \
+    --warmup 0 --input-len $input --output-len $output --vocab-size 32000 --temperature 1 --no-progress \
     --output-json "$out/gqa-bench-c$c.json" > "$out/gqa-bench-c$c.txt" 2>&1
   if [ -n "$hog" ]; then kill $hog; wait $hog 2>/dev/null || true; fi
   echo "== concurrency $c, $n requests: guidellm" >&2
