@@ -104,7 +104,8 @@ LevelResult RunLevel(const LoadOptions& o, const LevelSpec& level, ClientFactory
     // Open loop: Poisson arrivals (exponential gaps), each request on its own
     // thread and connection, whatever the server's state.
     threads.emplace_back([&] {
-      std::mt19937_64 rng(o.seed ^ static_cast<uint64_t>(level.value * 1000));
+      const uint64_t level_seed = std::isinf(level.value) ? ~uint64_t{0} : static_cast<uint64_t>(level.value * 1000);
+      std::mt19937_64 rng(o.seed ^ level_seed);
       std::exponential_distribution<double> gap(std::isinf(level.value) ? 1.0 : level.value);
       std::vector<std::thread> senders;
       double next_at = SteadySeconds();

@@ -147,9 +147,11 @@ LevelResult SummarizeLevel(const std::string& kind, double value, const std::vec
 
 namespace {
 
-nlohmann::json Number(double v) {
-  if (std::isinf(v)) return "inf";
-  return v;
+// A level's value: clients as an integer, a rate as a number or "inf".
+nlohmann::json LevelValue(const LevelResult& r) {
+  if (r.kind == "concurrency") return static_cast<int64_t>(r.value);
+  if (std::isinf(r.value)) return "inf";
+  return r.value;
 }
 
 std::string LevelLabel(const LevelResult& r) {
@@ -162,7 +164,7 @@ std::string LevelLabel(const LevelResult& r) {
 
 nlohmann::json LevelJson(const LevelResult& r) {
   nlohmann::json j;
-  j[r.kind] = Number(r.value);
+  j[r.kind] = LevelValue(r);
   j["duration_s"] = r.duration_s;
   j["sent"] = r.sent;
   j["completed"] = r.completed;
