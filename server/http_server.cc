@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -149,6 +151,11 @@ class FramedServer : public httplib::Server {
   }
 
   bool process_and_close_socket(socket_t sock) override {
+    // Each streamed event is a small write: without TCP_NODELAY it waits for
+    // the ACK of the previous one, which a keep-alive client delays by up to
+    // 40 ms (measured: +40 ms TTFT with gqa-bench serve).
+    int nodelay = 1;
+    ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
     loop_->Add(sock);
     return true;
   }

@@ -5,6 +5,8 @@
 #include <functional>
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
@@ -12,6 +14,9 @@
 #include "kernels/cuda/sim/traffic_probe.h"
 #include "tools/attention_bench.h"
 #include "tools/membw.h"
+#ifdef GQA_HAVE_SERVE_BENCH
+#include "tools/serve_bench.h"
+#endif
 #include "tools/synthetic_model.h"
 #include "worker/executor.h"
 #include "worker/generate.h"
@@ -177,11 +182,19 @@ absl::Status RunKernelTraffic(const Flags& f) {
 }
 
 absl::Status Run(const Flags& f) {
+#ifdef GQA_HAVE_SERVE_BENCH
+  if (f.Get("mode") == "serve") return RunServe(f);
+  if (f.Get("mode") == "serve-sweep") return RunServeSweep(f);
+#else
+  if (f.Get("mode") == "serve" || f.Get("mode") == "serve-sweep") {
+    return absl::UnimplementedError("this gqa-bench was built without the server front-ends (GQA_BUILD_SERVER=OFF)");
+  }
+#endif
   if (f.Get("mode") == "sweep") return RunSweep(f);
   if (f.Get("mode") == "kernel-traffic") return RunKernelTraffic(f);
   if (f.Get("mode") == "attention") return RunAttentionBench(f);
   if (f.Get("mode") != "decode") {
-    return absl::InvalidArgumentError("--mode must be decode, sweep, kernel-traffic or attention");
+    return absl::InvalidArgumentError("--mode must be decode, sweep, kernel-traffic, attention, serve or serve-sweep");
   }
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t context, f.GetInt("context"));
@@ -352,7 +365,10 @@ int main(int argc, char** argv) {
   f.Add("mode", "decode",
         "decode: decode steps vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA; kernel-traffic: "
         "memory traffic of the CUDA attention kernels, counted on the SIMT interpreter; attention: the attention op alone, "
-        "decode GB/s against a device copy and prefill TFLOP/s");
+        "decode GB/s against a device copy and prefill TFLOP/s; serve: load against a running server (closed loop "
+        "--concurrency or open loop --request-rate), latency percentiles and throughput per level; serve-sweep: starts "
+        "gqa-server for MHA / GQA / MQA variants under one KV budget and runs the serve levels against each. The mode "
+        "may also be given as the first word: gqa-bench serve --url ...");
   f.Add("attn-context", "1024,4096,16384,32768", "attention: context lengths");
   f.Add("attn-batch", "1,8,64", "attention: decode batch sizes");
   f.Add("attn-groups", "1,4,8", "attention: query heads per KV head");
@@ -380,7 +396,17 @@ int main(int argc, char** argv) {
   f.Add("gen-len", "112", "sweep: generated tokens per request");
   f.Add("max-batch", "256", "sweep: largest batch tried (powers of two)");
   f.Add("gqa-kv-heads", "8", "sweep: KV heads of the GQA variant");
-  gqa::ParseFlagsOrExit(f, argc, argv);
+#ifdef GQA_HAVE_SERVE_BENCH
+  gqa::AddServeFlags(f);
+#endif
+  // `gqa-bench serve ...`: a leading word is the mode.
+  std::vector<std::string> args(argv, argv + argc);
+  if (args.size() > 1 && !args[1].empty() && args[1][0] != '-') {
+    args[1] = "--mode=" + args[1];
+  }
+  std::vector<char*> arg_ptrs;
+  for (std::string& a : args) arg_ptrs.push_back(a.data());
+  gqa::ParseFlagsOrExit(f, static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
   absl::Status st = gqa::Run(f);
   if (!st.ok()) {
     std::fprintf(stderr, "gqa-bench: %s\n", std::string(st.message()).c_str());
