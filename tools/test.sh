@@ -23,10 +23,11 @@ if command -v clang++ >/dev/null; then
   ./tools/fuzz.sh all "${GQA_FUZZ_SECONDS:-15}"
   echo "== parser, engine and server suites under ASan + UBSan (build-fuzz/)"
   cmake --build build-fuzz -j"$(nproc)" --target checkpoint_test chat_template_test tokenizer_unit_test \
-        tokenizer_fuzz_test engine_test communicator_test server_test gqa-server gqa-generate gqa-client gqa-make-model gqa-plan
+        tokenizer_fuzz_test engine_test communicator_test server_test connection_loop_test gqa-server gqa-generate \
+        gqa-client gqa-make-model gqa-plan
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir build-fuzz --output-on-failure -j"$(nproc)" --timeout 600 \
-          -R '^(CheckpointTest|ConfigTest|ChatTemplateTest|ChatTemplateLimitsTest|EncodeTest|DecodeTest|FuzzTest|StopStringsTest|EngineTest|InProcessCommunicatorTest|ServerTest|ServerProcessTest)\.'
+          -R '^(CheckpointTest|ConfigTest|ChatTemplateTest|ChatTemplateLimitsTest|EncodeTest|DecodeTest|FuzzTest|StopStringsTest|EngineTest|InProcessCommunicatorTest|ServerTest|ServerProcessTest|ConnectionLoopTest)\.'
 else
   echo "== fuzzers and sanitized suites skipped: clang++ not found (Debian: clang, libclang-rt-14-dev)"
 fi
