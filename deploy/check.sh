@@ -127,6 +127,17 @@ else
   fi
 fi
 
+section "LeaderWorkerSet across nodes (deploy/lws/, check_lws.py)"
+if ! python3 -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+  skip lws "kubernetes-validate (with jsonschema and PyYAML) is not installed"
+else
+  python3 deploy/lws/check_lws.py deploy/lws/leaderworkerset.yaml --server-help "$work/server-help.txt" || fail "lws"
+  sed 's/mpirun -np 16/mpirun -np 15/' deploy/lws/leaderworkerset.yaml > "$work/bad-lws1.yaml"
+  must_reject "mpirun -np that does not match the group's GPUs" python3 deploy/lws/check_lws.py "$work/bad-lws1.yaml"
+  sed 's/            startupProbe:/            startupProbes:/' deploy/lws/leaderworkerset.yaml > "$work/bad-lws2.yaml"
+  must_reject "a misspelt field in a pod template" python3 deploy/lws/check_lws.py "$work/bad-lws2.yaml"
+fi
+
 section "systemd-analyze verify (deploy/systemd/gqa-server.service)"
 if ensure systemd-analyze apt systemd; then
   # verify checks that ExecStart's program exists: a copy runs the built
