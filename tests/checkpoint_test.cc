@@ -64,6 +64,26 @@ class CheckpointTest : public ::testing::Test {
 
 TEST_F(CheckpointTest, ValidModelLoads) { EXPECT_EQ(LoadError(), "(loaded)"); }
 
+// --mlock: every byte of every shard is locked, or a clear error (this test
+// skips where the locked-memory limit is too small for the fixture).
+TEST(CheckpointLockTest, LocksEveryShard) {
+  const std::string dir = std::string(GQA_FIXTURES_DIR) + "/golden/llama_sharded";
+  absl::StatusOr<std::unique_ptr<Checkpoint>> c = Checkpoint::OpenDirectory(dir);
+  ASSERT_TRUE(c.ok()) << c.status();
+  int64_t want = 0;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") want += int64_t(fs::file_size(e.path()));
+  }
+  absl::StatusOr<int64_t> locked = (*c)->LockInMemory();
+  if (!locked.ok() && absl::IsResourceExhausted(locked.status())) {
+    EXPECT_THAT(std::string(locked.status().message()), HasSubstr("locked-memory limit"));
+    GTEST_SKIP() << locked.status();
+  }
+  ASSERT_TRUE(locked.ok()) << locked.status();
+  EXPECT_EQ(*locked, want);
+  EXPECT_GT(want, 0);
+}
+
 TEST_F(CheckpointTest, TruncatedFile) {
   const std::string bytes = ReadFile(file_);
   WriteFile(file_, bytes.substr(0, bytes.size() - 100));

@@ -103,6 +103,9 @@ void AddEngineFlags(Flags& f) {
   f.Add("max-num-batched-tokens", "2048", "tokens per step at most; longer prompts are prefilled in chunks");
   f.Add("max-model-len", "0", "prompt + generated tokens at most; 0 means max_position_embeddings");
   f.Add("seed", "", "seed for requests without one (default: random, printed at start-up)");
+  f.AddBool("mlock", "lock the model's files in RAM at start-up (reads them in whole first), so that the kernel "
+            "cannot evict idle weights; needs a locked-memory limit (ulimit -l) above the checkpoint's size or "
+            "CAP_IPC_LOCK");
   f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
         "the job ends (rank 0 fails the requests in flight and exits non-zero)");
 }
@@ -124,6 +127,7 @@ absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((std::filesystem::path(dir) / "config.json").string()));
   ExecutorOptions eo;
   eo.mpi = mpi;
+  eo.mlock = f.GetBool("mlock");
   ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp"));
   // Under mpirun the job's size is the TP degree unless --tp says otherwise
   // (then the executor refuses the mismatch).
@@ -200,6 +204,12 @@ absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob
                  static_cast<long long>(progress.counter()->tensors.load()),
                  mpi != nullptr ? absl::StrCat("rank ", mpi->rank(), " of ", mpi->size(), " (MPI)").c_str()
                                 : absl::StrCat(eo.tp, " rank(s)").c_str());
+  }
+  if (eo.mlock) {
+    std::fprintf(stderr, "gqa: weights locked in memory: %.2f GiB (--mlock)\n",
+                 double(r.executor->LockedWeightBytes()) / (1 << 30));
+  } else {
+    std::fprintf(stderr, "gqa: weights not locked in memory: idle pages may be evicted and re-read (--mlock)\n");
   }
   r.engine = o;
   r.config = config;

@@ -21,7 +21,11 @@ case "$mode" in
       ctest --test-dir build-fuzz --output-on-failure -j"$jobs" --timeout 900 -R "$regex" -E '^(mpi_tp|mpi_tp_netns)$'
     ;;
   tsan)
-    regex="${2:-^(EngineTest|InProcessCommunicatorTest|TpTest|SchedulerTest|ServerTest|ServerProcessTest|ConnectionLoopTest)\.}"
+    # The server suites start gRPC, whose Debian build is not instrumented:
+    # TSan reports its internal synchronisation as races, so they are not
+    # in the default set (the HTTP connection layer is, through
+    # ConnectionLoopTest).
+    regex="${2:-^(EngineTest|InProcessCommunicatorTest|TpTest|SchedulerTest|ConnectionLoopTest)\.}"
     cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DGQA_TSAN=ON \
           -DGQA_ENABLE_CUDA=OFF -DGQA_ENABLE_MPI=OFF -DGQA_BUILD_CUDA_TESTS=OFF >/dev/null
     cmake --build build-tsan -j"$jobs" --target engine_test communicator_test tp_test scheduler_test server_test connection_loop_test \

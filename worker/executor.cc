@@ -34,6 +34,9 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     return absl::InvalidArgumentError("the largest step needs at least one token and one sequence");
   }
   ex->checkpoint_ = std::move(checkpoint);
+  if (options.mlock) {
+    ASSIGN_OR_RETURN(ex->locked_bytes_, ex->checkpoint_->LockInMemory());
+  }
   RETURN_IF_ERROR(options.mpi != nullptr ? ex->CreateMpi() : ex->CreateThreaded());
   return ex;
 }

@@ -39,6 +39,10 @@ struct ExecutorOptions {
   int max_step_penalty_entries = 0;
   // Progress of weight loading, counted over all ranks; may be null.
   WeightLoadCounter* load_counter = nullptr;
+  // Lock the checkpoint's mapped files in RAM before loading (--mlock): the
+  // CPU backend reads weights from the mapping, which the kernel may
+  // otherwise evict while idle.
+  bool mlock = false;
   // One rank per process: this process runs rank mpi->rank() of an MPI job
   // of tp = mpi->size() ranks. Null: every rank is a thread of this process.
   MpiJob* mpi = nullptr;
@@ -80,6 +84,8 @@ class Executor {
   // Bytes of weight matrices rank r reads per decode step.
   int64_t WeightBytes(int rank) const { return Local(rank).model->weights().matrix_bytes; }
   std::string BackendName() const { return workers_[0]->backend->Name(); }
+  // Bytes of the checkpoint locked in RAM (0 without options.mlock).
+  int64_t LockedWeightBytes() const { return locked_bytes_; }
   Backend* rank0_backend() { return workers_[0]->backend; }
   // Rank 0's thread pool on the CPU backend; null on other devices.
   ThreadPool* rank0_pool();
@@ -117,6 +123,7 @@ class Executor {
   ShardPlan plan_;
   ExecutorOptions options_;
   std::unique_ptr<Checkpoint> checkpoint_;
+  int64_t locked_bytes_ = 0;
   std::unique_ptr<DeviceGroup> group_;
   std::vector<std::unique_ptr<Worker>> workers_;
 

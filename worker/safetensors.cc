@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -73,6 +74,15 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+absl::StatusOr<int64_t> Checkpoint::LockInMemory() {
+  int64_t bytes = 0;
+  for (const auto& f : files_) {
+    RETURN_IF_ERROR(f->Lock());
+    bytes += int64_t(f->size());
+  }
+  return bytes;
+}
+
 absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
@@ -99,6 +109,21 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   }
   ::close(fd);
   return std::unique_ptr<MappedFile>(new MappedFile(data, size));
+}
+
+absl::Status MappedFile::Lock(const std::string& path) {
+  if (data_ == nullptr) return absl::OkStatus();
+  if (::mlock(data_, size_) == 0) return absl::OkStatus();
+  const int err = errno;
+  struct rlimit lim{};
+  ::getrlimit(RLIMIT_MEMLOCK, &lim);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      path, ": cannot lock ", size_, " bytes in memory (--mlock): ", std::strerror(err),
+      err == ENOMEM || err == EPERM
+          ? absl::StrCat("; the locked-memory limit is ",
+                         lim.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : absl::StrCat(lim.rlim_cur, " bytes"),
+                         " (raise it with ulimit -l / LimitMEMLOCK= / --ulimit memlock, or grant CAP_IPC_LOCK)")
+          : ""));
 }
 
 MappedFile::~MappedFile() {

@@ -32,6 +32,9 @@ class MappedFile {
   ~MappedFile();
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // Reads every page in and locks the mapping in RAM (mlock), so that the
+  // kernel cannot evict idle weights; an error says which limit refused.
+  absl::Status Lock(const std::string& path_for_messages);
 
  private:
   MappedFile(const uint8_t* data, size_t size) : data_(data), size_(size) {}
@@ -47,6 +50,8 @@ class SafetensorsFile {
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> Open(const std::string& path);
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::string& path() const { return path_; }
+  absl::Status Lock() { return map_->Lock(path_); }
+  size_t size() const { return map_->size(); }
 
  private:
   static absl::StatusOr<std::unique_ptr<SafetensorsFile>> OpenUnguarded(const std::string& path);
@@ -76,6 +81,9 @@ class Checkpoint {
                                         const std::vector<int64_t>& shape) const;
   const std::string& description() const { return description_; }
   const std::map<std::string, const TensorInfo*>& tensors() const { return tensors_; }
+  // Locks every mapped file in RAM (see MappedFile::Lock); returns the bytes
+  // locked (0 for a checkpoint made in memory).
+  absl::StatusOr<int64_t> LockInMemory();
 
  private:
   static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenDirectoryUnguarded(const std::string& dir);
