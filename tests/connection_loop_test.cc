@@ -86,8 +86,10 @@ class LoopServer {
       if (delay_.count() > 0) std::this_thread::sleep_for(delay_);
       const std::string answer =
           absl::StrCat("HTTP/1.1 200 OK\r\nContent-Length: ", req.target.size(), "\r\n\r\n", req.target);
-      if (!conn.WriteAll(answer.data(), answer.size())) return false;
+      // Counted before the write: a client that has read its answer must
+      // find it counted.
       ++served_;
+      if (!conn.WriteAll(answer.data(), answer.size())) return false;
     }
   }
 
