@@ -31,13 +31,6 @@ constexpr int64_t kMaxCount = INT_MAX / 2;
 
 }  // namespace
 
-bool LaunchedByMpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"}) {
-    if (std::getenv(v) != nullptr) return true;
-  }
-  return false;
-}
-
 struct MpiJob::Comms {
   MPI_Comm coll = MPI_COMM_NULL, steps = MPI_COMM_NULL, health = MPI_COMM_NULL;
   // Health traffic, touched only by the watchdog thread.

@@ -19,6 +19,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -33,7 +34,12 @@ namespace gqa {
 
 // True when this process was started by an MPI launcher (its environment
 // names a world size), whether or not this build has MPI.
-bool LaunchedByMpi();
+inline bool LaunchedByMpi() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"}) {
+    if (std::getenv(v) != nullptr) return true;
+  }
+  return false;
+}
 
 class MpiJob {
  public:

@@ -9,13 +9,6 @@ namespace gqa {
 
 struct MpiJob::Comms {};
 
-bool LaunchedByMpi() {
-  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"}) {
-    if (std::getenv(v) != nullptr) return true;
-  }
-  return false;
-}
-
 absl::StatusOr<std::unique_ptr<MpiJob>> MpiJob::InitIfLaunched(int*, char***) {
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
   if (size == nullptr) size = std::getenv("PMI_SIZE");
