@@ -222,6 +222,62 @@ TEST(MatMulIsaTest, EveryAvailablePathMatchesFloat64) {
   EXPECT_GE(ran, 1);
 }
 
+// The blocked product (several tokens): token counts around the 6-token
+// sliver, rows around the 16-row panel and the 192-row block, columns across
+// 256-column blocks, row ranges that start and end mid-panel; against
+// float64, and bit-identical whatever the thread count (each element is
+// summed in a fixed order).
+TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
+  if (!cpu::UseGemm(cpu::Isa::kAvx2, cpu::kGemmMinTokens, DType::kF32)) {
+    GTEST_SKIP() << "the blocked product needs AVX2/FMA/F16C, which this CPU lacks";
+  }
+  Rng rng(11);
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int n : {cpu::kGemmMinTokens, 13, 37}) {
+      for (auto [rows, cols] : {std::pair{16, 8}, {37, 255}, {200, 513}, {403, 300}}) {
+        StoredMatrix w = Store(rng.Floats(size_t(rows) * cols, 0.5f), rows, cols, dtype);
+        const std::vector<float> x = rng.Floats(size_t(n) * cols);
+        const std::vector<float> bias = rng.Floats(rows);
+        const std::string what = absl::StrCat(DTypeName(dtype), " n=", n, " ", rows, "x", cols);
+        // Rows [r0, r1) only: the rest of y stays as it was (NaN).
+        const int r0 = rows > 20 ? 5 : 0, r1 = rows > 20 ? rows - 3 : rows;
+        std::vector<float> y(size_t(n) * rows, std::nanf(""));
+        cpu::MatMulRowsWith(cpu::Isa::kAvx2, x.data(), n, w.view, bias.data(), y.data(), r0, r1);
+        std::vector<float> got;
+        std::vector<double> want;
+        for (int t = 0; t < n; ++t) {
+          for (int r = 0; r < rows; ++r) {
+            const float v = y[size_t(t) * rows + r];
+            if (r < r0 || r >= r1) {
+              ASSERT_TRUE(std::isnan(v)) << what << ": row " << r << " outside the range was written";
+              continue;
+            }
+            double s = bias[r];
+            for (int k = 0; k < cols; ++k) s += w.exact[size_t(r) * cols + k] * x[size_t(t) * cols + k];
+            got.push_back(v);
+            want.push_back(s);
+          }
+        }
+        ExpectClose(got, want, 2e-5 * std::sqrt(double(cols)), what);
+        std::vector<std::vector<float>> by_threads;
+        for (int threads : {1, 2, 3}) {
+          CpuBackend backend(threads);
+          std::vector<float> yb(size_t(n) * rows);
+          backend.MatMul(x.data(), n, w.view, bias.data(), yb.data());
+          by_threads.push_back(yb);
+        }
+        EXPECT_EQ(by_threads[0], by_threads[1]) << what;
+        EXPECT_EQ(by_threads[0], by_threads[2]) << what;
+        if (cpu::ActiveIsa() == cpu::Isa::kAvx2) {
+          for (int t = 0; t < n; ++t)
+            for (int r = r0; r < r1; ++r)
+              ASSERT_EQ(by_threads[0][size_t(t) * rows + r], y[size_t(t) * rows + r]) << what << " t=" << t << " r=" << r;
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, MatMulTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(DTypeName(i.param)); });
 

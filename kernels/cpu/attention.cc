@@ -1,7 +1,12 @@
-// GQA attention over a paged KV cache. One work item is (token, KV head): the
-// K and V rows of that head are read once and used by every query head of
-// its group (query head h reads KV head h / group_size). K/V are never copied
-// per query head, and the cache is read in place through the block table.
+// GQA attention over a paged KV cache. One work item is (query tile, KV
+// head), a tile being up to kQueryTile consecutive tokens of one sequence (a
+// prefill chunk; a decode token is a tile of one): each K and V row of that
+// head is read once and used by every query head of its group (query head h
+// reads KV head h / group_size) and every token of the tile, so a long
+// prompt reads its cache once per tile, not once per token. K/V are never
+// copied per query head, and the cache is read in place through the block
+// table. Every (token, head) is computed as alone: same operations, same
+// order.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -71,61 +76,95 @@ inline const float* CacheRow(const void* cache, DType dtype, int64_t offset, int
 
 }  // namespace
 
-void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                    const void* k_cache, const void* v_cache, const AttentionShape& shape,
+std::vector<QueryTile> QueryTiles(const AttentionMeta& meta, int max_tokens) {
+  std::vector<QueryTile> tiles;
+  for (int t = 0; t < meta.num_tokens; ++t) {
+    if (!tiles.empty()) {
+      QueryTile& last = tiles.back();
+      const int prev = last.first_token + last.count - 1;
+      if (last.count < max_tokens && meta.token_seq[t] == meta.token_seq[prev] &&
+          meta.token_pos[t] == meta.token_pos[prev] + 1) {
+        ++last.count;
+        continue;
+      }
+    }
+    tiles.push_back(QueryTile{t, 1});
+  }
+  return tiles;
+}
+
+int64_t BalancedTileOrder(int64_t index, int64_t num_tiles) {
+  // 0, n-1, 1, n-2, ...: under a causal mask later tiles cost more, and a
+  // contiguous share of this order gets early and late ones alike.
+  return index % 2 == 0 ? index / 2 : num_tiles - 1 - index / 2;
+}
+
+void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                    const void* v_cache, const AttentionShape& shape, const QueryTile* tiles, int64_t num_tiles,
                     float* out, int64_t item_begin, int64_t item_end) {
   const int hd = shape.head_dim;
   const int num_kv = shape.num_kv_heads;
   const int bs = layout.block_size;
+  const int window = shape.sliding_window;
   const int64_t row_stride = int64_t{layout.num_kv_heads} * hd;  // floats per cache slot
   thread_local std::vector<float> scores;
   thread_local std::vector<float> row_buf;
   if (row_buf.size() < size_t(hd)) row_buf.resize(hd);
 
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int t = static_cast<int>(item / num_kv);
+    const QueryTile& tile = tiles[BalancedTileOrder(item / num_kv, num_tiles)];
     const int g = static_cast<int>(item % num_kv);
-    const int seq = meta.token_seq[t];
-    const int pos = meta.token_pos[t];
-    const int start = shape.sliding_window > 0 ? std::max(0, pos - shape.sliding_window + 1) : 0;
-    const int ctx = pos + 1 - start;
+    const int t0 = tile.first_token, count = tile.count;
+    const int seq = meta.token_seq[t0];
+    const int p0 = meta.token_pos[t0];
+    // Token i of the tile (position p0 + i) attends to [Lo(i), p0 + i].
+    auto lo = [&](int i) { return window > 0 ? std::max(0, p0 + i - window + 1) : 0; };
+    const int j0 = lo(0), span = p0 + count - j0;  // positions the tile reads: [j0, j0 + span)
     const int32_t* table = meta.block_tables + int64_t{seq} * meta.max_blocks_per_seq;
     const int h0 = shape.FirstQueryHead(g);
     const int group = shape.EndQueryHead(g) - h0;  // query heads of this rank reading g
     if (group <= 0) continue;
-    const float* q_group = q + (int64_t{t} * shape.num_q_heads + h0) * hd;
-    float* out_group = out + (int64_t{t} * shape.num_q_heads + h0) * hd;
-    if (scores.size() < size_t(group) * ctx) scores.resize(size_t(group) * ctx);
+    const int rows = count * group;  // score row i * group + h
+    if (scores.size() < size_t(rows) * span) scores.resize(size_t(rows) * span);
+    auto q_row = [&](int i, int h) { return q + (int64_t{t0 + i} * shape.num_q_heads + h0 + h) * hd; };
+    auto out_row = [&](int i, int h) { return out + (int64_t{t0 + i} * shape.num_q_heads + h0 + h) * hd; };
+    // Tokens of the tile that see position p: i in [max(0, p - p0), p - p0 + window).
+    auto first_seeing = [&](int p) { return std::max(0, p - p0); };
+    auto end_seeing = [&](int p) { return window > 0 ? std::min(count, p - p0 + window) : count; };
+    auto offset = [&](int p) { return (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd; };
 
-    // Scores: each K row once for the whole group.
-    for (int j = 0; j < ctx; ++j) {
-      const int p = start + j;
-      const float* k_row = CacheRow(k_cache, layout.dtype,
-                                    (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd, hd,
-                                    row_buf.data());
-      for (int h = 0; h < group; ++h) scores[size_t(h) * ctx + j] = Dot(q_group + h * hd, k_row, hd) * shape.scale;
-    }
-    // Softmax per query head.
-    for (int h = 0; h < group; ++h) {
-      float* s = scores.data() + size_t(h) * ctx;
-      float m = s[0];
-      for (int j = 1; j < ctx; ++j) m = std::max(m, s[j]);
-      float sum = 0.0f;
-      for (int j = 0; j < ctx; ++j) {
-        s[j] = std::exp(s[j] - m);
-        sum += s[j];
+    // Scores: each K row once for every query head and token of the tile.
+    for (int p = j0; p < j0 + span; ++p) {
+      const float* k_row = CacheRow(k_cache, layout.dtype, offset(p), hd, row_buf.data());
+      for (int i = first_seeing(p); i < end_seeing(p); ++i) {
+        float* s = scores.data() + size_t(i) * group * span + (p - j0);
+        for (int h = 0; h < group; ++h) s[size_t(h) * span] = Dot(q_row(i, h), k_row, hd) * shape.scale;
       }
-      const float inv = 1.0f / sum;
-      for (int j = 0; j < ctx; ++j) s[j] *= inv;
-      std::fill(out_group + h * hd, out_group + (h + 1) * hd, 0.0f);
     }
-    // Weighted sum: each V row once for the whole group.
-    for (int j = 0; j < ctx; ++j) {
-      const int p = start + j;
-      const float* v_row = CacheRow(v_cache, layout.dtype,
-                                    (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd, hd,
-                                    row_buf.data());
-      for (int h = 0; h < group; ++h) Axpy(scores[size_t(h) * ctx + j], v_row, out_group + h * hd, hd);
+    // Softmax per (token, query head) over its own range.
+    for (int i = 0; i < count; ++i) {
+      const int a = lo(i) - j0, b = p0 + i + 1 - j0;
+      for (int h = 0; h < group; ++h) {
+        float* s = scores.data() + (size_t(i) * group + h) * span;
+        float m = s[a];
+        for (int j = a + 1; j < b; ++j) m = std::max(m, s[j]);
+        float sum = 0.0f;
+        for (int j = a; j < b; ++j) {
+          s[j] = std::exp(s[j] - m);
+          sum += s[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = a; j < b; ++j) s[j] *= inv;
+        std::fill(out_row(i, h), out_row(i, h) + hd, 0.0f);
+      }
+    }
+    // Weighted sum: each V row once for every query head and token of the tile.
+    for (int p = j0; p < j0 + span; ++p) {
+      const float* v_row = CacheRow(v_cache, layout.dtype, offset(p), hd, row_buf.data());
+      for (int i = first_seeing(p); i < end_seeing(p); ++i) {
+        const float* s = scores.data() + size_t(i) * group * span + (p - j0);
+        for (int h = 0; h < group; ++h) Axpy(s[size_t(h) * span], v_row, out_row(i, h), hd);
+      }
     }
   }
 }

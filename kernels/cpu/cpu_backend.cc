@@ -13,6 +13,7 @@ namespace {
 // pool costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kMatMulRowTile = 8;
+constexpr int64_t kGemmRowPanel = 16;
 }  // namespace
 
 namespace cpu {
@@ -90,6 +91,20 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 }
 
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
+  if (cpu::UseGemm(cpu::ActiveIsa(), n, w.dtype)) {
+    // Activations packed once, by all threads, then each thread multiplies
+    // its rows (in whole 16-row panels) against them.
+    packed_x_.resize(cpu::PackedActivationsFloats(n, w.cols));
+    const int64_t x_tiles = cpu::PackedActivationTiles(n);
+    ParallelIfLarge(x_tiles, int64_t{n} * w.cols, [&](int64_t b, int64_t e) {
+      cpu::PackActivations(x, n, w.cols, packed_x_.data(), b, e);
+    });
+    const int64_t panels = (w.rows + kGemmRowPanel - 1) / kGemmRowPanel;
+    pool_.ParallelFor(panels, [&](int64_t b, int64_t e) {
+      cpu::GemmRows(packed_x_.data(), n, w, bias, y, b * kGemmRowPanel, std::min(w.rows, e * kGemmRowPanel));
+    });
+    return;
+  }
   const int64_t tiles = (w.rows + kMatMulRowTile - 1) / kMatMulRowTile;
   ParallelIfLarge(tiles, int64_t{n} * w.rows * w.cols, [&](int64_t b, int64_t e) {
     cpu::MatMulRows(x, n, w, bias, y, b * kMatMulRowTile, std::min(w.rows, e * kMatMulRowTile));
@@ -159,9 +174,10 @@ void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCa
                            const void* k_cache, const void* v_cache,
                            const AttentionShape& shape, float* out) {
   GQA_CHECK(!layout.head_major, "the CPU backend's KV cache is token-major");
-  const int64_t items = int64_t{meta.num_tokens} * shape.num_kv_heads;
-  pool_.ParallelFor(items, [&](int64_t b, int64_t e) {
-    cpu::AttentionItems(q, meta, layout, k_cache, v_cache, shape, out, b, e);
+  const std::vector<cpu::QueryTile> tiles = cpu::QueryTiles(meta, cpu::kQueryTile);
+  const int64_t num_tiles = int64_t(tiles.size());
+  pool_.ParallelFor(num_tiles * shape.num_kv_heads, [&](int64_t b, int64_t e) {
+    cpu::AttentionTiles(q, meta, layout, k_cache, v_cache, shape, tiles.data(), num_tiles, out, b, e);
   });
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
@@ -47,6 +48,7 @@ class CpuBackend final : public Backend {
   void ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::RangeFn& fn);
 
   ThreadPool pool_;
+  std::vector<float> packed_x_;  // MatMul's packed activations (several tokens)
 };
 
 }  // namespace gqa

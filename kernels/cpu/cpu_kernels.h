@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/sampling_types.h"
@@ -36,16 +37,38 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end);
 
+// The blocked product (gemm.cc) for n >= kGemmMinTokens tokens: activations
+// packed once (PackActivations over tiles [0, PackedActivationTiles(n)),
+// into PackedActivationsFloats(n, cols) floats), then GemmRows over any
+// split of the rows.
+constexpr int kGemmMinTokens = 8;
+bool UseGemm(Isa isa, int n, DType dtype);
+int64_t PackedActivationTiles(int n);
+size_t PackedActivationsFloats(int n, int64_t cols);
+void PackActivations(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end);
+void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
+              int64_t row_end);
+
 // Converts row `row` of w into f32 (cols values).
 void LoadRow(const MatrixView& w, int64_t row, float* out);
 
 void RmsNormRows(const float* x, const float* weight, int dim, float eps, float* out,
                  int64_t row_begin, int64_t row_end);
 
-// Attention for the (token, kv head) work items [item_begin, item_end), item =
-// token * num_kv_heads + kv_head. scratch holds group_size * (max context) floats.
-void AttentionItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                    const void* k_cache, const void* v_cache, const AttentionShape& shape,
+// Attention works on query tiles: runs of consecutive tokens of one
+// sequence at consecutive positions, at most max_tokens long.
+struct QueryTile {
+  int first_token = 0;
+  int count = 0;
+};
+std::vector<QueryTile> QueryTiles(const AttentionMeta& meta, int max_tokens);
+constexpr int kQueryTile = 16;
+
+// Attention for the (tile, kv head) work items [item_begin, item_end), item =
+// k * num_kv_heads + kv_head, where k walks the tiles in an order that
+// balances causal work across contiguous item ranges.
+void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                    const void* v_cache, const AttentionShape& shape, const QueryTile* tiles, int64_t num_tiles,
                     float* out, int64_t item_begin, int64_t item_end);
 
 // One row of Backend::Sample: logits x[vocab], y[vocab] scratch for the

@@ -252,6 +252,12 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end) {
   if (isa == Isa::kScalar || !IsaAvailable(isa)) return MatMulRowsScalar(x, n, w, bias, y, row_begin, row_end);
+  if (UseGemm(isa, n, w.dtype)) {
+    thread_local std::vector<float> packed;
+    packed.resize(PackedActivationsFloats(n, w.cols));
+    PackActivations(x, n, w.cols, packed.data(), 0, PackedActivationTiles(n));
+    return GemmRows(packed.data(), n, w, bias, y, row_begin, row_end);
+  }
   if (isa == Isa::kAvx512Bf16 && w.dtype == DType::kBF16) {
     return MatMulRowsBf16Dot(x, n, w, bias, y, row_begin, row_end);
   }

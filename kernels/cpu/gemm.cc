@@ -1,0 +1,203 @@
+// Blocked matrix-matrix product for several tokens at once (prefill, batched
+// decode) with AVX2/FMA, in the scheme of BLIS and GotoBLAS:
+//
+//   y[t, r] = sum_k x[t, k] * w[r, k]
+//
+// Activations are packed once into slivers of kMr tokens ([tile][k][kMr],
+// f32, zero-padded), weights a block at a time into panels of kNr rows
+// converted to f32 ([panel][k][kNr], kKc columns: 16 KB, held in L1 while
+// every token sliver of an L2-sized block streams past it). The micro-kernel
+// keeps a kMr x kNr tile of sums in twelve registers: per column, two weight
+// loads, six broadcasts and twelve FMAs.
+//
+// Every output element is the sum over fixed kKc-column blocks, each summed
+// in column order, so it does not depend on the row range a thread is given
+// or on the number of tokens: the thread count leaves results bit-identical.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace gqa::cpu {
+namespace {
+
+#define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
+
+constexpr int kMr = 6;          // tokens per micro-tile
+constexpr int kNr = 16;         // weight rows per micro-tile (two 8-float vectors)
+constexpr int64_t kKc = 256;    // columns per block: a packed panel is kNr * kKc * 4 = 16 KB
+constexpr int64_t kNc = 192;    // rows packed per block: 192 KB of f32 panels (L2)
+constexpr int kMcTiles = 16;    // token slivers per L2 block: 16 * 6 * 256 * 4 = 96 KB
+
+// Eight stored elements of one weight row as f32.
+template <DType D>
+GQA_AVX2 inline __m256 LoadW8(const void* row, int64_t k) {
+  if constexpr (D == DType::kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(row) + k);
+  } else if constexpr (D == DType::kF16) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k)));
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+// In-register transpose of eight rows of eight floats.
+GQA_AVX2 inline void Transpose8x8(__m256 r[8]) {
+  __m256 t[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  __m256 u[8];
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Packs rows [row0, row0 + nrows) (nrows <= kNr, missing rows zero) and
+// columns [k0, k0 + kc) of w into one panel: panel[k * kNr + r].
+template <DType D>
+GQA_AVX2 void PackPanel(const MatrixView& w, int64_t row0, int nrows, int64_t k0, int64_t kc, float* panel) {
+  const int64_t esize = int64_t(DTypeSize(D));
+  const char* base = static_cast<const char*>(w.data);
+  for (int g = 0; g < kNr; g += 8) {
+    const int live = std::clamp(nrows - g, 0, 8);
+    if (live == 0) {
+      for (int64_t k = 0; k < kc; ++k) std::memset(panel + k * kNr + g, 0, 8 * sizeof(float));
+      continue;
+    }
+    const void* rows[8];
+    for (int i = 0; i < 8; ++i) rows[i] = base + (row0 + g + std::min(i, live - 1)) * w.row_stride * esize;
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = i < live ? LoadW8<D>(rows[i], k0 + k) : _mm256_setzero_ps();
+      Transpose8x8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * kNr + g, r[i]);
+    }
+    for (; k < kc; ++k) {
+      for (int i = 0; i < 8; ++i) panel[k * kNr + g + i] = i < live ? LoadElement(rows[i], D, k0 + k) : 0.0f;
+    }
+  }
+}
+
+// c[t * ldc + r] (+)= sum over kc columns of xs[k * kMr + t] * panel[k * kNr + r]
+// for t < nt, r < nr; `accumulate` adds to c instead of storing.
+GQA_AVX2 void MicroKernel(int64_t kc, const float* xs, const float* panel, float* c, int64_t ldc, int nt, int nr,
+                          bool accumulate) {
+  __m256 acc[kMr][2];
+  for (int t = 0; t < kMr; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(panel + k * kNr);
+    const __m256 w1 = _mm256_loadu_ps(panel + k * kNr + 8);
+    for (int t = 0; t < kMr; ++t) {
+      const __m256 xb = _mm256_broadcast_ss(xs + k * kMr + t);
+      acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
+      acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
+    }
+  }
+  if (nr == kNr) {
+    for (int t = 0; t < nt; ++t) {
+      float* ct = c + t * ldc;
+      if (accumulate) {
+        acc[t][0] = _mm256_add_ps(_mm256_loadu_ps(ct), acc[t][0]);
+        acc[t][1] = _mm256_add_ps(_mm256_loadu_ps(ct + 8), acc[t][1]);
+      }
+      _mm256_storeu_ps(ct, acc[t][0]);
+      _mm256_storeu_ps(ct + 8, acc[t][1]);
+    }
+    return;
+  }
+  alignas(32) float tmp[kNr];
+  for (int t = 0; t < nt; ++t) {
+    _mm256_store_ps(tmp, acc[t][0]);
+    _mm256_store_ps(tmp + 8, acc[t][1]);
+    float* ct = c + t * ldc;
+    for (int r = 0; r < nr; ++r) ct[r] = accumulate ? ct[r] + tmp[r] : tmp[r];
+  }
+}
+
+template <DType D>
+GQA_AVX2 void GemmRowsAvx2(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y,
+                           int64_t row_begin, int64_t row_end) {
+  const int64_t cols = w.cols, ldc = w.rows;
+  const int tiles = (n + kMr - 1) / kMr;
+  thread_local std::vector<float> panels;
+  panels.resize(size_t(kNc) * kKc);
+  for (int64_t jc = row_begin; jc < row_end; jc += kNc) {
+    const int64_t nc = std::min(kNc, row_end - jc);
+    const int64_t num_panels = (nc + kNr - 1) / kNr;
+    for (int64_t pc = 0; pc < cols; pc += kKc) {
+      const int64_t kc = std::min(kKc, cols - pc);
+      for (int64_t p = 0; p < num_panels; ++p) {
+        PackPanel<D>(w, jc + p * kNr, int(std::min<int64_t>(kNr, nc - p * kNr)), pc, kc, panels.data() + p * kNr * kc);
+      }
+      for (int ic = 0; ic < tiles; ic += kMcTiles) {
+        const int ic_end = std::min(tiles, ic + kMcTiles);
+        for (int64_t p = 0; p < num_panels; ++p) {
+          const int nr = int(std::min<int64_t>(kNr, nc - p * kNr));
+          const float* panel = panels.data() + p * kNr * kc;
+          for (int tile = ic; tile < ic_end; ++tile) {
+            const int nt = std::min(kMr, n - tile * kMr);
+            MicroKernel(kc, packed_x + (int64_t{tile} * cols + pc) * kMr, panel,
+                        y + int64_t{tile} * kMr * ldc + jc + p * kNr, ldc, nt, nr, pc > 0);
+          }
+        }
+      }
+    }
+    if (bias != nullptr) {
+      for (int t = 0; t < n; ++t)
+        for (int64_t r = jc; r < jc + nc; ++r) y[t * ldc + r] += bias[r];
+    }
+  }
+}
+
+}  // namespace
+
+bool UseGemm(Isa isa, int n, DType dtype) {
+  // bf16 weights on AVX-512 BF16 keep the vdpbf16ps tiles of matmul.cc.
+  if (isa == Isa::kAvx512Bf16 && dtype == DType::kBF16) return false;
+  return isa != Isa::kScalar && IsaAvailable(isa) && n >= kGemmMinTokens;
+}
+
+size_t PackedActivationsFloats(int n, int64_t cols) { return size_t((n + kMr - 1) / kMr) * kMr * size_t(cols); }
+
+void PackActivations(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end) {
+  for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
+    float* out = packed + tile * cols * kMr;
+    const int64_t t0 = tile * kMr;
+    const int nt = int(std::min<int64_t>(kMr, n - t0));
+    for (int t = 0; t < kMr; ++t) {
+      if (t < nt) {
+        const float* xt = x + (t0 + t) * cols;
+        for (int64_t k = 0; k < cols; ++k) out[k * kMr + t] = xt[k];
+      } else {
+        for (int64_t k = 0; k < cols; ++k) out[k * kMr + t] = 0.0f;
+      }
+    }
+  }
+}
+
+int64_t PackedActivationTiles(int n) { return (n + kMr - 1) / kMr; }
+
+void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
+              int64_t row_end) {
+  switch (w.dtype) {
+    case DType::kF32: return GemmRowsAvx2<DType::kF32>(packed_x, n, w, bias, y, row_begin, row_end);
+    case DType::kF16: return GemmRowsAvx2<DType::kF16>(packed_x, n, w, bias, y, row_begin, row_end);
+    case DType::kBF16: return GemmRowsAvx2<DType::kBF16>(packed_x, n, w, bias, y, row_begin, row_end);
+  }
+}
+
+}  // namespace gqa::cpu
