@@ -13,6 +13,7 @@
 #include "tools/flags.h"
 #include "kernels/cuda/sim/traffic_probe.h"
 #include "tools/attention_bench.h"
+#include "tools/matmul_bench.h"
 #include "tools/membw.h"
 #ifdef GQA_HAVE_SERVE_BENCH
 #include "tools/serve_bench.h"
@@ -193,8 +194,9 @@ absl::Status Run(const Flags& f) {
   if (f.Get("mode") == "sweep") return RunSweep(f);
   if (f.Get("mode") == "kernel-traffic") return RunKernelTraffic(f);
   if (f.Get("mode") == "attention") return RunAttentionBench(f);
+  if (f.Get("mode") == "matmul") return RunMatMulBench(f);
   if (f.Get("mode") != "decode") {
-    return absl::InvalidArgumentError("--mode must be decode, sweep, kernel-traffic, attention, serve or serve-sweep");
+    return absl::InvalidArgumentError("--mode must be decode, sweep, kernel-traffic, attention, matmul, serve or serve-sweep");
   }
   ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
   ASSIGN_OR_RETURN(int64_t context, f.GetInt("context"));
@@ -365,7 +367,8 @@ int main(int argc, char** argv) {
   f.Add("mode", "decode",
         "decode: decode steps vs the bandwidth roofline; sweep: throughput vs batch for MHA/GQA/MQA; kernel-traffic: "
         "memory traffic of the CUDA attention kernels, counted on the SIMT interpreter; attention: the attention op alone, "
-        "decode GB/s against a device copy and prefill TFLOP/s; serve: load against a running server (closed loop "
+        "decode GB/s against a device copy and prefill TFLOP/s; matmul: the CPU backend's matrix product alone, GFLOP/s "
+        "by token count; serve: load against a running server (closed loop "
         "--concurrency or open loop --request-rate), latency percentiles and throughput per level; serve-sweep: starts "
         "gqa-server for MHA / GQA / MQA variants under one KV budget and runs the serve levels against each. The mode "
         "may also be given as the first word: gqa-bench serve --url ...");
@@ -373,6 +376,9 @@ int main(int argc, char** argv) {
   f.Add("attn-batch", "1,8,64", "attention: decode batch sizes");
   f.Add("attn-groups", "1,4,8", "attention: query heads per KV head");
   f.Add("attn-max-gib", "24", "attention: skip shapes whose K/V cache exceeds this many GiB");
+  f.Add("mm-rows", "8192", "matmul: weight rows (output features)");
+  f.Add("mm-cols", "2048", "matmul: weight columns (input features)");
+  f.Add("mm-tokens", "1,4,8,16,32,64,128,512", "matmul: token counts");
   f.Add("output", "table", "kernel-traffic: table or json");
   f.Add("model", "", "decode mode: benchmark this model directory instead of a synthetic shape");
   f.Add("layers", "16", "synthetic model: layers");

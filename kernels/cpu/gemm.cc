@@ -96,35 +96,55 @@ GQA_AVX2 void PackPanel(const MatrixView& w, int64_t row0, int nrows, int64_t k0
 // for t < nt, r < nr; `accumulate` adds to c instead of storing.
 GQA_AVX2 void MicroKernel(int64_t kc, const float* xs, const float* panel, float* c, int64_t ldc, int nt, int nr,
                           bool accumulate) {
-  __m256 acc[kMr][2];
-  for (int t = 0; t < kMr; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  // Twelve named accumulators: GCC keeps an array of them in memory.
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 w0 = _mm256_loadu_ps(panel + k * kNr);
     const __m256 w1 = _mm256_loadu_ps(panel + k * kNr + 8);
-    for (int t = 0; t < kMr; ++t) {
-      const __m256 xb = _mm256_broadcast_ss(xs + k * kMr + t);
-      acc[t][0] = _mm256_fmadd_ps(w0, xb, acc[t][0]);
-      acc[t][1] = _mm256_fmadd_ps(w1, xb, acc[t][1]);
-    }
+    const float* xk = xs + k * kMr;
+    __m256 xb = _mm256_broadcast_ss(xk + 0);
+    c00 = _mm256_fmadd_ps(w0, xb, c00);
+    c01 = _mm256_fmadd_ps(w1, xb, c01);
+    xb = _mm256_broadcast_ss(xk + 1);
+    c10 = _mm256_fmadd_ps(w0, xb, c10);
+    c11 = _mm256_fmadd_ps(w1, xb, c11);
+    xb = _mm256_broadcast_ss(xk + 2);
+    c20 = _mm256_fmadd_ps(w0, xb, c20);
+    c21 = _mm256_fmadd_ps(w1, xb, c21);
+    xb = _mm256_broadcast_ss(xk + 3);
+    c30 = _mm256_fmadd_ps(w0, xb, c30);
+    c31 = _mm256_fmadd_ps(w1, xb, c31);
+    xb = _mm256_broadcast_ss(xk + 4);
+    c40 = _mm256_fmadd_ps(w0, xb, c40);
+    c41 = _mm256_fmadd_ps(w1, xb, c41);
+    xb = _mm256_broadcast_ss(xk + 5);
+    c50 = _mm256_fmadd_ps(w0, xb, c50);
+    c51 = _mm256_fmadd_ps(w1, xb, c51);
   }
-  if (nr == kNr) {
-    for (int t = 0; t < nt; ++t) {
-      float* ct = c + t * ldc;
-      if (accumulate) {
-        acc[t][0] = _mm256_add_ps(_mm256_loadu_ps(ct), acc[t][0]);
-        acc[t][1] = _mm256_add_ps(_mm256_loadu_ps(ct + 8), acc[t][1]);
-      }
-      _mm256_storeu_ps(ct, acc[t][0]);
-      _mm256_storeu_ps(ct + 8, acc[t][1]);
-    }
-    return;
+  const __m256 acc[kMr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  // A partial tile goes through `tile` first.
+  alignas(32) float tile[kMr][kNr];
+  float* dst[kMr];
+  const bool full = nt == kMr && nr == kNr;
+  if (full) {
+    for (int t = 0; t < kMr; ++t) dst[t] = c + t * ldc;
+  } else {
+    for (int t = 0; t < kMr; ++t) dst[t] = tile[t];
   }
-  alignas(32) float tmp[kNr];
+  for (int t = 0; t < kMr; ++t) {
+    __m256 lo = acc[t][0], hi = acc[t][1];
+    if (accumulate && full) {
+      lo = _mm256_add_ps(_mm256_loadu_ps(dst[t]), lo);
+      hi = _mm256_add_ps(_mm256_loadu_ps(dst[t] + 8), hi);
+    }
+    _mm256_storeu_ps(dst[t], lo);
+    _mm256_storeu_ps(dst[t] + 8, hi);
+  }
+  if (full) return;
   for (int t = 0; t < nt; ++t) {
-    _mm256_store_ps(tmp, acc[t][0]);
-    _mm256_store_ps(tmp + 8, acc[t][1]);
     float* ct = c + t * ldc;
-    for (int r = 0; r < nr; ++r) ct[r] = accumulate ? ct[r] + tmp[r] : tmp[r];
+    for (int r = 0; r < nr; ++r) ct[r] = accumulate ? ct[r] + tile[t][r] : tile[t][r];
   }
 }
 

@@ -1,0 +1,84 @@
+#include "tools/matmul_bench.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "nlohmann/json.hpp"
+#include "tools/membw.h"
+
+namespace gqa {
+
+absl::Status RunMatMulBench(const Flags& f) {
+  ASSIGN_OR_RETURN(int64_t rows, f.GetInt("mm-rows"));
+  ASSIGN_OR_RETURN(int64_t cols, f.GetInt("mm-cols"));
+  ASSIGN_OR_RETURN(int64_t threads, f.GetInt("threads"));
+  ASSIGN_OR_RETURN(int64_t samples, f.GetInt("samples"));
+  if (rows < 1 || cols < 1 || samples < 1) return absl::InvalidArgumentError("--mm-rows, --mm-cols and --samples must be positive");
+  std::vector<int> tokens;
+  for (absl::string_view s : absl::StrSplit(f.Get("mm-tokens"), ',')) {
+    int n = 0;
+    if (!absl::SimpleAtoi(s, &n) || n < 1 || n > 8192) return absl::InvalidArgumentError("--mm-tokens: counts in [1, 8192]");
+    tokens.push_back(n);
+  }
+  const std::string dtype_name = f.Get("dtype");
+  const DType dtype = dtype_name == "f32" ? DType::kF32 : dtype_name == "f16" ? DType::kF16 : DType::kBF16;
+  CpuBackend backend(threads > 0 ? int(threads) : int(std::thread::hardware_concurrency()));
+  std::mt19937 gen(1);
+  std::normal_distribution<float> d(0.0f, 0.05f);
+  std::vector<uint8_t> wbytes(size_t(rows) * cols * DTypeSize(dtype));
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    const float v = d(gen);
+    if (dtype == DType::kF32) {
+      std::memcpy(wbytes.data() + 4 * i, &v, 4);
+    } else {
+      const uint16_t h = dtype == DType::kBF16 ? cpu::FloatToBf16(v) : cpu::FloatToF16(v);
+      std::memcpy(wbytes.data() + 2 * i, &h, 2);
+    }
+  }
+  const MatrixView w{wbytes.data(), dtype, rows, cols, cols};
+  const int max_n = *std::max_element(tokens.begin(), tokens.end());
+  std::vector<float> x(size_t(max_n) * cols), y(size_t(max_n) * rows);
+  for (float& v : x) v = d(gen);
+  nlohmann::json out = nlohmann::json::array();
+  for (int n : tokens) {
+    backend.MatMul(x.data(), n, w, nullptr, y.data());  // warm-up
+    // Repeat each sample until it lasts ~50 ms.
+    const double flop = 2.0 * n * rows * cols;
+    int reps = 1;
+    for (;;) {
+      const double t0 = MonotonicSeconds();
+      for (int i = 0; i < reps; ++i) backend.MatMul(x.data(), n, w, nullptr, y.data());
+      if (MonotonicSeconds() - t0 > 0.05 || reps > (1 << 20)) break;
+      reps *= 2;
+    }
+    std::vector<double> gflops;
+    for (int s = 0; s < samples; ++s) {
+      const double t0 = MonotonicSeconds();
+      for (int i = 0; i < reps; ++i) backend.MatMul(x.data(), n, w, nullptr, y.data());
+      gflops.push_back(flop * reps / (MonotonicSeconds() - t0) / 1e9);
+    }
+    const double med = Median(gflops), best = *std::max_element(gflops.begin(), gflops.end());
+    const double weight_gbps = med / (2.0 * n) * double(DTypeSize(dtype));  // weight bytes streamed per second
+    out.push_back({{"tokens", n}, {"rows", rows}, {"cols", cols}, {"dtype", dtype_name},
+                   {"gemm", cpu::UseGemm(cpu::ActiveIsa(), n, dtype)}, {"GFLOPs", {{"median", med}, {"best", best}}},
+                   {"weight_GBps_median", weight_gbps}});
+    std::fprintf(stderr, "matmul %lldx%lld %s, %4d tokens: %7.1f GFLOP/s median (%7.1f best)%s\n", (long long)rows,
+                 (long long)cols, dtype_name.c_str(), n, med, best,
+                 cpu::UseGemm(cpu::ActiveIsa(), n, dtype) ? ", blocked GEMM" : "");
+  }
+  nlohmann::json j;
+  j["backend"] = backend.Name();
+  j["results"] = out;
+  std::printf("%s\n", j.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace gqa
