@@ -278,6 +278,23 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
   }
 }
 
+// SiLU's vectorised exponential over the whole range, saturation included.
+TEST(ElementwiseTest, SiluMulAcrossTheRange) {
+  CpuBackend backend(1);
+  std::vector<float> g, u;
+  for (int i = -1900; i <= 1900; ++i) {
+    g.push_back(i * 0.05f + 0.0123f);
+    u.push_back(1.0f + 0.001f * (i % 7));
+  }
+  g.push_back(0.0f);
+  u.push_back(2.0f);
+  std::vector<float> out(g.size());
+  backend.SiluMul(g.data(), u.data(), int64_t(g.size()), out.data());
+  std::vector<double> want(g.size());
+  for (size_t i = 0; i < g.size(); ++i) want[i] = double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i];
+  ExpectClose(out, want, 1e-6, "silu*mul from -95 to 95");
+}
+
 INSTANTIATE_TEST_SUITE_P(DTypes, MatMulTest, ::testing::Values(DType::kF32, DType::kF16, DType::kBF16),
                          [](const ::testing::TestParamInfo<DType>& i) { return std::string(DTypeName(i.param)); });
 

@@ -132,10 +132,7 @@ void CpuBackend::Rope(float* x, int n, int num_heads, int head_dim, int64_t toke
 
 void CpuBackend::SiluMul(const float* gate, const float* up, int64_t count, float* out) {
   ParallelIfLarge(count, count * 8, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
-    }
+    cpu::SiluMulRange(gate, up, out, b, e);
   });
 }
 

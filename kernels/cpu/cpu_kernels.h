@@ -54,6 +54,9 @@ void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bi
 // Converts row `row` of w into f32 (cols values).
 void LoadRow(const MatrixView& w, int64_t row, float* out);
 
+// out[i] = silu(gate[i]) * up[i] for i in [begin, end).
+void SiluMulRange(const float* gate, const float* up, float* out, int64_t begin, int64_t end);
+
 void RmsNormRows(const float* x, const float* weight, int dim, float eps, float* out,
                  int64_t row_begin, int64_t row_end);
 
