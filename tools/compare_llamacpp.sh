@@ -42,7 +42,8 @@ esac
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-python3 -c "import numpy" 2>/dev/null || python3 -m pip install --quiet numpy
+# hf_to_gguf.py imports the checkout's gguf package, which needs these.
+python3 -c "import numpy, sentencepiece, yaml" 2>/dev/null || python3 -m pip install --quiet numpy sentencepiece pyyaml
 
 if [[ $SKIP_BUILD == 0 ]]; then
   echo "== building llama.cpp ($(cat "$LLAMA/.commit" 2>/dev/null || git -C "$LLAMA" rev-parse --short HEAD 2>/dev/null || echo unknown commit))"
