@@ -381,16 +381,19 @@ struct AttentionCase {
 
 class AttentionTest : public ::testing::TestWithParam<AttentionCase> {};
 
+// seq_lens: the last sequence is a prefill (every position queried), the
+// others decode their last position.
 void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_heads, uint64_t seed,
-                      DType kv_dtype = DType::kF32) {
+                      DType kv_dtype = DType::kF32, const std::vector<int>& seq_lens = {1, 54, 97, 13}) {
   Rng rng(seed);
   CpuBackend backend(2);
-  const int block_size = 5, num_blocks = 64, hd = c.head_dim;
+  const int block_size = 5, hd = c.head_dim;
   const int group = c.q_heads / c.kv_heads;
   // Local heads: local_q_heads query heads starting q_head_offset into KV group 0.
   const int local_kv = (q_head_offset + local_q_heads + group - 1) / group;
-  const std::vector<int> seq_lens = {1, 54, 97, 13};
-  const int max_blocks = (97 + block_size - 1) / block_size;
+  const int longest = *std::max_element(seq_lens.begin(), seq_lens.end());
+  const int max_blocks = (longest + block_size - 1) / block_size;
+  const int num_blocks = int(seq_lens.size()) * max_blocks + 3;
   std::vector<int> free_blocks(num_blocks);
   std::iota(free_blocks.begin(), free_blocks.end(), 0);
   std::shuffle(free_blocks.begin(), free_blocks.end(), rng.gen());
@@ -420,7 +423,7 @@ void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_hea
       w.slot_mapping = &slot32;
       backend.WriteKv(keys[s].data() + size_t(p) * local_kv * hd, vals[s].data() + size_t(p) * local_kv * hd, w,
                       layout, k_cache.data(), v_cache.data());
-      if (s == 3 || p == seq_lens[s] - 1) {
+      if (s == seq_lens.size() - 1 || p == seq_lens[s] - 1) {
         token_seq.push_back(int(s));
         token_pos.push_back(p);
         slots.push_back(int32_t(slot));
@@ -480,6 +483,17 @@ TEST_P(AttentionTest, PagedMatchesFloat64) {
 TEST_P(AttentionTest, Bf16CacheMatchesFloat64) {
   const AttentionCase& c = GetParam();
   RunAttentionCase(c, 0, c.q_heads, 12, DType::kBF16);
+}
+
+// A decode context longer than kContextChunk (split into chunks, merged by
+// log-sum-exp), with and without a window that still spans two chunks, and a
+// prefill of several query tiles.
+TEST_P(AttentionTest, LongDecodeAndMultiTilePrefillMatchFloat64) {
+  AttentionCase c = GetParam();
+  const std::vector<int> lens = {1, cpu::kContextChunk * 2 + 77, 54, 2 * cpu::kQueryTile + 9};
+  RunAttentionCase(c, 0, c.q_heads, 14, DType::kF32, lens);
+  if (c.window == 0) c.window = cpu::kContextChunk + 100;
+  RunAttentionCase(c, 0, c.q_heads, 15, DType::kBF16, lens);
 }
 
 // A tensor-parallel rank whose query heads start inside a group and straddle

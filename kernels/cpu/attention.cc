@@ -93,41 +93,71 @@ std::vector<QueryTile> QueryTiles(const AttentionMeta& meta, int max_tokens) {
   return tiles;
 }
 
-int64_t BalancedTileOrder(int64_t index, int64_t num_tiles) {
-  // 0, n-1, 1, n-2, ...: under a causal mask later tiles cost more, and a
-  // contiguous share of this order gets early and late ones alike.
-  return index % 2 == 0 ? index / 2 : num_tiles - 1 - index / 2;
+AttentionPlan PlanAttention(const AttentionMeta& meta, const AttentionShape& shape) {
+  AttentionPlan plan;
+  plan.tiles = QueryTiles(meta, kQueryTile);
+  const int64_t num_tiles = int64_t(plan.tiles.size());
+  for (int64_t i = 0; i < num_tiles; ++i) {
+    // 0, n-1, 1, n-2, ...: under a causal mask later tiles cost more, and a
+    // contiguous share of this order gets early and late ones alike.
+    const int tile = int(i % 2 == 0 ? i / 2 : num_tiles - 1 - i / 2);
+    const QueryTile& qt = plan.tiles[tile];
+    const int pos = meta.token_pos[qt.first_token];
+    const int j0 = shape.sliding_window > 0 ? std::max(0, pos - shape.sliding_window + 1) : 0;
+    const int end = pos + qt.count;
+    const bool split = qt.count == 1 && end - j0 > kContextChunk;
+    for (int g = 0; g < shape.num_kv_heads; ++g) {
+      if (!split) {
+        plan.work.push_back(AttentionWork{tile, g, j0, end, -1});
+        continue;
+      }
+      plan.merges.push_back(AttentionMerge{tile, g, plan.num_partials, 0});
+      for (int b = j0; b < end; b += kContextChunk) {
+        plan.work.push_back(AttentionWork{tile, g, b, std::min(end, b + kContextChunk), plan.num_partials++});
+        ++plan.merges.back().num_chunks;
+      }
+    }
+  }
+  return plan;
 }
 
-void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
-                    const void* v_cache, const AttentionShape& shape, const QueryTile* tiles, int64_t num_tiles,
-                    float* out, int64_t item_begin, int64_t item_end) {
+void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                        const void* v_cache, const AttentionShape& shape, const AttentionPlan& plan, float* out,
+                        float* partials, int64_t item_begin, int64_t item_end) {
   const int hd = shape.head_dim;
-  const int num_kv = shape.num_kv_heads;
   const int bs = layout.block_size;
   const int window = shape.sliding_window;
   const int64_t row_stride = int64_t{layout.num_kv_heads} * hd;  // floats per cache slot
+  const int64_t partial_floats = PartialFloats(shape);
   thread_local std::vector<float> scores;
   thread_local std::vector<float> row_buf;
   if (row_buf.size() < size_t(hd)) row_buf.resize(hd);
 
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const QueryTile& tile = tiles[BalancedTileOrder(item / num_kv, num_tiles)];
-    const int g = static_cast<int>(item % num_kv);
+    const AttentionWork& work = plan.work[item];
+    const QueryTile& tile = plan.tiles[work.tile];
+    const int g = work.kv_head;
     const int t0 = tile.first_token, count = tile.count;
     const int seq = meta.token_seq[t0];
     const int p0 = meta.token_pos[t0];
-    // Token i of the tile (position p0 + i) attends to [Lo(i), p0 + i].
-    auto lo = [&](int i) { return window > 0 ? std::max(0, p0 + i - window + 1) : 0; };
-    const int j0 = lo(0), span = p0 + count - j0;  // positions the tile reads: [j0, j0 + span)
+    // Token i of the tile (position p0 + i) attends to [Lo(i), p0 + i],
+    // cut to this item's positions [work.begin, work.end).
+    auto lo = [&](int i) { return std::max(work.begin, window > 0 ? std::max(0, p0 + i - window + 1) : 0); };
+    const int j0 = work.begin, span = work.end - work.begin;
     const int32_t* table = meta.block_tables + int64_t{seq} * meta.max_blocks_per_seq;
     const int h0 = shape.FirstQueryHead(g);
     const int group = shape.EndQueryHead(g) - h0;  // query heads of this rank reading g
     if (group <= 0) continue;
     const int rows = count * group;  // score row i * group + h
     if (scores.size() < size_t(rows) * span) scores.resize(size_t(rows) * span);
+    // A split item writes (max, sum, unnormalised output) per head into its
+    // partial slot; MergeAttentionChunks combines the chunks.
+    float* partial = work.partial >= 0 ? partials + work.partial * partial_floats : nullptr;
     auto q_row = [&](int i, int h) { return q + (int64_t{t0 + i} * shape.num_q_heads + h0 + h) * hd; };
-    auto out_row = [&](int i, int h) { return out + (int64_t{t0 + i} * shape.num_q_heads + h0 + h) * hd; };
+    auto out_row = [&](int i, int h) {
+      return partial != nullptr ? partial + int64_t{h} * (hd + 2) + 2
+                                : out + (int64_t{t0 + i} * shape.num_q_heads + h0 + h) * hd;
+    };
     // Tokens of the tile that see position p: i in [max(0, p - p0), p - p0 + window).
     auto first_seeing = [&](int p) { return std::max(0, p - p0); };
     auto end_seeing = [&](int p) { return window > 0 ? std::min(count, p - p0 + window) : count; };
@@ -141,9 +171,10 @@ void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayo
         for (int h = 0; h < group; ++h) s[size_t(h) * span] = Dot(q_row(i, h), k_row, hd) * shape.scale;
       }
     }
-    // Softmax per (token, query head) over its own range.
+    // Softmax per (token, query head) over its own range (unnormalised for
+    // a chunk).
     for (int i = 0; i < count; ++i) {
-      const int a = lo(i) - j0, b = p0 + i + 1 - j0;
+      const int a = lo(i) - j0, b = std::min(p0 + i + 1, work.end) - j0;
       for (int h = 0; h < group; ++h) {
         float* s = scores.data() + (size_t(i) * group + h) * span;
         float m = s[a];
@@ -153,8 +184,13 @@ void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayo
           s[j] = std::exp(s[j] - m);
           sum += s[j];
         }
-        const float inv = 1.0f / sum;
-        for (int j = a; j < b; ++j) s[j] *= inv;
+        if (partial != nullptr) {
+          partial[int64_t{h} * (hd + 2)] = m;
+          partial[int64_t{h} * (hd + 2) + 1] = sum;
+        } else {
+          const float inv = 1.0f / sum;
+          for (int j = a; j < b; ++j) s[j] *= inv;
+        }
         std::fill(out_row(i, h), out_row(i, h) + hd, 0.0f);
       }
     }
@@ -165,6 +201,33 @@ void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayo
         const float* s = scores.data() + size_t(i) * group * span + (p - j0);
         for (int h = 0; h < group; ++h) Axpy(s[size_t(h) * span], v_row, out_row(i, h), hd);
       }
+    }
+  }
+}
+
+void MergeAttentionChunks(const AttentionShape& shape, const AttentionPlan& plan, const float* partials, float* out,
+                          int64_t merge_begin, int64_t merge_end) {
+  const int hd = shape.head_dim;
+  const int64_t partial_floats = PartialFloats(shape);
+  for (int64_t i = merge_begin; i < merge_end; ++i) {
+    const AttentionMerge& mg = plan.merges[i];
+    const int t = plan.tiles[mg.tile].first_token;
+    const int h0 = shape.FirstQueryHead(mg.kv_head);
+    const int group = shape.EndQueryHead(mg.kv_head) - h0;
+    for (int h = 0; h < group; ++h) {
+      auto chunk = [&](int c) { return partials + (mg.first_partial + c) * partial_floats + int64_t{h} * (hd + 2); };
+      float m = chunk(0)[0];
+      for (int c = 1; c < mg.num_chunks; ++c) m = std::max(m, chunk(c)[0]);
+      float* o = out + (int64_t{t} * shape.num_q_heads + h0 + h) * hd;
+      std::fill(o, o + hd, 0.0f);
+      float sum = 0.0f;
+      for (int c = 0; c < mg.num_chunks; ++c) {
+        const float w = std::exp(chunk(c)[0] - m);
+        sum += w * chunk(c)[1];
+        Axpy(w, chunk(c) + 2, o, hd);
+      }
+      const float inv = 1.0f / sum;
+      for (int d = 0; d < hd; ++d) o[d] *= inv;
     }
   }
 }

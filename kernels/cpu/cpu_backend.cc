@@ -171,10 +171,13 @@ void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCa
                            const void* k_cache, const void* v_cache,
                            const AttentionShape& shape, float* out) {
   GQA_CHECK(!layout.head_major, "the CPU backend's KV cache is token-major");
-  const std::vector<cpu::QueryTile> tiles = cpu::QueryTiles(meta, cpu::kQueryTile);
-  const int64_t num_tiles = int64_t(tiles.size());
-  pool_.ParallelFor(num_tiles * shape.num_kv_heads, [&](int64_t b, int64_t e) {
-    cpu::AttentionTiles(q, meta, layout, k_cache, v_cache, shape, tiles.data(), num_tiles, out, b, e);
+  const cpu::AttentionPlan plan = cpu::PlanAttention(meta, shape);
+  attention_partials_.resize(size_t(plan.num_partials) * cpu::PartialFloats(shape));
+  pool_.ParallelFor(int64_t(plan.work.size()), [&](int64_t b, int64_t e) {
+    cpu::AttentionWorkItems(q, meta, layout, k_cache, v_cache, shape, plan, out, attention_partials_.data(), b, e);
+  });
+  pool_.ParallelFor(int64_t(plan.merges.size()), [&](int64_t b, int64_t e) {
+    cpu::MergeAttentionChunks(shape, plan, attention_partials_.data(), out, b, e);
   });
 }
 

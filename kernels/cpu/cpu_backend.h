@@ -48,7 +48,8 @@ class CpuBackend final : public Backend {
   void ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::RangeFn& fn);
 
   ThreadPool pool_;
-  std::vector<float> packed_x_;  // MatMul's packed activations (several tokens)
+  std::vector<float> packed_x_;            // MatMul's packed activations (several tokens)
+  std::vector<float> attention_partials_;  // Attention's per-chunk partial results
 };
 
 }  // namespace gqa

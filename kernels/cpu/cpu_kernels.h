@@ -69,12 +69,40 @@ struct QueryTile {
 std::vector<QueryTile> QueryTiles(const AttentionMeta& meta, int max_tokens);
 constexpr int kQueryTile = 16;
 
-// Attention for the (tile, kv head) work items [item_begin, item_end), item =
-// k * num_kv_heads + kv_head, where k walks the tiles in an order that
-// balances causal work across contiguous item ranges.
-void AttentionTiles(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
-                    const void* v_cache, const AttentionShape& shape, const QueryTile* tiles, int64_t num_tiles,
-                    float* out, int64_t item_begin, int64_t item_end);
+// The work of one attention call, planned once: an item is (tile, KV head,
+// range of positions). A decode token whose context is longer than
+// kContextChunk is split into chunks of that many positions (so one long
+// sequence keeps every thread busy), each writing its softmax max, sum and
+// unnormalised output into a partial slot, combined by MergeAttentionChunks.
+// The split depends only on the token's own context, never on the batch or
+// the thread count. Items are ordered so that contiguous shares balance
+// causal work.
+constexpr int kContextChunk = 512;
+struct AttentionWork {
+  int tile = 0, kv_head = 0;
+  int begin = 0, end = 0;  // positions read
+  int partial = -1;        // partial slot, -1 when the item is whole
+};
+struct AttentionMerge {
+  int tile = 0, kv_head = 0;
+  int first_partial = 0, num_chunks = 0;
+};
+struct AttentionPlan {
+  std::vector<QueryTile> tiles;
+  std::vector<AttentionWork> work;
+  std::vector<AttentionMerge> merges;
+  int num_partials = 0;
+};
+AttentionPlan PlanAttention(const AttentionMeta& meta, const AttentionShape& shape);
+// Floats of one partial slot: (max, sum, output[head_dim]) per query head of a group.
+inline int64_t PartialFloats(const AttentionShape& shape) {
+  return int64_t{shape.group_size} * (shape.head_dim + 2);
+}
+void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
+                        const void* v_cache, const AttentionShape& shape, const AttentionPlan& plan, float* out,
+                        float* partials, int64_t item_begin, int64_t item_end);
+void MergeAttentionChunks(const AttentionShape& shape, const AttentionPlan& plan, const float* partials, float* out,
+                          int64_t merge_begin, int64_t merge_end);
 
 // One row of Backend::Sample: logits x[vocab], y[vocab] scratch for the
 // penalized logits.
