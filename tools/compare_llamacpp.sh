@@ -9,7 +9,7 @@
 # random weights as a Hugging Face directory (gqa-make-model, the Llama 3
 # tokenizer from tests/fixtures) and as GGUF (tools/hf_to_gguf.py), then runs
 # both engines interleaved, R rounds of:
-#   batch-1 decode   gqa-bench --batch 1            | llama-bench -n 128 (tg128)
+#   batch-1 decode   gqa-bench --batch 1            | llama-bench -n 128 (tg128; f16 KV, its default)
 #   prefill          gqa-bench --context 512        | llama-bench -p 512 (pp512)
 #   batched decode   gqa-bench --batch B            | llama-batched-bench -fa -npl B (S_TG)
 # gqa-bench measures the host's read and copy bandwidth before each of its
@@ -79,9 +79,9 @@ ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line
   build/bin/gqa-bench --model "$MODEL" --threads "$THREADS" --kv-cache-dtype bf16 "$@" 2>/dev/null |
     python3 -c "import json,sys; j=json.load(sys.stdin); j['engine']='gqa'; j['kind']='$kind'; print(json.dumps(j))" >> "$ROUNDS_FILE"
 }
-llama_bench() {  # llama_bench KIND ARGS...: llama-bench with flash attention off and on, JSON rows
+llama_bench() {  # llama_bench KIND ARGS...: one llama-bench run (its defaults: f16 KV cache, no flash attention)
   local kind=$1; shift
-  "$LB/llama-bench" -m "$MODEL/model.gguf" -t "$THREADS" -r 2 -fa 0,1 -o json "$@" 2>/dev/null |
+  "$LB/llama-bench" -m "$MODEL/model.gguf" -t "$THREADS" -r 1 -o json "$@" 2>/dev/null |
     python3 -c "
 import json,sys
 for r in json.load(sys.stdin):
@@ -128,11 +128,7 @@ def series(engine, kind, key):
             out.append(r["tokens_per_s"])
     return out
 def best_llama(kind):
-    # per round, the faster of llama.cpp's flash-attention settings
-    vals = [r for r in rows if r["engine"] == "llama.cpp" and r["kind"] == kind]
-    if kind in ("decode", "prefill"):
-        return [max(vals[i]["tokens_per_s"], vals[i + 1]["tokens_per_s"]) for i in range(0, len(vals) - 1, 2)]
-    return [v["tokens_per_s"] for v in vals]
+    return [r["tokens_per_s"] for r in rows if r["engine"] == "llama.cpp" and r["kind"] == kind]
 lines = [open(sys.argv[3]).read().strip(), "",
          "| work | gqa-serve median (best) tok/s | llama.cpp median (best) tok/s | ratio of medians |", "|---|---|---|---|"]
 kinds = [("decode", "batch-1 decode (tg)", "decode"), ("prefill", "prefill pp512", "prefill")]
