@@ -20,18 +20,6 @@ namespace {
 
 #define GQA_AVX2 __attribute__((target("avx2,fma")))
 
-GQA_AVX2 float DotAvx2(const float* a, const float* b, int n) {
-  __m256 acc = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-  s = _mm_hadd_ps(s, s);
-  s = _mm_hadd_ps(s, s);
-  float r = _mm_cvtss_f32(s);
-  for (; i < n; ++i) r += a[i] * b[i];
-  return r;
-}
-
 GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
   const __m256 a = _mm256_set1_ps(alpha);
   int i = 0;
@@ -39,11 +27,71 @@ GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-float Dot(const float* a, const float* b, int n) {
-  if (HasAvx2()) return DotAvx2(a, b, n);
-  float r = 0.0f;
-  for (int i = 0; i < n; ++i) r += a[i] * b[i];
-  return r;
+// NH query heads at once: each 8-float piece of the K row is loaded once
+// for all of them. Per head: one 8-lane accumulator over the dimension,
+// then a fixed horizontal sum, then the scalar tail.
+template <int NH>
+GQA_AVX2 void DotHeadsBlock(const float* q, int hd, const float* k, float scale, float* scores, int64_t stride) {
+  __m256 acc[NH];
+  for (int h = 0; h < NH; ++h) acc[h] = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= hd; i += 8) {
+    const __m256 kv = _mm256_loadu_ps(k + i);
+    for (int h = 0; h < NH; ++h) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * hd + i), kv, acc[h]);
+  }
+  for (int h = 0; h < NH; ++h) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[h]), _mm256_extractf128_ps(acc[h], 1));
+    s = _mm_hadd_ps(s, s);
+    s = _mm_hadd_ps(s, s);
+    float r = _mm_cvtss_f32(s);
+    for (int j = i; j < hd; ++j) r += q[h * hd + j] * k[j];
+    scores[h * stride] = r * scale;
+  }
+}
+
+GQA_AVX2 void DotHeadsAvx2(const float* q, int heads, int hd, const float* k, float scale, float* scores,
+                           int64_t stride) {
+  int h = 0;
+  for (; h + 4 <= heads; h += 4) DotHeadsBlock<4>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+  switch (heads - h) {
+    case 3: return DotHeadsBlock<3>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+    case 2: return DotHeadsBlock<2>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+    case 1: return DotHeadsBlock<1>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+  }
+}
+
+// out_h += w[h * w_stride] * v for h < heads (out_h = out + h * out_stride):
+// each 8-float piece of the V row loaded once for all heads; per element the
+// same FMA as AxpyAvx2.
+GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const float* v, int hd, float* out,
+                            int64_t out_stride) {
+  int i = 0;
+  for (; i + 8 <= hd; i += 8) {
+    const __m256 vv = _mm256_loadu_ps(v + i);
+    for (int h = 0; h < heads; ++h) {
+      float* o = out + h * out_stride + i;
+      _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(w[h * w_stride]), vv, _mm256_loadu_ps(o)));
+    }
+  }
+  for (int h = 0; h < heads; ++h) {
+    const float a = w[h * w_stride];
+    for (int j = i; j < hd; ++j) out[h * out_stride + j] += a * v[j];
+  }
+}
+
+void DotHeads(const float* q, int heads, int hd, const float* k, float scale, float* scores, int64_t stride) {
+  if (HasAvx2()) return DotHeadsAvx2(q, heads, hd, k, scale, scores, stride);
+  for (int h = 0; h < heads; ++h) {
+    float r = 0.0f;
+    for (int i = 0; i < hd; ++i) r += q[h * hd + i] * k[i];
+    scores[h * stride] = r * scale;
+  }
+}
+
+void AxpyHeads(const float* w, int64_t w_stride, int heads, const float* v, int hd, float* out, int64_t out_stride) {
+  if (HasAvx2()) return AxpyHeadsAvx2(w, w_stride, heads, v, hd, out, out_stride);
+  for (int h = 0; h < heads; ++h)
+    for (int i = 0; i < hd; ++i) out[h * out_stride + i] += w[h * w_stride] * v[i];
 }
 
 void Axpy(float alpha, const float* x, float* y, int n) {
@@ -167,8 +215,7 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     for (int p = j0; p < j0 + span; ++p) {
       const float* k_row = CacheRow(k_cache, layout.dtype, offset(p), hd, row_buf.data());
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
-        float* s = scores.data() + size_t(i) * group * span + (p - j0);
-        for (int h = 0; h < group; ++h) s[size_t(h) * span] = Dot(q_row(i, h), k_row, hd) * shape.scale;
+        DotHeads(q_row(i, 0), group, hd, k_row, shape.scale, scores.data() + size_t(i) * group * span + (p - j0), span);
       }
     }
     // Softmax per (token, query head) over its own range (unnormalised for
@@ -198,8 +245,8 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     for (int p = j0; p < j0 + span; ++p) {
       const float* v_row = CacheRow(v_cache, layout.dtype, offset(p), hd, row_buf.data());
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
-        const float* s = scores.data() + size_t(i) * group * span + (p - j0);
-        for (int h = 0; h < group; ++h) Axpy(s[size_t(h) * span], v_row, out_row(i, h), hd);
+        AxpyHeads(scores.data() + size_t(i) * group * span + (p - j0), span, group, v_row, hd, out_row(i, 0),
+                  partial != nullptr ? hd + 2 : hd);
       }
     }
   }
