@@ -98,7 +98,8 @@ void AddEngineFlags(Flags& f) {
   f.Add("block-size", "16", "KV cache block size in tokens");
   f.Add("num-kv-blocks", "0", "KV cache blocks; 0 sizes the cache from --kv-cache-memory");
   f.Add("kv-cache-memory", "0", "bytes for the KV cache of all ranks; 0 means min(4 GiB, 20% of available memory)");
-  f.Add("kv-cache-dtype", "f32", "KV cache element type: f32 or bf16");
+  f.Add("kv-cache-dtype", "auto", "KV cache element type: f32, bf16, or auto (bf16 for a checkpoint whose config.json "
+        "says bfloat16, as transformers itself computes such a model; f32 otherwise)");
   f.Add("max-num-seqs", "256", "sequences running at once at most");
   f.Add("max-num-batched-tokens", "2048", "tokens per step at most; longer prompts are prefilled in chunks");
   f.Add("max-model-len", "0", "prompt + generated tokens at most; 0 means max_position_embeddings");
@@ -139,8 +140,11 @@ absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob
   if (tp < 1 || tp > 64) return absl::InvalidArgumentError("--tp must be in 1..64");
   if (block_size < 1 || block_size > 1024) return absl::InvalidArgumentError("--block-size must be in 1..1024");
   if (blocks < 0 || budget < 0) return absl::InvalidArgumentError("--num-kv-blocks and --kv-cache-memory must be >= 0");
-  const std::string kv_dtype = f.Get("kv-cache-dtype");
-  if (kv_dtype != "f32" && kv_dtype != "bf16") return absl::InvalidArgumentError("--kv-cache-dtype must be f32 or bf16");
+  std::string kv_dtype = f.Get("kv-cache-dtype");
+  if (kv_dtype == "auto") kv_dtype = config.dtype == "bfloat16" ? "bf16" : "f32";
+  if (kv_dtype != "f32" && kv_dtype != "bf16") {
+    return absl::InvalidArgumentError("--kv-cache-dtype must be auto, f32 or bf16");
+  }
   ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
   eo.tp = static_cast<int>(tp);
   eo.threads_per_rank = static_cast<int>(threads);

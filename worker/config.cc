@@ -240,6 +240,15 @@ absl::StatusOr<ModelConfig> ParseModelConfigJson(absl::string_view json_text, ab
   if (!(eps > 0)) return FieldError(source, "rms_norm_eps", "must be positive");
   c.rms_norm_eps = static_cast<float>(eps);
   ASSIGN_OR_RETURN(c.tie_word_embeddings, GetBool(j, source, "tie_word_embeddings", false));
+  // The checkpoint's own dtype: transformers writes "dtype" (older versions
+  // "torch_dtype"); only a hint (--kv-cache-dtype auto), never checked
+  // against the tensors.
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (auto it = j.find(key); it != j.end() && it->is_string()) {
+      c.dtype = it->get<std::string>();
+      break;
+    }
+  }
   RETURN_IF_ERROR(ParseRope(j, source, c));
 
   if (c.arch == Architecture::kQwen2) {

@@ -38,6 +38,7 @@ struct ModelConfig {
   int sliding_window = 0;       // 0: full attention
   int bos_token_id = -1;        // -1: none
   std::vector<int> eos_token_ids;
+  std::string dtype;            // config.json's dtype (or torch_dtype), e.g. "bfloat16"; "" when absent
 
   int group_size() const { return num_q_heads / num_kv_heads; }
   // KV-cache bytes per token across all layers at the given element size.

@@ -346,8 +346,11 @@ class Checker:
         if kv <= 0:
             self.fail("--kv-cache-memory is not set: size it from the plan")
             return
-        kv_bytes = 2 if flags.get("kv-cache-dtype", "f32") == "bf16" else 4
-        if plan["kv_dtype"] not in ("bf16", "bfloat16") and kv_bytes == 2 or \
+        kv_flag = flags.get("kv-cache-dtype", "auto")
+        kv_bytes = 2 if kv_flag == "bf16" else 4
+        if kv_flag == "auto":
+            self.fail("--kv-cache-dtype is not set: auto follows the checkpoint; say f32 or bf16 as the plan does")
+        elif plan["kv_dtype"] not in ("bf16", "bfloat16") and kv_bytes == 2 or \
            plan["kv_dtype"] in ("bf16", "bfloat16") and kv_bytes == 4:
             self.fail(f"the plan's KV dtype {plan['kv_dtype']} differs from --kv-cache-dtype")
         mem_req = quantity(req.get("memory", 0))

@@ -110,9 +110,10 @@ def main():
         if proc.poll() is not None:
             failures.append(f"gqa-server died (exit {proc.returncode})")
         else:
-            # Everything the generated requests started has ended.
+            # Everything the generated requests started has ended (a loaded
+            # machine may still be generating for the last ones: up to 60 s).
             idle = False
-            for _ in range(100):
+            for _ in range(600):
                 _, text = get(f"{base}/metrics")
                 if (metric(text, "gqa_num_requests_running") == 0 and metric(text, "gqa_num_requests_waiting") == 0
                         and metric(text, "gqa_kv_cache_usage_ratio") == 0):
