@@ -46,11 +46,11 @@ class Model {
   // Decode steps as graphs (CUDA graphs; docs/cuda.md): a step of lone
   // tokens only (no prefill run) of up to max_batch tokens is padded to its
   // bucket, the next power of two, and its device work is captured once per
-  // bucket (and per with/without sampling) and replayed afterwards. Other
-  // steps, and buckets whose capture failed, run op by op. max_batch is
-  // rounded down to a power of two within the workspace; 0 turns graphs off.
-  // Needs a backend whose SupportsGraphs() is true (else a no-op). Every
-  // rank of the group must make the same call.
+  // (bucket, block-table width, with/without sampling) and replayed
+  // afterwards. Other steps, and keys whose capture failed, run op by op.
+  // max_batch is rounded down to a power of two within the workspace; 0
+  // turns graphs off. Needs a backend whose SupportsGraphs() is true (else a
+  // no-op). Every rank of the group must make the same call.
   void EnableDecodeGraphs(int max_batch);
   // The largest bucket (0: graphs off).
   int decode_graph_max_batch() const { return graph_max_batch_; }
