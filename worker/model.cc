@@ -280,7 +280,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
   const bool root = comm_->rank() == 0;
   const int m = static_cast<int>(b.logits_rows.size());
 
-  int bucket = GraphBucket(b);
+  const int bucket = GraphBucket(b);
   if (graph_max_batch_ > 0 &&
       (cache.k(0) != graph_cache_ || comm_->generation() != graph_comm_generation_)) {
     // Graphs name the cache and the communicators they were captured with.
