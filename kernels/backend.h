@@ -99,6 +99,32 @@ class Backend {
     CopyToDevice(device, host, count * sizeof(int32_t));
   }
 
+  // ---- graphs of decode steps (CUDA graphs; see docs/cuda.md) ----
+  // Whether the ops enqueued between BeginCapture and EndCapture can be
+  // recorded and replayed. The CPU backend cannot (it runs ops at once).
+  virtual bool SupportsGraphs() const { return false; }
+  // The attention plan of a decode-only step padded to `bucket` tokens, in
+  // place of PlanAttention: launch shapes depend on the bucket only (item i
+  // is token i; splits are derived on the device from the positions of
+  // UploadStep), so that a graph captured with it stays valid for every step
+  // of the bucket. Padded tokens have position -1 and slot -1: they attend to
+  // nothing and write no K/V.
+  virtual void PlanPaddedDecode(int bucket, const AttentionShape& shape, const KvCacheLayout& layout) {}
+  // From BeginCapture to EndCapture ops are recorded, not run (stream
+  // capture). EndCapture returns the graph's id for ReplayGraph, or why the
+  // capture failed (nothing ran either way; the error is not kept for the
+  // next Synchronize).
+  virtual absl::Status BeginCapture() { return absl::UnimplementedError("this backend has no graphs"); }
+  virtual absl::StatusOr<int> EndCapture() { return absl::UnimplementedError("this backend has no graphs"); }
+  // Enqueues the recorded ops again, with the arguments of capture time;
+  // their errors surface in the next Synchronize.
+  virtual void ReplayGraph(int graph) {}
+  virtual void DropGraphs() {}
+  // Runs fn in stream order: now, or, while capturing, at every replay.
+  // The interpreter's in-process stand-in for NCCL goes through this, so
+  // that its collectives are part of a replayed graph as NCCL's are on GPUs.
+  virtual absl::Status InStreamOrder(const std::function<absl::Status()>& fn) { return fn(); }
+
   // ---- ops (f32 activations; weights in their stored dtype) ----
   // out[i, :] = table[ids[i] - first_row, :] when that row is in the table
   // (a vocabulary slice starting at first_row), else zeros.

@@ -220,6 +220,9 @@ absl::Status Run(const Flags& f) {
   eo.kv_dtype = kv_dtype == "bf16" ? DType::kBF16 : DType::kF32;
   eo.max_step_tokens = static_cast<int>(std::max<int64_t>({context, batch, 2048}));
   eo.max_step_seqs = static_cast<int>(batch);
+  const std::string graphs = f.Get("cuda-graphs");
+  if (graphs != "on" && graphs != "off") return absl::InvalidArgumentError("--cuda-graphs must be on or off");
+  eo.cuda_graphs = graphs == "on";
   ASSIGN_OR_RETURN(std::unique_ptr<Executor> ex, BenchModel(f, eo));
   const ModelConfig& c = ex->config();
   if (max_len > c.max_position_embeddings) return absl::InvalidArgumentError("context + steps exceed max_position_embeddings");
@@ -372,6 +375,7 @@ int main(int argc, char** argv) {
         "--concurrency or open loop --request-rate), latency percentiles and throughput per level; serve-sweep: starts "
         "gqa-server for MHA / GQA / MQA variants under one KV budget and runs the serve levels against each. The mode "
         "may also be given as the first word: gqa-bench serve --url ...");
+  f.Add("cuda-graphs", "on", "decode mode on cuda / cuda-sim: decode steps as CUDA graphs (on) or kernel by kernel (off)");
   f.Add("attn-context", "1024,4096,16384,32768", "attention: context lengths");
   f.Add("attn-batch", "1,8,64", "attention: decode batch sizes");
   f.Add("attn-groups", "1,4,8", "attention: query heads per KV head");

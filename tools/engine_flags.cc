@@ -103,6 +103,11 @@ void AddEngineFlags(Flags& f) {
   f.Add("max-num-seqs", "256", "sequences running at once at most");
   f.Add("max-num-batched-tokens", "2048", "tokens per step at most; longer prompts are prefilled in chunks");
   f.Add("max-model-len", "0", "prompt + generated tokens at most; 0 means max_position_embeddings");
+  f.Add("cuda-graphs", "on", "on or off: with --device cuda (or cuda-sim), decode steps of up to "
+        "--cuda-graph-max-batch sequences run as CUDA graphs, captured once per batch-size bucket (1, 2, 4, ...) and "
+        "replayed; prefill and mixed steps run kernel by kernel");
+  f.Add("cuda-graph-max-batch", "256", "largest decode batch run as a CUDA graph (rounded down to a power of two, at "
+        "most --max-num-seqs); larger decode steps run kernel by kernel");
   f.Add("seed", "", "seed for requests without one (default: random, printed at start-up)");
   f.AddBool("mlock", "lock the model's files in RAM at start-up (reads them in whole first), so that the kernel "
             "cannot evict idle weights; needs a locked-memory limit (ulimit -l) above the checkpoint's size or "
@@ -146,6 +151,12 @@ absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob
     return absl::InvalidArgumentError("--kv-cache-dtype must be auto, f32 or bf16");
   }
   ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
+  const std::string graphs = f.Get("cuda-graphs");
+  if (graphs != "on" && graphs != "off") return absl::InvalidArgumentError("--cuda-graphs must be on or off");
+  eo.cuda_graphs = graphs == "on";
+  ASSIGN_OR_RETURN(int64_t graph_batch, f.GetInt("cuda-graph-max-batch"));
+  if (graph_batch < 1 || graph_batch > 4096) return absl::InvalidArgumentError("--cuda-graph-max-batch must be in 1..4096");
+  eo.cuda_graph_max_batch = static_cast<int>(graph_batch);
   eo.tp = static_cast<int>(tp);
   eo.threads_per_rank = static_cast<int>(threads);
   eo.block_size = static_cast<int>(block_size);

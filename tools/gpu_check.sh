@@ -5,7 +5,7 @@
 # CPU backend on the device, whole models on the device against the CPU),
 # then the GPU benchmarks (decode steps of a Llama-3-8B-shaped random model
 # at batch 1, 16 and 64 against a device-to-device copy measured in the same
-# run; prefill tokens/s; the attention op alone: decode GB/s against the
+# run, with CUDA graphs and, at batch 16, without; prefill tokens/s; the attention op alone: decode GB/s against the
 # copy, prefill TFLOP/s), and prints tables. Logs go to $OUT (or
 # gpu-check-out/). Abseil and nlohmann-json come from the system, or from
 # .gpu-deps/ made by tools/gpu_deps.sh on a Debian machine.
@@ -62,6 +62,12 @@ for b in 1 16 64; do
       --kv-cache-dtype bf16 --samples 8 --steps-per-sample 8 --probe-mib 2048 > "$out/bench_b$b.json" 2> "$out/bench_b$b.err" \
     || { result[bench_b$b]="FAIL"; tail -3 "$out/bench_b$b.err"; }
 done
+# The same decode steps kernel by kernel, against the CUDA graphs above.
+"$bin/gqa-bench" --device cuda --layers "$layers" --hidden 4096 --heads 32 --kv-heads 8 --head-dim 128 \
+    --intermediate 14336 --vocab 128256 --dtype bf16 --untied --context "$context" --batch 16 \
+    --kv-cache-dtype bf16 --samples 8 --steps-per-sample 8 --probe-mib 2048 --cuda-graphs off \
+    > "$out/bench_b16_no_graphs.json" 2> "$out/bench_b16_no_graphs.err" \
+  || { result[bench_b16_no_graphs]="FAIL"; tail -3 "$out/bench_b16_no_graphs.err"; }
 
 echo "== attention kernels alone (decode GB/s against a device copy, prefill TFLOP/s)"
 "$bin/gqa-bench" --mode attention --device cuda --attn-context 1024,4096,16384,32768 --attn-batch 1,8,16,64 \
@@ -77,7 +83,7 @@ echo
 echo "Llama-3-8B-shaped random model ($layers layers, bf16 weights and KV), context $context, $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1):"
 echo "| batch | step ms (median / best) | tok/s (median) | achieved GB/s | copy GB/s | fraction of copy (median / best) | prefill tok/s |"
 echo "|---|---|---|---|---|---|---|"
-for b in 1 16 64; do
+for b in 1 16 64 16_no_graphs; do
   f="$out/bench_b$b.json"
   if [ -s "$f" ] && python3 -c "import json,sys; json.load(open('$f'))" 2>/dev/null; then
     python3 - "$f" "$b" <<'PY'

@@ -22,6 +22,10 @@ class Communicator {
   // Copies root's bytes into data on every other rank.
   virtual absl::Status Broadcast(void* data, int64_t bytes, int root) = 0;
   virtual absl::Status Barrier() = 0;
+  // Changes whenever the underlying collectives are created anew (NCCL
+  // after a reset): work captured in a graph with an older generation names
+  // communicators that are gone and must not be replayed.
+  virtual uint64_t generation() const { return 0; }
 };
 
 // The group of one: every collective is the identity.

@@ -106,7 +106,8 @@ absl::Status Executor::CreateMpi() {
   std::vector<int64_t> mine = {options_.tp, options_.num_kv_blocks, options_.block_size, int64_t(options_.kv_dtype),
                                options_.max_step_tokens, options_.max_step_seqs, options_.max_step_penalty_entries,
                                int64_t(options_.device), config_.num_layers, config_.hidden_size, config_.vocab_size,
-                               config_.num_q_heads, config_.num_kv_heads, config_.head_dim, config_.intermediate_size};
+                               config_.num_q_heads, config_.num_kv_heads, config_.head_dim, config_.intermediate_size,
+                               int64_t(options_.cuda_graphs), options_.cuda_graph_max_batch};
   std::vector<char> bytes(mine.size() * sizeof(int64_t));
   std::memcpy(bytes.data(), mine.data(), bytes.size());
   RETURN_IF_ERROR(job->BroadcastBytes(&bytes));
@@ -173,6 +174,12 @@ absl::Status Executor::SetUpRank(int r) {
                                       int64_t{1} << 21));
   }
   RETURN_IF_ERROR(w.model->ReserveWorkspace(options_.max_step_tokens, options_.max_step_seqs, max_blocks, penalties));
+  // Under mpirun the interpreter's collectives are MPI's, which a capture
+  // would not record: graphs there only on GPUs (NCCL) or with one rank.
+  const bool graph_collectives = options_.device == DeviceKind::kCuda || options_.mpi == nullptr || options_.tp == 1;
+  if (options_.cuda_graphs && options_.device != DeviceKind::kCpu && graph_collectives) {
+    w.model->EnableDecodeGraphs(options_.cuda_graph_max_batch);
+  }
   const KvCacheLayout layout = w.model->CacheLayout(options_.num_kv_blocks, options_.block_size, options_.kv_dtype);
   ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w.backend, config_.num_layers, layout));
   w.cache = std::make_unique<KvCache>(std::move(cache));

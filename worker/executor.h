@@ -33,6 +33,11 @@ struct ExecutorOptions {
   // start-up; a larger step is refused.
   int max_step_tokens = 2048;
   int max_step_seqs = 256;
+  // Decode steps of up to cuda_graph_max_batch tokens run as CUDA graphs,
+  // one per batch-size bucket (powers of two), on cuda and cuda-sim
+  // (docs/cuda.md); other steps run kernel by kernel. Off: every step does.
+  bool cuda_graphs = true;
+  int cuda_graph_max_batch = 256;
   // Penalty entries (distinct context tokens of the rows with penalties) a
   // step may carry; 0: max_step_seqs x min(vocab, max_position_embeddings),
   // at most 2^21 (16 MiB).

@@ -1,6 +1,8 @@
 #include "worker/model.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -168,6 +170,7 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq, int ma
     if (comm_->size() > 1) RETURN_IF_ERROR(alloc(ws_.rows, int64_t{m} * config_.vocab_size));
     ASSIGN_OR_RETURN(ws_.samples, backend_->Allocate(size_t(m) * sizeof(SampleOutput)));
   }
+  RETURN_IF_ERROR(alloc(ws_.flag, 1));
   ws_.tokens = n;
   ws_.penalties = max_penalties;
   ws_.logits = m;
@@ -178,34 +181,203 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq, int ma
   return backend_->Synchronize();
 }
 
+void Model::EnableDecodeGraphs(int max_batch) {
+  graph_max_batch_ = 0;
+  if (max_batch <= 0 || !backend_->SupportsGraphs()) return;
+  // A bucket must fit the workspace: its tokens, its logits rows and its
+  // block tables (one row per token).
+  const int limit = std::min({max_batch, ws_.tokens, ws_.logits, ws_.seqs});
+  int b = 1;
+  while (b * 2 <= limit) b *= 2;
+  graph_max_batch_ = limit >= 1 ? b : 0;
+}
+
+int Model::GraphBucket(const StepBatch& b) const {
+  const int n = b.num_tokens();
+  if (graph_max_batch_ == 0 || n > graph_max_batch_) return 0;
+  // Lone tokens only: tokens of one sequence adjacent at consecutive
+  // positions form a prefill run (kernels/cuda/attention_plan.cc).
+  for (int t = 1; t < n; ++t) {
+    if (b.token_seq[t] == b.token_seq[t - 1] && b.positions[t] == b.positions[t - 1] + 1) return 0;
+  }
+  int bucket = 1;
+  while (bucket < n) bucket *= 2;
+  if (b.num_seqs() > bucket) return 0;
+  return bucket;
+}
+
+int Model::GraphTableWidth(int blocks_per_seq) const {
+  // A power of two (at least 16), so that a few graphs cover contexts as
+  // they grow while the upload stays within twice the tables' size.
+  int w = 16;
+  while (w < blocks_per_seq) w *= 2;
+  return std::min(w, ws_.blocks_per_seq);
+}
+
+Model::StepDims Model::PackStep(const StepBatch& b, const StepSampling* sampling, int bucket,
+                                std::vector<int32_t>* meta) const {
+  const bool root = comm_->rank() == 0;
+  const int n = b.num_tokens();
+  const int m = static_cast<int>(b.logits_rows.size());
+  StepDims d;
+  meta->clear();
+  if (bucket == 0) {
+    d.tokens = n;
+    d.logits_rows = m;
+    d.blocks_per_seq = b.max_blocks_per_seq;
+    meta->reserve(5 * n + b.block_tables.size() + m);
+    for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping}) {
+      meta->insert(meta->end(), v->begin(), v->end());
+    }
+    d.tables_at = meta->size();
+    meta->insert(meta->end(), b.block_tables.begin(), b.block_tables.end());
+    d.logits_rows_at = meta->size();
+    meta->insert(meta->end(), b.logits_rows.begin(), b.logits_rows.end());
+  } else {
+    // Padded tokens: token 0 at position -1 (attends to nothing), slot -1
+    // (writes no K/V), sequence row 0; their logits rows are sampled
+    // greedily and dropped. Tables are GraphTableWidth wide, -1 padded.
+    const int width = GraphTableWidth(b.max_blocks_per_seq);
+    d.tokens = bucket;
+    d.logits_rows = bucket;
+    d.blocks_per_seq = width;
+    auto padded = [&](const std::vector<int32_t>& v, int32_t fill) {
+      meta->insert(meta->end(), v.begin(), v.end());
+      meta->insert(meta->end(), size_t(bucket) - v.size(), fill);
+    };
+    padded(b.token_ids, 0);
+    padded(b.positions, -1);
+    padded(b.token_seq, 0);
+    padded(b.slot_mapping, -1);
+    d.tables_at = meta->size();
+    meta->resize(d.tables_at + size_t(bucket) * width, -1);
+    for (int s = 0; s < b.num_seqs(); ++s) {
+      std::copy_n(b.block_tables.begin() + int64_t{s} * b.max_blocks_per_seq, b.max_blocks_per_seq,
+                  meta->begin() + int64_t(d.tables_at) + int64_t{s} * width);
+    }
+    d.logits_rows_at = meta->size();
+    meta->insert(meta->end(), b.logits_rows.begin(), b.logits_rows.end());
+    for (int r = m; r < bucket; ++r) meta->push_back(r);
+  }
+  // Rank 0's sampling parameters ride along, 8-byte aligned.
+  if (root && sampling != nullptr) {
+    meta->resize((meta->size() + 1) / 2 * 2);
+    d.rows_at = meta->size();
+    std::vector<SamplingRow> rows = sampling->rows;
+    rows.resize(size_t(d.logits_rows));  // padded rows: greedy
+    AppendBytes(rows, meta);
+    d.penalties_at = meta->size();
+    AppendBytes(sampling->penalties, meta);
+  }
+  return d;
+}
+
 absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const StepSampling* sampling,
                             std::vector<SampleOutput>* samples, std::vector<float>* logits) {
   if (samples != nullptr) samples->clear();
   if (logits != nullptr) logits->clear();
   RETURN_IF_ERROR(Validate(b, cache, sampling));
   const bool root = comm_->rank() == 0;
-  const int n = b.num_tokens();
   const int m = static_cast<int>(b.logits_rows.size());
-  const int hidden = config_.hidden_size;
-  const int hd = config_.head_dim;
+
+  const int bucket = GraphBucket(b);
+  if (graph_max_batch_ > 0 &&
+      (cache.k(0) != graph_cache_ || comm_->generation() != graph_comm_generation_)) {
+    // Graphs name the cache and the communicators they were captured with.
+    backend_->DropGraphs();
+    graphs_.clear();
+    graph_cache_ = cache.k(0);
+    graph_comm_generation_ = comm_->generation();
+  }
 
   // All step metadata goes to the device in one copy, built once per step.
   std::vector<int32_t> meta;
-  meta.reserve(5 * n + b.block_tables.size() + m);
-  for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
-    meta.insert(meta.end(), v->begin(), v->end());
-  }
-  // Rank 0's sampling parameters ride along, 8-byte aligned.
-  size_t rows_at = 0, penalties_at = 0;
-  if (root && sampling != nullptr) {
-    meta.resize((meta.size() + 1) / 2 * 2);
-    rows_at = meta.size();
-    AppendBytes(sampling->rows, &meta);
-    penalties_at = meta.size();
-    AppendBytes(sampling->penalties, &meta);
-  }
+  const StepDims dims = PackStep(b, sampling, bucket, &meta);
   backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
-  backend_->PlanAttention(b.token_seq.data(), b.positions.data(), n, Shape(), cache.layout());
+  if (bucket > 0) {
+    backend_->PlanPaddedDecode(bucket, Shape(), cache.layout());
+  } else {
+    backend_->PlanAttention(b.token_seq.data(), b.positions.data(), b.num_tokens(), Shape(), cache.layout());
+  }
+
+  const float* rows = nullptr;
+  if (bucket > 0) {
+    const GraphKey key{bucket, dims.blocks_per_seq, sampling != nullptr};
+    const auto it = graphs_.find(key);
+    if (it != graphs_.end() && it->second >= 0) {
+      backend_->ReplayGraph(it->second);
+      rows = comm_->size() > 1 ? ws_.rows.as<float>() : ws_.logits_out.as<float>();
+      ++graph_stats_.replayed;
+    } else {
+      // Op by op; the first step of a bucket is then captured (its run
+      // also sizes every buffer the graph will use).
+      RETURN_IF_ERROR(EnqueueStep(dims, cache, sampling != nullptr, &rows));
+      if (it == graphs_.end()) {
+        RETURN_IF_ERROR(CaptureGraph(key, dims, cache));
+      } else {
+        ++graph_stats_.eager;
+      }
+    }
+  } else {
+    RETURN_IF_ERROR(EnqueueStep(dims, cache, sampling != nullptr, &rows));
+    ++graph_stats_.eager;
+  }
+  if (!root || m == 0) return backend_->Synchronize();
+
+  const int vocab = config_.vocab_size;
+  if (sampling != nullptr && samples != nullptr) {
+    samples->resize(m);
+    backend_->CopyToHost(samples->data(), ws_.samples.data(), size_t(m) * sizeof(SampleOutput));
+  }
+  if (logits != nullptr) {
+    logits->resize(size_t(m) * vocab);
+    backend_->CopyToHost(logits->data(), rows, logits->size() * sizeof(float));
+  }
+  return backend_->Synchronize();
+}
+
+absl::Status Model::CaptureGraph(const GraphKey& key, const StepDims& dims, const KvCache& cache) {
+  const bool sampling = std::get<2>(key);
+  // The step's own errors fail the step; a capture's only the capture.
+  RETURN_IF_ERROR(backend_->Synchronize());
+  absl::Status st = backend_->BeginCapture();
+  int id = -1;
+  if (st.ok()) {
+    const float* rows = nullptr;
+    const absl::Status enq = EnqueueStep(dims, cache, sampling, &rows);
+    absl::StatusOr<int> graph = backend_->EndCapture();
+    st = !enq.ok() ? enq : graph.status();
+    if (st.ok()) id = *graph;
+  }
+  if (comm_->size() > 1) {
+    // NCCL requires a captured collective on every rank or on none: the
+    // graph is used only where every rank captured it.
+    const float ok = st.ok() ? 1.0f : 0.0f;
+    float all = 0.0f;
+    backend_->CopyToDevice(ws_.flag.data(), &ok, sizeof(float));
+    RETURN_IF_ERROR(comm_->AllReduceSum(ws_.flag.as<float>(), 1));
+    backend_->CopyToHost(&all, ws_.flag.data(), sizeof(float));
+    RETURN_IF_ERROR(backend_->Synchronize());
+    if (st.ok() && all != float(comm_->size())) st = absl::AbortedError("another rank failed to capture it");
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "gqa: rank %d: decode steps of bucket %d (block tables %d wide) run without a graph: %s\n",
+                 comm_->rank(), std::get<0>(key), std::get<1>(key), std::string(st.message()).c_str());
+    graphs_[key] = -1;
+    ++graph_stats_.failed_captures;
+    return absl::OkStatus();
+  }
+  graphs_[key] = id;
+  ++graph_stats_.captured;
+  return absl::OkStatus();
+}
+
+absl::Status Model::EnqueueStep(const StepDims& dims, const KvCache& cache, bool with_sampling, const float** rows_out) {
+  const bool root = comm_->rank() == 0;
+  const int n = dims.tokens;
+  const int m = dims.logits_rows;
+  const int hidden = config_.hidden_size;
+  const int hd = config_.head_dim;
   const int32_t* d = ws_.meta.as<int32_t>();
   AttentionMeta am;
   am.num_tokens = n;
@@ -213,9 +385,9 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
   am.token_pos = d + n;
   am.token_seq = d + 2 * n;
   am.slot_mapping = d + 3 * n;
-  am.block_tables = d + 4 * n;
-  am.max_blocks_per_seq = b.max_blocks_per_seq;
-  const int32_t* d_logits_rows = d + 4 * n + b.block_tables.size();
+  am.block_tables = d + dims.tables_at;
+  am.max_blocks_per_seq = dims.blocks_per_seq;
+  const int32_t* d_logits_rows = d + dims.logits_rows_at;
 
   const AttentionShape shape = Shape();
   const int nq = shard_.num_q_heads(), nkv = shard_.num_kv_heads();
@@ -256,7 +428,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
     RETURN_IF_ERROR(comm_->AllReduceSum(proj, int64_t{n} * hidden));
     backend_->Add(x, proj, int64_t{n} * hidden);
   }
-  if (m == 0) return backend_->Synchronize();
+  if (m == 0) return absl::OkStatus();
   float* last = ws_.last.as<float>();
   backend_->GatherRows(x, d_logits_rows, m, hidden, h);
   backend_->RmsNorm(h, weights_.final_norm, m, hidden, config_.rms_norm_eps, last);
@@ -268,7 +440,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
   if (comm_->size() > 1) {
     const int64_t padded = int64_t{m} * MaxVocabSlice();
     RETURN_IF_ERROR(comm_->AllGather(ws_.logits_out.as<float>(), padded, ws_.logits_all.as<float>()));
-    if (!root) return backend_->Synchronize();
+    if (!root) return absl::OkStatus();
     std::vector<int64_t> col_begin;
     for (const RankShard& s : plan_.ranks) col_begin.push_back(s.vocab_begin);
     col_begin.push_back(config_.vocab_size);
@@ -276,21 +448,13 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
                             ws_.rows.as<float>());
     rows = ws_.rows.as<float>();
   }
-  const int vocab = config_.vocab_size;
-  if (sampling != nullptr) {
-    const auto* params = reinterpret_cast<const SamplingRow*>(d + rows_at);
-    const auto* penalties = reinterpret_cast<const PenaltyEntry*>(d + penalties_at);
-    backend_->Sample(rows, m, vocab, params, penalties, scratch, ws_.samples.as<SampleOutput>());
-    if (samples != nullptr) {
-      samples->resize(m);
-      backend_->CopyToHost(samples->data(), ws_.samples.data(), size_t(m) * sizeof(SampleOutput));
-    }
+  *rows_out = rows;
+  if (with_sampling) {
+    const auto* params = reinterpret_cast<const SamplingRow*>(d + dims.rows_at);
+    const auto* penalties = reinterpret_cast<const PenaltyEntry*>(d + dims.penalties_at);
+    backend_->Sample(rows, m, config_.vocab_size, params, penalties, scratch, ws_.samples.as<SampleOutput>());
   }
-  if (logits != nullptr) {
-    logits->resize(size_t(m) * vocab);
-    backend_->CopyToHost(logits->data(), rows, logits->size() * sizeof(float));
-  }
-  return backend_->Synchronize();
+  return absl::OkStatus();
 }
 
 }  // namespace gqa

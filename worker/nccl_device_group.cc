@@ -4,6 +4,7 @@
 // communicators are created anew with a fresh unique id.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -81,6 +82,7 @@ class NcclDeviceGroup final : public DeviceGroup {
     for (const absl::Status& st : results) RETURN_IF_ERROR(st);
     std::lock_guard<std::mutex> lock(mu_);
     abort_ = absl::OkStatus();
+    generation_.fetch_add(1);  // graphs that captured the old communicators are stale
     return absl::OkStatus();
   }
 
@@ -108,6 +110,7 @@ class NcclDeviceGroup final : public DeviceGroup {
       RETURN_IF_ERROR(g_->Aborted());
       return g_->nccl_[r_]->Barrier();
     }
+    uint64_t generation() const override { return g_->generation_.load(); }
 
    private:
     NcclDeviceGroup* g_;
@@ -135,6 +138,7 @@ class NcclDeviceGroup final : public DeviceGroup {
   std::vector<std::unique_ptr<NcclCommunicator>> nccl_;
   std::vector<std::unique_ptr<RankComm>> comms_;
   std::mutex mu_;
+  std::atomic<uint64_t> generation_{0};
   absl::Status abort_;
   std::condition_variable start_cv_;
   int started_ = 0;

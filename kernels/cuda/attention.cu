@@ -144,11 +144,19 @@ DecodeKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const KvT
 
   const int tid = threadIdx.x, g = blockIdx.y, split = blockIdx.z;
   if (tid == 0) {
-    const DecodeItem item = GQA_LD(items + blockIdx.x);
+    DecodeItem item{int32_t(blockIdx.x), 1, -1};
+    if (items != nullptr) item = GQA_LD(items + blockIdx.x);
+    const int32_t item_pos = GQA_LD(meta.token_pos + item.token);
+    if (items == nullptr) {
+      // A fixed-grid (captured) step: the splits follow from this step's
+      // position, read from device memory, at most gridDim.z of them.
+      item.num_splits = DecodeSplits(DecodeContext(item_pos, shape.sliding_window), int(gridDim.z));
+      item.partial_offset = item.num_splits > 1 ? int32_t(blockIdx.x * gridDim.z) : -1;
+    }
     hdr[0] = item.token;
     hdr[1] = item.num_splits;
     hdr[2] = item.partial_offset;
-    hdr[3] = GQA_LD(meta.token_pos + item.token);
+    hdr[3] = item_pos;
     hdr[4] = GQA_LD(meta.token_seq + item.token);
   }
   __syncthreads();
@@ -209,12 +217,21 @@ GQA_UNROLL
 }
 
 // Block (item, local query head): combines the item's splits by their
-// log-sum-exp weights. Items of one split were written directly.
-__global__ void MergeSplitsKernel(const DecodeItem* items, int num_q_heads, int head_dim, const float* partial_out,
+// log-sum-exp weights. Items of one split were written directly. With
+// items == null (a fixed-grid step) the item's splits are derived from its
+// position as DecodeKernel derives them.
+__global__ void MergeSplitsKernel(const DecodeItem* items, const int32_t* token_pos, int sliding_window,
+                                  int max_splits, int num_q_heads, int head_dim, const float* partial_out,
                                   const float* partial_lse, float* out) {
   __shared__ int32_t hdr[3];
   if (threadIdx.x == 0) {
-    const DecodeItem item = GQA_LD(items + blockIdx.x);
+    DecodeItem item{int32_t(blockIdx.x), 1, -1};
+    if (items != nullptr) {
+      item = GQA_LD(items + blockIdx.x);
+    } else {
+      item.num_splits = DecodeSplits(DecodeContext(GQA_LD(token_pos + blockIdx.x), sliding_window), max_splits);
+      item.partial_offset = int32_t(blockIdx.x) * max_splits;
+    }
     hdr[0] = item.token;
     hdr[1] = item.num_splits;
     hdr[2] = item.partial_offset;
@@ -495,7 +512,8 @@ cudaError_t LaunchFor(const float* q, const AttentionMeta& meta, const KvCacheLa
     if (e != cudaSuccess) return e;
     if (run.max_splits > 1) {
       e = gqa_cuda::Launch(MergeSplitsKernel, dim3(run.num_decode, shape.num_q_heads), dim3(HD < 128 ? HD : 128), s,
-                           run.decode, shape.num_q_heads, HD, run.partial_out, run.partial_lse, out);
+                           run.decode, meta.token_pos, shape.sliding_window, run.max_splits, shape.num_q_heads, HD,
+                           run.partial_out, run.partial_lse, out);
       if (e != cudaSuccess) return e;
     }
   }

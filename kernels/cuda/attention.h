@@ -51,6 +51,27 @@ GQA_HOST_DEVICE constexpr int PrefillTileTokens(int head_dim, int group, DType k
 constexpr int kMaxSplits = 16;     // context splits of one decode item
 constexpr int kMinSplitKeys = 256; // fewest keys per split
 
+// Keys a decode token at position pos attends to (0 for pos -1, a padded
+// token of a captured step, which then does no work).
+GQA_HOST_DEVICE constexpr int DecodeContext(int pos, int sliding_window) {
+  return sliding_window > 0 && pos - sliding_window + 1 > 0 ? sliding_window : pos + 1;
+}
+// Splits of a decode context of ctx keys: one per kMinSplitKeys keys, at
+// least 1 and at most max_splits. The host plan and the device (in a
+// captured step) derive it alike, so both split a context the same way.
+GQA_HOST_DEVICE constexpr int DecodeSplits(int ctx, int max_splits) {
+  const int by_length = ctx / kMinSplitKeys;
+  return by_length < 1 ? 1 : (by_length < max_splits ? by_length : max_splits);
+}
+// The batch bucket of a decode-only step of `items` tokens: the next power
+// of two. Captured graphs exist per bucket (padded steps); eager steps use
+// the same bucket for their split cap, so that both split alike.
+int DecodeBucket(int items);
+// Most splits per item of a decode-only step in `bucket`: enough blocks to
+// reach target_blocks, at most kMaxSplits, and bucket x cap split slots at
+// most split_slots (so that no item runs out of slots).
+int DecodeSplitCap(int bucket, int num_kv_heads, int target_blocks, int split_slots);
+
 // Whether the specialised kernels handle this shape (else the generic one).
 bool SpecialisedAttention(const AttentionShape& shape, const KvCacheLayout& layout);
 
@@ -66,12 +87,17 @@ struct AttentionPlan {
 // sequence with consecutive positions, adjacent in the step, form prefill
 // runs; lone tokens are decode items, split along their context while
 // target_blocks (e.g. twice the multiprocessors) is not reached and
-// split_slots_available lasts.
+// split_slots_available lasts. A step of decode items only splits by
+// DecodeSplitCap of its bucket, as a captured step of that bucket does.
 AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
                                 const AttentionShape& shape, DType kv_dtype, int target_blocks,
                                 int split_slots_available);
 
-// Device arrays of a plan and the buffers its splits use.
+// Device arrays of a plan and the buffers its splits use. decode == null
+// with num_decode > 0: a fixed-grid decode step (captured in a graph), item
+// i is token i, its split count DecodeSplits(context, max_splits) is
+// computed on the device from the step's positions, and its partial slots
+// are i * max_splits onwards.
 struct AttentionRun {
   const DecodeItem* decode = nullptr;
   int num_decode = 0;

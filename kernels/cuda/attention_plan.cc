@@ -6,6 +6,18 @@
 
 namespace gqa::GQA_CUDA_NS {
 
+int DecodeBucket(int items) {
+  int b = 1;
+  while (b < items) b *= 2;
+  return b;
+}
+
+int DecodeSplitCap(int bucket, int num_kv_heads, int target_blocks, int split_slots) {
+  const int base_blocks = std::max(1, bucket * std::max(1, num_kv_heads));
+  const int want = std::min(kMaxSplits, (target_blocks + base_blocks - 1) / base_blocks);
+  return std::max(1, std::min(want, split_slots / std::max(1, bucket)));
+}
+
 AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
                                 const AttentionShape& shape, DType kv_dtype, int target_blocks,
                                 int split_slots_available) {
@@ -29,6 +41,18 @@ AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_p
   // Split decode contexts while the grid is smaller than target_blocks.
   const int items = int(plan.decode.size());
   if (items == 0) return plan;
+  if (plan.prefill.empty()) {
+    const int cap = DecodeSplitCap(DecodeBucket(items), shape.num_kv_heads, target_blocks, split_slots_available);
+    for (DecodeItem& d : plan.decode) {
+      const int splits = DecodeSplits(DecodeContext(token_pos[d.token], shape.sliding_window), cap);
+      if (splits <= 1) continue;
+      d.num_splits = splits;
+      d.partial_offset = plan.split_slots;
+      plan.split_slots += splits;
+      plan.max_splits = std::max(plan.max_splits, splits);
+    }
+    return plan;
+  }
   const int base_blocks = items * std::max(1, shape.num_kv_heads) + int(plan.prefill.size()) * shape.num_kv_heads;
   const int want = std::min(kMaxSplits, (target_blocks + base_blocks - 1) / std::max(1, base_blocks));
   if (want <= 1) return plan;

@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention.h"
@@ -74,6 +77,8 @@ class CudaBackend final : public Backend {
       : device_(device), stream_(stream), gemm_(std::move(gemm)) {}
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
+    for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+    retired_scratch_.clear();
     scratch_.Reset();
     gemm_.reset();
     cudaStreamDestroy(stream_);
@@ -197,6 +202,75 @@ class CudaBackend final : public Backend {
     Record(step_staging_.Upload(device, host, count * sizeof(int32_t), stream_), "step upload");
   }
 
+  bool SupportsGraphs() const override { return true; }
+
+  void PlanPaddedDecode(int bucket, const AttentionShape& shape, const KvCacheLayout& layout) override {
+    planned_tokens_ = -1;
+    if (max_plan_tokens_ == 0 || bucket > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
+    run_ = AttentionRun{};
+    run_.num_decode = bucket;  // decode == null: item i is token i, splits derived on the device
+    run_.max_splits = DecodeSplitCap(bucket, shape.num_kv_heads, target_blocks_, split_slots_);
+    run_.partial_out = partial_out_.as<float>();
+    run_.partial_lse = partial_lse_.as<float>();
+    planned_tokens_ = bucket;
+  }
+
+  // Thread-local capture: every rank captures its own stream on its own
+  // thread (NCCL's advice for one thread per GPU).
+  absl::Status BeginCapture() override {
+    if (!error_.ok()) return error_;
+    RETURN_IF_ERROR(Status(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture"));
+    capturing_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<int> EndCapture() override {
+    if (!capturing_) return absl::FailedPreconditionError("EndCapture without BeginCapture");
+    capturing_ = false;
+    cudaGraph_t graph = nullptr;
+    const cudaError_t e = cudaStreamEndCapture(stream_, &graph);
+    // An op that failed while capturing fails the capture, not the step.
+    absl::Status st = std::move(error_);
+    error_ = absl::OkStatus();
+    if (st.ok()) st = Status(e, "cudaStreamEndCapture");
+    cudaGraphExec_t exec = nullptr;
+    if (st.ok()) st = Status(cudaGraphInstantiate(&exec, graph, 0), "cudaGraphInstantiate");
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    if (!st.ok()) {
+      cudaGetLastError();
+      return st;
+    }
+    graphs_.push_back(exec);
+    return int(graphs_.size()) - 1;
+  }
+
+  void ReplayGraph(int graph) override {
+    if (graph < 0 || size_t(graph) >= graphs_.size()) {
+      return RecordStatus(absl::InternalError(absl::StrCat(kKind, ": no graph ", graph)));
+    }
+    Record(cudaGraphLaunch(graphs_[graph], stream_), "cudaGraphLaunch");
+  }
+
+  void DropGraphs() override {
+    if (graphs_.empty()) return;
+    Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    for (cudaGraphExec_t g : graphs_) cudaGraphExecDestroy(g);
+    graphs_.clear();
+    retired_scratch_.clear();
+  }
+
+#if defined(GQA_CUDA_SIM)
+  absl::Status InStreamOrder(const std::function<absl::Status()>& fn) override {
+    if (!gqa_sim::Capturing(stream_)) return fn();  // keeps fn's own status (an abort stays an abort)
+    std::function<absl::Status()> f = fn;
+    const cudaError_t e = gqa_sim::StreamHostCall(stream_, [f]() {
+      const absl::Status st = f();
+      return st.ok() ? std::string() : st.ToString();
+    });
+    return Status(e, "recording host work");
+  }
+#endif
+
   void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n, float* out) override {
     Record(LaunchEmbedding(table, first_row, ids, n, out, stream_), "embedding");
   }
@@ -211,6 +285,8 @@ class CudaBackend final : public Backend {
         absl::StatusOr<DeviceBuffer> b = Allocate(bytes);
         if (!b.ok()) return RecordStatus(b.status());
         Record(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        // Captured graphs still name the old buffer: it lives as long as they do.
+        if (!graphs_.empty()) retired_scratch_.push_back(std::move(scratch_));
         scratch_ = std::move(*b);
       }
       if (!Record(LaunchRoundTo(x, int64_t{n} * w.cols, w.dtype, scratch_.as<uint16_t>(), stream_), "round")) return;
@@ -277,6 +353,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   std::unique_ptr<Gemm> gemm_;
   DeviceBuffer scratch_;  // activations rounded to 16 bits for the GEMM
+  std::vector<DeviceBuffer> retired_scratch_;  // outgrown scratch that graphs still use
   PinnedStaging step_staging_, plan_staging_;
   // The specialised attention's plan (ReserveAttention, PlanAttention).
   DeviceBuffer plan_buf_, partial_out_, partial_lse_;
@@ -285,6 +362,8 @@ class CudaBackend final : public Backend {
   int target_blocks_ = 0;
   int planned_tokens_ = -1;  // tokens of the step planned; -1: none (generic kernel)
   AttentionRun run_;
+  std::vector<cudaGraphExec_t> graphs_;  // ReplayGraph's ids index this
+  bool capturing_ = false;
   absl::Status error_;
 };
 

@@ -90,6 +90,7 @@ __global__ void WriteKvKernel(const float* k, const float* v, const int32_t* slo
   const int t = blockIdx.x;
   const int row = layout.num_kv_heads * layout.head_dim;
   const int64_t slot = slot_mapping[t];
+  if (slot < 0) return;  // a padded token of a captured step: nothing to write
   for (int i = threadIdx.x; i < row; i += blockDim.x) {
     const int head = i / layout.head_dim, d = i % layout.head_dim;
     const int64_t off = layout.Offset(slot, head) + d;
@@ -191,7 +192,8 @@ AttentionKernel(const float* q, AttentionMeta meta, KvCacheLayout layout, const 
     for (int a = 0; a < kAttnAccPerThread; ++a) {
       const int i = tid + a * kAttnThreads;
       if (i >= nh * hd) break;
-      o[i] = acc[a] / l_s[i / hd];
+      const float l = l_s[i / hd];
+      o[i] = l > 0.0f ? acc[a] / l : 0.0f;  // l == 0: a padded token (position -1) sees no key
     }
     __syncthreads();  // the next pass overwrites q_s, m_s and l_s
   }

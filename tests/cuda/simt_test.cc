@@ -2,7 +2,7 @@
 // barriers, warp shuffles and votes with CUDA's semantics, atomics; a race
 // made visible by changing the thread schedule; and misuse (a divergent
 // __syncthreads, a warp collective missing a lane) reported as a launch
-// error instead of a hang.
+// error instead of a hang; stream capture and graph replay.
 #include <string>
 #include <vector>
 
@@ -243,6 +243,102 @@ TEST_CASE(TensorCoreFragmentsFollowThePtxLayout) {
                                                                                 << D[i * 8 + j] << ", want " << want);
     }
   }
+}
+
+// out[i] = in[i] * scale + offset: `scale` is a kernel argument (copied at
+// capture), `in` and `offset` are device memory (read at each replay).
+__global__ void AxpyKernel(const float* in, float scale, const float* offset, float* out, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[i] * scale + *offset;
+}
+
+TEST_CASE(StreamCaptureRecordsAndGraphsReplay) {
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreate(&s) == cudaSuccess);
+  const int n = 70;
+  std::vector<float> in(n), out(n, -1.0f), copy(n, -1.0f), host(n, 2.0f);
+  for (int i = 0; i < n; ++i) in[i] = float(i);
+  float offset = 1.0f, scale = 3.0f;
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  cudaStreamCaptureStatus status{};
+  REQUIRE(cudaStreamIsCapturing(s, &status) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusActive);
+  REQUIRE(cudaMemcpyAsync(in.data(), host.data(), 4 * sizeof(float), cudaMemcpyDefault, s) == cudaSuccess);
+  REQUIRE(gqa_cuda::Launch(AxpyKernel, dim3(3), dim3(32), s, in.data(), scale, &offset, out.data(), n) ==
+          cudaSuccess);
+  REQUIRE(cudaMemsetAsync(out.data() + n - 2, 0, 2 * sizeof(float), s) == cudaSuccess);
+  REQUIRE(cudaMemcpyAsync(copy.data(), out.data(), n * sizeof(float), cudaMemcpyDeviceToDevice, s) == cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  // Capture ran nothing.
+  CHECK(in[0] == 0.0f && out[0] == -1.0f && copy[5] == -1.0f);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  REQUIRE(cudaGraphDestroy(graph) == cudaSuccess);
+  // The argument changes after capture: the replay keeps the captured
+  // value; memory changes (offset, host) are seen.
+  scale = 5.0f;
+  for (int round = 0; round < 2; ++round) {
+    offset = float(10 * round);
+    for (float& h : host) h = float(100 + round);
+    REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+    for (int i = 0; i < n; ++i) {
+      const float x = i < 4 ? float(100 + round) : float(i);
+      const float want = i >= n - 2 ? 0.0f : x * 3.0f + offset;
+      CHECK_MSG(out[i] == want && copy[i] == want, "round " << round << " i " << i << ": " << out[i] << ", "
+                                                          << copy[i] << ", want " << want);
+    }
+  }
+  REQUIRE(cudaGraphExecDestroy(exec) == cudaSuccess);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
+}
+
+TEST_CASE(WaitingInsideACaptureInvalidatesIt) {
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreate(&s) == cudaSuccess);
+  std::vector<float> in(32, 1.0f), out(32, 0.0f);
+  float offset = 0.0f;
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  REQUIRE(gqa_cuda::Launch(AxpyKernel, dim3(1), dim3(32), s, in.data(), 2.0f, &offset, out.data(), 32) ==
+          cudaSuccess);
+  CHECK(cudaStreamSynchronize(s) == cudaErrorStreamCaptureUnsupported);
+  void* p = nullptr;
+  CHECK(cudaMalloc(&p, 16) == cudaErrorStreamCaptureUnsupported);
+  cudaStreamCaptureStatus status{};
+  REQUIRE(cudaStreamIsCapturing(s, &status) == cudaSuccess);
+  CHECK(status == cudaStreamCaptureStatusInvalidated);
+  cudaGraph_t graph = nullptr;
+  CHECK(cudaStreamEndCapture(s, &graph) == cudaErrorStreamCaptureInvalidated);
+  CHECK(graph == nullptr);
+  cudaGetLastError();
+  // The stream works again, and nothing of the failed capture ran.
+  CHECK(out[0] == 0.0f);
+  REQUIRE(cudaStreamSynchronize(s) == cudaSuccess);
+  REQUIRE(gqa_cuda::Launch(AxpyKernel, dim3(1), dim3(32), s, in.data(), 2.0f, &offset, out.data(), 32) ==
+          cudaSuccess);
+  CHECK(out[31] == 2.0f);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
+}
+
+TEST_CASE(AFailingNodeFailsTheGraphLaunch) {
+  cudaStream_t s = nullptr;
+  REQUIRE(cudaStreamCreate(&s) == cudaSuccess);
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+  int runs = 0;
+  REQUIRE(gqa_sim::StreamHostCall(s, [&runs] { return ++runs == 2 ? std::string("second run fails") : std::string(); }) ==
+          cudaSuccess);
+  cudaGraph_t graph = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+  CHECK(runs == 0);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+  cudaGraphDestroy(graph);
+  CHECK(cudaGraphLaunch(exec, s) == cudaSuccess);
+  CHECK(cudaGraphLaunch(exec, s) == cudaErrorLaunchFailure);
+  CHECK(gqa_sim::LastLaunchMessage().find("second run fails") != std::string::npos);
+  cudaGetLastError();
+  cudaGraphExecDestroy(exec);
+  REQUIRE(cudaStreamDestroy(s) == cudaSuccess);
 }
 
 }  // namespace

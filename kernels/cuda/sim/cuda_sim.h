@@ -10,7 +10,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <utility>
 
 #include "kernels/cuda/sim/simt.h"
@@ -144,6 +147,10 @@ enum cudaError_t : int {
   cudaErrorInvalidConfiguration = 9,
   cudaErrorInvalidDevice = 101,
   cudaErrorLaunchFailure = 719,
+  cudaErrorIllegalState = 401,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureWrongThread = 908,
 };
 enum cudaMemcpyKind : int {
   cudaMemcpyHostToHost = 0,
@@ -154,6 +161,22 @@ enum cudaMemcpyKind : int {
 };
 struct GqaSimStream;
 using cudaStream_t = GqaSimStream*;
+// CUDA graphs: a capture records the stream's launches, copies and memsets
+// (and the host calls of gqa_sim::StreamHostCall) into a graph; an
+// instantiated graph replays the recorded list in order on cudaGraphLaunch.
+struct GqaSimGraph;
+using cudaGraph_t = GqaSimGraph*;
+using cudaGraphExec_t = GqaSimGraph*;
+enum cudaStreamCaptureMode : int {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus : int {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2,
+};
 
 // Simulated devices: any device number below this is valid.
 constexpr int kGqaSimDeviceCount = 64;
@@ -178,6 +201,18 @@ cudaError_t cudaStreamCreate(cudaStream_t* s);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaDeviceSynchronize();
+// While a stream is captured, nothing is run on it; calls that would wait
+// for the device (synchronisation, synchronous copies, allocation) fail on
+// the capturing thread and invalidate the capture, as in CUDA's
+// cudaStreamCaptureModeThreadLocal (the only mode the interpreter accepts
+// besides Relaxed, which allows allocation).
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 // Returns and clears the calling thread's last error, as CUDA does.
 cudaError_t cudaGetLastError();
 cudaError_t cudaPeekAtLastError();
@@ -187,18 +222,36 @@ namespace gqa_sim {
 // What the last failed launch on this thread reported (empty if none).
 const std::string& LastLaunchMessage();
 void SetLastError(cudaError_t e, std::string message);
+// Whether work enqueued on s is being recorded into a graph.
+bool Capturing(cudaStream_t s);
+// Records a node into s's capture: run() is what a replay executes; it
+// returns an empty string or what went wrong.
+cudaError_t RecordNode(cudaStream_t s, Dim3 grid, Dim3 block, std::function<std::string()> run);
+// Host work in stream order: run now, or recorded and run at every replay
+// while s is captured. The interpreter's GEMM and its stand-in for NCCL go
+// through this, so that they are part of a replayed graph as cuBLASLt and
+// NCCL kernels are on a GPU.
+cudaError_t StreamHostCall(cudaStream_t s, std::function<std::string()> run);
 }  // namespace gqa_sim
 
 namespace gqa_cuda {
 // Kernel launch: nvcc's <<<grid, block, 0, stream>>> under nvcc; here the
 // interpreter runs the grid at once (the stream is in order by construction).
+// While the stream is captured, the launch is recorded with its arguments
+// converted to the kernel's parameter types and copied, as CUDA copies a
+// captured kernel's parameters: a replay sees the values of capture time.
 template <typename... KArgs, typename... Args>
 cudaError_t Launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, cudaStream_t stream, Args&&... args) {
-  (void)stream;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0) return cudaSuccess;  // nothing to run
   if (block.x * block.y * block.z == 0 || block.x * block.y * block.z > 1024) {
     gqa_sim::SetLastError(cudaErrorInvalidConfiguration, "block of more than 1024 threads or of none");
     return cudaErrorInvalidConfiguration;
+  }
+  if (gqa_sim::Capturing(stream)) {
+    std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
+    return gqa_sim::RecordNode(stream, grid, block, [kernel, grid, block, params]() {
+      return gqa_sim::RunGrid(grid, block, [&] { std::apply(kernel, params); });
+    });
   }
   std::string err = gqa_sim::RunGrid(grid, block, [&] { kernel(args...); });
   if (!err.empty()) {
