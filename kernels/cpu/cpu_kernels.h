@@ -41,9 +41,10 @@ void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const f
 // packed once (PackActivations over tiles [0, PackedActivationTiles(n)),
 // into PackedActivationsFloats(n, cols) floats), then GemmRows over any
 // split of the rows.
-// Below 16 tokens the 4x3 register tiles of matmul.cc, which read bf16
-// weights in place, beat packing them (gqa-bench --mode matmul).
-constexpr int kGemmMinTokens = 16;
+// Below 24 tokens the 4x3 register tiles of matmul.cc, which read bf16
+// weights in place, beat packing them (gqa-bench --mode matmul: about even
+// at 24-32 tokens, the GEMM ahead from 48).
+constexpr int kGemmMinTokens = 24;
 bool UseGemm(Isa isa, int n, DType dtype);
 int64_t PackedActivationTiles(int n);
 size_t PackedActivationsFloats(int n, int64_t cols);

@@ -92,10 +92,13 @@ GQA_AVX2 void MatMulRowsAvx2(const float* x, int n, const MatrixView& w, const f
   }
   // Several tokens: reuse each converted weight vector for up to 3 tokens,
   // walking tokens inside a row tile so the tile's weights stay in L1/L2.
+  // Triples, and the remainder as pairs (n = 3k + 1 as 3(k - 1) + 2 + 2).
+  const int triples = n % 3 == 1 && n >= 4 ? n / 3 - 1 : n / 3;
   int64_t r = row_begin;
   for (; r + 4 <= row_end; r += 4) {
     int t = 0;
-    for (; t + 3 <= n; t += 3) Tile<D, 4, 3>(x + t * xs, xs, w, r, bias, y + t * ys, ys);
+    for (int i = 0; i < triples; ++i, t += 3) Tile<D, 4, 3>(x + t * xs, xs, w, r, bias, y + t * ys, ys);
+    for (; t + 2 <= n; t += 2) Tile<D, 4, 2>(x + t * xs, xs, w, r, bias, y + t * ys, ys);
     for (; t < n; ++t) Tile<D, 4, 1>(x + t * xs, xs, w, r, bias, y + t * ys, ys);
   }
   for (; r < row_end; ++r) {
