@@ -9,9 +9,9 @@ Pre-training: AdamW (betas 0.9/0.95, weight decay 0.1 on matrices, gradient
 clipping 1.0), batch 16 x 128 tokens, learning rate warmed up linearly over
 the first 5% of steps to 2e-3, then cosine decay to 2e-4.
 Uptraining: the same optimizer settings and batch, a fresh optimizer state,
-a linear warm-up over the first 5% of the uptraining steps to a constant
-4e-4 (so that the checkpoint at 5% of the original steps is the same
-whether the run stops there or goes on to 10%). The data are random crops of
+a linear warm-up over the first --warmup steps (the grid uses 6, 0.5% of
+the original steps) to a constant 4e-4, so that the checkpoint at 5% of the
+original steps is the same whether the run stops there or goes on to 10%. The data are random crops of
 the training text; uptraining draws them with another seed.
 """
 import argparse
@@ -32,10 +32,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def lr_at(step, args):
+    warm = args.warmup if args.warmup is not None else max(1, round(0.05 * args.steps))
     if args.uptrain:
-        warm = max(1, round(0.05 * args.steps))
         return args.lr * min(1.0, (step + 1) / warm)
-    warm = max(1, round(0.05 * args.steps))
     if step < warm:
         return args.lr * (step + 1) / warm
     p = (step - warm) / max(1, args.steps - warm)
@@ -58,6 +57,7 @@ def main():
     ap.add_argument("--steps", type=int, required=True)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float)
+    ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of --steps)")
     ap.add_argument("--min-lr", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--eval-every", type=int, default=0)
