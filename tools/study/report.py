@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 METHODS = ("mean", "first", "random")
 COLORS = {"mean": "tab:blue", "first": "tab:orange", "random": "tab:red"}
@@ -89,22 +90,30 @@ def main():
                                      (round(0.10 * args.orig_steps), "after 10% uptraining"))):
         for m in METHODS:
             xs, ys = [], []
-            for g in (1, 2, 4, 8):
-                key = (g, m) if g != 8 else (8, "mean")
-                pts = dict(curves.get(key, []))
+            for g in (1, 2, 4):
+                pts = dict(curves.get((g, m), []))
                 if s in pts:
                     xs.append(g)
                     ys.append(pts[s])
-            ax.plot(xs, ys, "o-", color=COLORS[m], label=m)
+            if xs:
+                ax.plot(xs, ys, "o-", color=COLORS[m], label=m)
+        ctl = dict(curves.get((8, "mean"), []))
+        if s in ctl:
+            ax.plot([8], [ctl[s]], "k*", markersize=10, label="MHA, same extra training")
+        ax.axhline(mha_ppl, color="gray", ls="--", lw=1, label="MHA before uptraining")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        if s == 0:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks([1, 2, 4, 8])
         ax.set_xticklabels(["1\nMQA", "2", "4", "8\nMHA"])
         ax.set_title(title)
         ax.set_xlabel("key/value heads G")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("held-out perplexity (log scale)")
-    axes[0].legend(fontsize=8)
+    axes[0].set_ylabel("held-out perplexity (left: log scale)")
+    h, lab = axes[0].get_legend_handles_labels()
+    axes[2].legend(h, lab, fontsize=7, loc="lower left")
     fig.tight_layout()
     fig.savefig(os.path.join(img, "gqa-study-ppl-vs-g.png"), dpi=80)
     plt.close(fig)
