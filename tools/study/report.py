@@ -44,6 +44,11 @@ def main():
     for f in glob.glob(os.path.join(d, "conv", "*.convert.txt")):
         os.makedirs(os.path.join(res, "convert"), exist_ok=True)
         shutil.copy(f, os.path.join(res, "convert", os.path.basename(f)))
+    for sub in ("up", "up-lr2e-4"):
+        for log in glob.glob(os.path.join(d, sub, "g*", "log.jsonl")):
+            dst = os.path.join(res, sub.replace("up", "uptrain"))
+            os.makedirs(dst, exist_ok=True)
+            shutil.copy(log, os.path.join(dst, os.path.basename(os.path.dirname(log)) + ".jsonl"))
     mha_ppl = json.load(open(os.path.join(d, "mha_eval.json")))["perplexity"]
 
     # perplexity grid
@@ -159,6 +164,12 @@ def main():
             cells = [f"{pts[s]:.2f}" if s in pts else "-" for s in
                      [round(f * args.orig_steps) for f in (0, 0.025, 0.05, 0.075, 0.10)]]
             print(f"| {g} | {m} | " + " | ".join(cells) + " |")
+    ec = os.path.join(d, "engine_check.json")
+    if os.path.exists(ec):
+        print("| checkpoint | PyTorch | gqa-eval | relative difference |")
+        print("|---|---:|---:|---:|")
+        for k, v in json.load(open(ec)).items():
+            print(f"| {k} | {v['torch']['perplexity']:.4f} | {v['engine']['perplexity']:.4f} | {v['rel_diff']:.1e} |")
 
 
 if __name__ == "__main__":
