@@ -144,6 +144,9 @@ def main():
         ax.set_yscale("log")
         ax.set_xticks([1, 16, 64])
         ax.set_xticklabels(["1", "16", "64"])
+        ax.set_yticks([300, 500, 1000, 2000, 3000])
+        ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("batch (sequences decoded together)")
         ax.set_ylabel("decode tokens/s (x: best run)")
         ax.set_title(f"engine decode, CPU {b['threads']} thread, context {b['context']}")
@@ -164,6 +167,21 @@ def main():
             cells = [f"{pts[s]:.2f}" if s in pts else "-" for s in
                      [round(f * args.orig_steps) for f in (0, 0.025, 0.05, 0.075, 0.10)]]
             print(f"| {g} | {m} | " + " | ".join(cells) + " |")
+    if os.path.exists(bpath):
+        b = json.load(open(bpath))
+        print("| G | weight bytes/step | KV bytes/token (f32) | B=1 median (best) | B=16 median (best) | B=64 median (best) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for g in (1, 2, 4, 8):
+            cells = []
+            for bb in (1, 16, 64):
+                v = b["summary"].get(f"G{g}_B{bb}")
+                cells.append(f"{v['median_tokens_per_s']:.0f} ({v['best_tokens_per_s']:.0f})" if v else "-")
+            runs = [r for r in b["runs"] if r["G"] == g]
+            wb = runs[0]["weight_bytes_per_step"] if runs else 0
+            print(f"| {g} | {wb:,} | {1024 * g:,} | " + " | ".join(cells) + " |")
+        loads = [r["load1"] for r in b["runs"]]
+        print(f"runs {len(b['runs'])}, load1 min {min(loads):.2f} max {max(loads):.2f}, "
+              f"{b['runs'][0]['time']}-{b['runs'][-1]['time']}, {b['machine']}, {b['runs'][0]['backend']}")
     ec = os.path.join(d, "engine_check.json")
     if os.path.exists(ec):
         print("| checkpoint | PyTorch | gqa-eval | relative difference |")
