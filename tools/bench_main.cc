@@ -210,7 +210,8 @@ absl::Status Run(const Flags& f) {
   const std::string kv_dtype = f.Get("kv-cache-dtype");
   if (kv_dtype != "f32" && kv_dtype != "bf16") return absl::InvalidArgumentError("--kv-cache-dtype must be f32 or bf16");
   const int block_size = 16;
-  const int64_t max_len = context + samples * steps + 1;
+  // Positions 0 .. context - 1 prefilled, then one decode step per position up to context + samples * steps - 1.
+  const int64_t max_len = context + samples * steps;
   const int blocks = static_cast<int>((max_len + block_size - 1) / block_size);  // per sequence
   ExecutorOptions eo;
   ASSIGN_OR_RETURN(eo.device, ParseDeviceKind(f.Get("device")));
