@@ -20,30 +20,16 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
-
-#define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 constexpr int kMr = 6;          // tokens per micro-tile
 constexpr int kNr = 16;         // weight rows per micro-tile (two 8-float vectors)
 constexpr int64_t kKc = 256;    // columns per block: a packed panel is kNr * kKc * 4 = 16 KB
 constexpr int64_t kNc = 192;    // rows packed per block: 192 KB of f32 panels (L2)
 constexpr int kMcTiles = 16;    // token slivers per L2 block: 16 * 6 * 256 * 4 = 96 KB
-
-// Eight stored elements of one weight row as f32.
-template <DType D>
-GQA_AVX2 inline __m256 LoadW8(const void* row, int64_t k) {
-  if constexpr (D == DType::kF32) {
-    return _mm256_loadu_ps(static_cast<const float*>(row) + k);
-  } else if constexpr (D == DType::kF16) {
-    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k)));
-  } else {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + k));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
 
 // In-register transpose of eight rows of eight floats.
 GQA_AVX2 inline void Transpose8x8(__m256 r[8]) {
@@ -82,7 +68,7 @@ GQA_AVX2 void PackPanel(const MatrixView& w, int64_t row0, int nrows, int64_t k0
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
       __m256 r[8];
-      for (int i = 0; i < 8; ++i) r[i] = i < live ? LoadW8<D>(rows[i], k0 + k) : _mm256_setzero_ps();
+      for (int i = 0; i < 8; ++i) r[i] = i < live ? Load8<D>(rows[i], k0 + k) : _mm256_setzero_ps();
       Transpose8x8(r);
       for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * kNr + g, r[i]);
     }

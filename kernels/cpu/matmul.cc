@@ -16,25 +16,10 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
-
-#define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-template <DType D>
-GQA_AVX2 inline __m256 Load8(const void* base, int64_t i) {
-  if constexpr (D == DType::kF32) {
-    return _mm256_loadu_ps(static_cast<const float*>(base) + i);
-  } else if constexpr (D == DType::kF16) {
-    return _mm256_cvtph_ps(
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i)));
-  } else {
-    const __m128i h =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(base) + i));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
 
 GQA_AVX2 inline float HorizontalSum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
