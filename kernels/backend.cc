@@ -35,6 +35,7 @@ void Backend::ConcatColumns(const float* src, int parts, int64_t part_stride, co
 }
 
 MatrixView MatrixView::RowSlice(int64_t begin, int64_t count) const {
+  GQA_CHECK(layout == MatrixLayout::kRowMajor, "only a row-major matrix can be sliced");
   GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows, "row slice out of range");
   MatrixView v = *this;
   v.data = static_cast<const char*>(data) + begin * row_stride * int64_t(DTypeSize(dtype));
@@ -43,6 +44,7 @@ MatrixView MatrixView::RowSlice(int64_t begin, int64_t count) const {
 }
 
 MatrixView MatrixView::ColSlice(int64_t begin, int64_t count) const {
+  GQA_CHECK(layout == MatrixLayout::kRowMajor, "only a row-major matrix can be sliced");
   GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= cols, "column slice out of range");
   MatrixView v = *this;
   v.data = static_cast<const char*>(data) + begin * int64_t(DTypeSize(dtype));

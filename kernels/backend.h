@@ -55,6 +55,12 @@ class Backend {
   // of the imported copy (on the CPU: the host view itself).
   virtual absl::StatusOr<DeviceBuffer> ImportHostMatrix(const MatrixView& host,
                                                         MatrixView* device) = 0;
+  // The same for a weight matrix that only MatMul will read: the backend may
+  // store it in a layout of its own (*device says which). Default: as
+  // ImportHostMatrix.
+  virtual absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) {
+    return ImportHostMatrix(host, device);
+  }
   virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;

@@ -19,7 +19,14 @@ enum class DType : uint8_t { kF32, kF16, kBF16 };
 
 GQA_HOST_DEVICE constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
 
-// A row-major [rows, cols] matrix in device memory whose rows are row_stride
+// How a backend stores an imported weight matrix. Row-major is the stored
+// checkpoint order and the only layout the op interface's callers create;
+// the CPU backend may repack bf16 weights at import into panels of 16 rows
+// interleaved column by column (kernels/cpu/panels.cc), which only its own
+// kernels read.
+enum class MatrixLayout : uint8_t { kRowMajor, kBf16Panels16 };
+
+// A [rows, cols] matrix in device memory. Row-major: rows are row_stride
 // elements apart, so that a column slice of a stored matrix is a view.
 struct MatrixView {
   const void* data = nullptr;
@@ -27,6 +34,7 @@ struct MatrixView {
   int64_t rows = 0;
   int64_t cols = 0;
   int64_t row_stride = 0;
+  MatrixLayout layout = MatrixLayout::kRowMajor;
 
   MatrixView RowSlice(int64_t begin, int64_t count) const;
   MatrixView ColSlice(int64_t begin, int64_t count) const;

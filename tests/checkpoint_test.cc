@@ -84,6 +84,57 @@ TEST(CheckpointLockTest, LocksEveryShard) {
   EXPECT_GT(want, 0);
 }
 
+// The process's locked memory (VmLck of /proc/self/status), in bytes.
+int64_t LockedBytesOfProcess() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmLck:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
+}
+
+// --mlock where the CPU backend repacks bf16 weights at load: what stays
+// locked is what the ranks read (the repacked copies and the embedding in
+// the mapping), not the checkpoint as well, which would hold the weights
+// twice. Checked against the kernel's own count of locked memory.
+TEST(CheckpointLockTest, RepackedWeightsAreLockedOnce) {
+  const std::string dir = std::string(GQA_FIXTURES_DIR) + "/golden/llama_bf16";
+  const int64_t file_bytes = int64_t(fs::file_size(dir + "/model.safetensors"));
+  const int64_t before = LockedBytesOfProcess();
+  ASSERT_GE(before, 0) << "no VmLck in /proc/self/status";
+  ExecutorOptions eo;
+  eo.threads_per_rank = 2;
+  eo.num_kv_blocks = 1;
+  eo.block_size = 4;
+  eo.mlock = true;
+  absl::StatusOr<std::unique_ptr<Executor>> ex = Executor::Open(dir, eo);
+  if (!ex.ok() && absl::IsResourceExhausted(ex.status())) {
+    EXPECT_THAT(std::string(ex.status().message()), HasSubstr("locked-memory limit"));
+    GTEST_SKIP() << ex.status();
+  }
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  const int64_t locked = LockedBytesOfProcess() - before;
+  const int64_t reported = (*ex)->LockedWeightBytes();
+  const bool repacked = (*ex)->model(0).weights().layers[0].q.w.layout == MatrixLayout::kBf16Panels16;
+  std::printf("note: weights %s; %lld bytes locked (reported %lld), checkpoint %lld bytes\n",
+              repacked ? "repacked into bf16 panels" : "read from the mapping", (long long)locked,
+              (long long)reported, (long long)file_bytes);
+  EXPECT_GT(reported, 0);
+  // Whole pages are locked: at most one extra page at each end of each of
+  // the 2 + 7 x layers matrices.
+  const int64_t matrices = 2 + 7 * int64_t((*ex)->config().num_layers);
+  EXPECT_GE(locked, reported);
+  EXPECT_LE(locked, reported + matrices * 2 * 4096);
+  if (repacked) {
+    // Every matrix but the embedding is a copy; the checkpoint itself is no
+    // longer locked, so about one checkpoint's worth, not two.
+    EXPECT_LT(locked, file_bytes * 3 / 2);
+  } else {
+    EXPECT_EQ(reported, file_bytes);
+  }
+}
+
 TEST_F(CheckpointTest, TruncatedFile) {
   const std::string bytes = ReadFile(file_);
   WriteFile(file_, bytes.substr(0, bytes.size() - 100));

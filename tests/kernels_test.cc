@@ -278,6 +278,114 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
   }
 }
 
+// bf16 weights repacked into 16-row panels (CpuBackend::ImportWeightMatrix):
+// token counts around the 6-token register tile and on both sides of the
+// switch to the blocked GEMM, rows around the 16-row panel and the GEMM's
+// 192-row block, columns across 256-column passes and leaving the split runs
+// a tail, a strided column slice as the source; against float64,
+// bit-identical for 1, 2 and 3 threads and for a row range, and every
+// element readable back (LoadRow).
+TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
+  if (!cpu::UseWeightPanels(cpu::Isa::kAvx2, DType::kBF16)) {
+    GTEST_SKIP() << "bf16 weight panels need AVX2/FMA/F16C, which this CPU lacks";
+  }
+  Rng rng(23);
+  constexpr int kFirstPanelRows = cpu::kPanelRows;
+  for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {203, 77}}) {
+    const int stored_cols = cols + 9, c0 = 5;  // the source is a column slice of a wider matrix
+    StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
+    const MatrixView host = stored.view.ColSlice(c0, cols);
+    const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
+    const std::vector<int> counts = {1, 2, 3, 4, 5, 6, 7, 13, 24, 37, cpu::kPanelGemmMinTokens - 1,
+                                     cpu::kPanelGemmMinTokens + 5};
+    std::vector<std::vector<float>> xs, biases;
+    for (int n : counts) {
+      xs.push_back(rng.Floats(size_t(n) * cols));
+      biases.push_back(rng.Floats(rows));
+    }
+    std::vector<std::vector<float>> by_threads;
+    std::vector<DeviceBuffer> keep;
+    for (int threads : {1, 2, 3}) {
+      CpuBackend backend(threads);
+      backend.set_weight_panels(true);
+      MatrixView w;
+      absl::StatusOr<DeviceBuffer> buf = backend.ImportWeightMatrix(host, &w);
+      ASSERT_TRUE(buf.ok()) << buf.status();
+      if (cpu::ActiveIsa() != cpu::Isa::kAvx2) {
+        // Machines with AVX-512 BF16 keep row-major weights for vdpbf16ps.
+        EXPECT_EQ(w.layout, MatrixLayout::kRowMajor);
+        GTEST_SKIP() << "the active ISA is " << cpu::IsaName(cpu::ActiveIsa()) << ": weights stay row-major";
+      }
+      ASSERT_EQ(w.layout, MatrixLayout::kBf16Panels16);
+      ASSERT_EQ(w.rows, rows);
+      ASSERT_EQ(w.cols, cols);
+      if (threads == 1) {
+        std::vector<float> row(cols);
+        for (int r = 0; r < rows; ++r) {
+          cpu::LoadRow(w, r, row.data());
+          for (int k = 0; k < cols; ++k) ASSERT_EQ(row[k], float(exact(r, k))) << rows << "x" << cols << " " << r << "," << k;
+        }
+      }
+      std::vector<float> all;
+      for (size_t i = 0; i < counts.size(); ++i) {
+        const int n = counts[i];
+        const std::vector<float>& x = xs[i];
+        const std::vector<float>& bias = biases[i];
+        std::vector<float> y(size_t(n) * rows);
+        backend.MatMul(x.data(), n, w, n % 2 ? bias.data() : nullptr, y.data());
+        std::vector<double> want(y.size());
+        for (int t = 0; t < n; ++t) {
+          for (int r = 0; r < rows; ++r) {
+            double acc = n % 2 ? bias[r] : 0.0;
+            for (int k = 0; k < cols; ++k) acc += exact(r, k) * x[size_t(t) * cols + k];
+            want[size_t(t) * rows + r] = acc;
+          }
+        }
+        ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), absl::StrCat("panels n=", n, " ", rows, "x", cols));
+        if (threads == 1 && rows > kFirstPanelRows) {
+          // Rows from the second panel on, single-threaded: the same values.
+          std::vector<float> part(y.size(), std::nanf(""));
+          cpu::MatMulRowsWith(cpu::Isa::kAvx2, x.data(), n, w, n % 2 ? bias.data() : nullptr, part.data(),
+                              kFirstPanelRows, rows);
+          for (int t = 0; t < n; ++t) {
+            for (int r = 0; r < rows; ++r) {
+              const float v = part[size_t(t) * rows + r];
+              if (r < kFirstPanelRows) {
+                ASSERT_TRUE(std::isnan(v)) << "row " << r << " outside the range was written";
+              } else {
+                ASSERT_EQ(v, y[size_t(t) * rows + r]) << "n=" << n << " t=" << t << " r=" << r;
+              }
+            }
+          }
+        }
+        all.insert(all.end(), y.begin(), y.end());
+      }
+      by_threads.push_back(all);
+      keep.push_back(std::move(*buf));
+    }
+    EXPECT_EQ(by_threads[0], by_threads[1]) << rows << "x" << cols;
+    EXPECT_EQ(by_threads[0], by_threads[2]) << rows << "x" << cols;
+  }
+}
+
+// Only bf16 weights are repacked, and only when asked; the others stay views.
+TEST(PanelTest, OtherWeightsStayRowMajorViews) {
+  Rng rng(29);
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16}) {
+    StoredMatrix stored = Store(rng.Floats(40 * 24), 40, 24, dtype);
+    for (bool panels : {false, true}) {
+      CpuBackend backend(2);
+      backend.set_weight_panels(panels);
+      MatrixView w;
+      absl::StatusOr<DeviceBuffer> buf = backend.ImportWeightMatrix(stored.view, &w);
+      ASSERT_TRUE(buf.ok()) << buf.status();
+      const bool repacked = panels && cpu::UseWeightPanels(cpu::ActiveIsa(), dtype);
+      EXPECT_EQ(w.layout == MatrixLayout::kBf16Panels16, repacked) << DTypeName(dtype) << " " << panels;
+      if (!repacked) EXPECT_EQ(w.data, stored.view.data) << DTypeName(dtype);
+    }
+  }
+}
+
 // SiLU's vectorised exponential over the whole range, saturation included.
 TEST(ElementwiseTest, SiluMulAcrossTheRange) {
   CpuBackend backend(1);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 
 namespace gqa {
 
@@ -38,6 +39,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
     ASSIGN_OR_RETURN(ex->locked_bytes_, ex->checkpoint_->LockInMemory());
   }
   RETURN_IF_ERROR(options.mpi != nullptr ? ex->CreateMpi() : ex->CreateThreaded());
+  if (options.mlock) RETURN_IF_ERROR(ex->NarrowLockToWeights());
   return ex;
 }
 
@@ -135,6 +137,41 @@ absl::Status Executor::CreateMpi() {
   return absl::FailedPreconditionError("this build has no MPI support (install libopenmpi-dev and rebuild)");
 }
 #endif
+
+namespace {
+// The bytes a matrix view reads, from its first element.
+size_t ViewBytes(const MatrixView& m) {
+  if (m.rows == 0 || m.cols == 0) return 0;
+  if (m.layout == MatrixLayout::kBf16Panels16) return cpu::PanelBytes(m.rows, m.cols);
+  return size_t((m.rows - 1) * m.row_stride + m.cols) * DTypeSize(m.dtype);
+}
+}  // namespace
+
+absl::Status Executor::NarrowLockToWeights() {
+  if (options_.device != DeviceKind::kCpu) return absl::OkStatus();
+  std::vector<const MatrixView*> views;
+  bool repacked = false;
+  for (const auto& w : workers_) {
+    const ModelWeights& mw = w->model->weights();
+    views.push_back(&mw.embedding);
+    views.push_back(&mw.lm_head.w);
+    for (const LayerWeights& l : mw.layers) {
+      for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) views.push_back(&lin->w);
+    }
+  }
+  for (const MatrixView* v : views) repacked |= v->layout != MatrixLayout::kRowMajor;
+  if (!repacked) return absl::OkStatus();  // the locked checkpoint is what the ranks read
+  // The checkpoint's pages behind repacked matrices are no longer read:
+  // locking them too would hold those weights twice.
+  checkpoint_->UnlockInMemory();
+  locked_bytes_ = 0;
+  for (const MatrixView* v : views) {
+    const size_t bytes = ViewBytes(*v);
+    RETURN_IF_ERROR(LockMemory(v->data, bytes, "weights"));
+    locked_bytes_ += int64_t(bytes);
+  }
+  return absl::OkStatus();
+}
 
 absl::Status Executor::RootCause() const {
   // A rank's own error rather than the aborts it caused in the others.

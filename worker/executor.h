@@ -46,7 +46,9 @@ struct ExecutorOptions {
   WeightLoadCounter* load_counter = nullptr;
   // Lock the checkpoint's mapped files in RAM before loading (--mlock): the
   // CPU backend reads weights from the mapping, which the kernel may
-  // otherwise evict while idle.
+  // otherwise evict while idle. Where the CPU backend repacked weights at
+  // load (bf16 panels), the lock is then narrowed to the memory the ranks
+  // read: the repacked copies and the views still into the mapping.
   bool mlock = false;
   // One rank per process: this process runs rank mpi->rank() of an MPI job
   // of tp = mpi->size() ranks. Null: every rank is a thread of this process.
@@ -89,7 +91,7 @@ class Executor {
   // Bytes of weight matrices rank r reads per decode step.
   int64_t WeightBytes(int rank) const { return Local(rank).model->weights().matrix_bytes; }
   std::string BackendName() const { return workers_[0]->backend->Name(); }
-  // Bytes of the checkpoint locked in RAM (0 without options.mlock).
+  // Bytes of weights locked in RAM (0 without options.mlock).
   int64_t LockedWeightBytes() const { return locked_bytes_; }
   Backend* rank0_backend() { return workers_[0]->backend; }
   // Rank 0's thread pool on the CPU backend; null on other devices.
@@ -115,6 +117,8 @@ class Executor {
   absl::Status CreateThreaded();
   absl::Status CreateMpi();
   absl::Status SetUpRank(int rank);
+  // --mlock on the CPU after loading: see ExecutorOptions::mlock.
+  absl::Status NarrowLockToWeights();
   // The first failing rank's own error after a step or set-up (OK if none).
   absl::Status RootCause() const;
   absl::Status GuardedSetUpRank(int rank);  // SetUpRank, exceptions caught; aborts the group on failure

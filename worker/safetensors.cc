@@ -74,6 +74,10 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
+void Checkpoint::UnlockInMemory() {
+  for (const auto& f : files_) f->Unlock();
+}
+
 absl::StatusOr<int64_t> Checkpoint::LockInMemory() {
   int64_t bytes = 0;
   for (const auto& f : files_) {
@@ -111,19 +115,25 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   return std::unique_ptr<MappedFile>(new MappedFile(data, size));
 }
 
-absl::Status MappedFile::Lock(const std::string& path) {
-  if (data_ == nullptr) return absl::OkStatus();
-  if (::mlock(data_, size_) == 0) return absl::OkStatus();
+absl::Status LockMemory(const void* data, size_t bytes, const std::string& what) {
+  if (data == nullptr || bytes == 0) return absl::OkStatus();
+  if (::mlock(data, bytes) == 0) return absl::OkStatus();
   const int err = errno;
   struct rlimit lim{};
   ::getrlimit(RLIMIT_MEMLOCK, &lim);
   return absl::ResourceExhaustedError(absl::StrCat(
-      path, ": cannot lock ", size_, " bytes in memory (--mlock): ", std::strerror(err),
+      what, ": cannot lock ", bytes, " bytes in memory (--mlock): ", std::strerror(err),
       err == ENOMEM || err == EPERM
           ? absl::StrCat("; the locked-memory limit is ",
                          lim.rlim_cur == RLIM_INFINITY ? std::string("unlimited") : absl::StrCat(lim.rlim_cur, " bytes"),
                          " (raise it with ulimit -l / LimitMEMLOCK= / --ulimit memlock, or grant CAP_IPC_LOCK)")
           : ""));
+}
+
+absl::Status MappedFile::Lock(const std::string& path) { return LockMemory(data_, size_, path); }
+
+void MappedFile::Unlock() {
+  if (data_ != nullptr) ::munlock(data_, size_);
 }
 
 MappedFile::~MappedFile() {

@@ -25,6 +25,10 @@ struct TensorInfo {
   int64_t NumElements() const;
 };
 
+// Locks [data, data + bytes) in RAM (mlock: pages are read in first); the
+// error names `what` and the limit that refused.
+absl::Status LockMemory(const void* data, size_t bytes, const std::string& what);
+
 // A read-only memory mapping of a whole file.
 class MappedFile {
  public:
@@ -35,6 +39,7 @@ class MappedFile {
   // Reads every page in and locks the mapping in RAM (mlock), so that the
   // kernel cannot evict idle weights; an error says which limit refused.
   absl::Status Lock(const std::string& path_for_messages);
+  void Unlock();
 
  private:
   MappedFile(const uint8_t* data, size_t size) : data_(data), size_(size) {}
@@ -51,6 +56,7 @@ class SafetensorsFile {
   const std::map<std::string, TensorInfo>& tensors() const { return tensors_; }
   const std::string& path() const { return path_; }
   absl::Status Lock() { return map_->Lock(path_); }
+  void Unlock() { map_->Unlock(); }
   size_t size() const { return map_->size(); }
 
  private:
@@ -84,6 +90,8 @@ class Checkpoint {
   // Locks every mapped file in RAM (see MappedFile::Lock); returns the bytes
   // locked (0 for a checkpoint made in memory).
   absl::StatusOr<int64_t> LockInMemory();
+  // Undoes LockInMemory.
+  void UnlockInMemory();
 
  private:
   static absl::StatusOr<std::unique_ptr<Checkpoint>> OpenDirectoryUnguarded(const std::string& dir);

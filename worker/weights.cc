@@ -23,13 +23,16 @@ class Loader {
       : c_(c), ckpt_(ckpt), backend_(backend), out_(out), counter_(counter) {}
 
   // Imports rows [r0, r0 + nr) and columns [c0, c0 + nc) of a [rows, cols] matrix.
+  // A matrix only MatMul reads (for_matmul) may be stored in the backend's own
+  // layout; the embedding table stays row-major for its row lookups.
   absl::StatusOr<MatrixView> Matrix(const std::string& name, int64_t rows, int64_t cols,
                                     int64_t r0, int64_t nr, int64_t c0, int64_t nc,
-                                    bool count_bytes = true) {
+                                    bool count_bytes = true, bool for_matmul = true) {
     ASSIGN_OR_RETURN(const TensorInfo* t, ckpt_.Get(name, {rows, cols}));
     const MatrixView host = HostView(*t).RowSlice(r0, nr).ColSlice(c0, nc);
     MatrixView device;
-    ASSIGN_OR_RETURN(DeviceBuffer buf, backend_->ImportHostMatrix(host, &device));
+    ASSIGN_OR_RETURN(DeviceBuffer buf, for_matmul ? backend_->ImportWeightMatrix(host, &device)
+                                                  : backend_->ImportHostMatrix(host, &device));
     out_.owned.push_back(std::move(buf));
     if (count_bytes) out_.matrix_bytes += nr * nc * int64_t(DTypeSize(host.dtype));
     Count(nr * nc * int64_t(DTypeSize(host.dtype)));
@@ -99,7 +102,8 @@ absl::StatusOr<ModelWeights> LoadWeights(const ModelConfig& c, const Checkpoint&
   const int64_t q_rows = int64_t{c.num_q_heads} * hd, kv_rows = int64_t{c.num_kv_heads} * hd;
 
   ASSIGN_OR_RETURN(w.embedding, load.Matrix("model.embed_tokens.weight", c.vocab_size, hidden, s.vocab_begin,
-                                            s.vocab_size(), 0, hidden, /*count_bytes=*/false));
+                                            s.vocab_size(), 0, hidden, /*count_bytes=*/false,
+                                            /*for_matmul=*/false));
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     LayerWeights lw;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -31,7 +32,10 @@ void RmsNormRows(const float* x, const float* weight, int dim, float eps, float*
 
 }  // namespace cpu
 
-CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {}
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {
+  const char* env = std::getenv("GQA_CPU_WEIGHT_PANELS");
+  weight_panels_ = env == nullptr || std::string(env) != "0";
+}
 
 std::string CpuBackend::Name() const {
   return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(cpu::ActiveIsa()), ")");
@@ -54,6 +58,19 @@ absl::StatusOr<DeviceBuffer> CpuBackend::ImportHostMatrix(const MatrixView& host
                                                           MatrixView* device) {
   *device = host;
   return DeviceBuffer();
+}
+
+absl::StatusOr<DeviceBuffer> CpuBackend::ImportWeightMatrix(const MatrixView& host, MatrixView* device) {
+  if (!weight_panels_ || !cpu::UseWeightPanels(cpu::ActiveIsa(), host.dtype) ||
+      host.layout != MatrixLayout::kRowMajor || host.rows == 0 || host.cols == 0) {
+    return ImportHostMatrix(host, device);
+  }
+  ASSIGN_OR_RETURN(DeviceBuffer buf, Allocate(cpu::PanelBytes(host.rows, host.cols)));
+  uint16_t* out = buf.as<uint16_t>();
+  pool_.ParallelFor(cpu::NumPanels(host.rows),
+                    [&](int64_t b, int64_t e) { cpu::PackWeightPanels(host, out, b, e); });
+  *device = MatrixView{out, host.dtype, host.rows, host.cols, host.cols, MatrixLayout::kBf16Panels16};
+  return buf;
 }
 
 void CpuBackend::CopyToDevice(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
@@ -91,6 +108,17 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 }
 
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
+  if (w.layout == MatrixLayout::kBf16Panels16 && n < cpu::kPanelGemmMinTokens) {
+    packed_x_.resize(cpu::PanelPackedFloats(n, w.cols));
+    const int64_t tiles = cpu::PanelTokenTiles(n);
+    ParallelIfLarge(tiles, int64_t{n} * w.cols, [&](int64_t b, int64_t e) {
+      cpu::PackPanelTokens(x, n, w.cols, packed_x_.data(), b, e);
+    });
+    ParallelIfLarge(cpu::NumPanels(w.rows), int64_t{n} * w.rows * w.cols, [&](int64_t b, int64_t e) {
+      cpu::PanelMatMul(packed_x_.data(), n, w, bias, y, b, e);
+    });
+    return;
+  }
   if (cpu::UseGemm(cpu::ActiveIsa(), n, w.dtype)) {
     // Activations packed once, by all threads, then each thread multiplies
     // its rows (in whole 16-row panels) against them.

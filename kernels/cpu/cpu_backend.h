@@ -20,6 +20,12 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   absl::StatusOr<DeviceBuffer> ImportHost(const void* host, size_t bytes) override;
   absl::StatusOr<DeviceBuffer> ImportHostMatrix(const MatrixView& host, MatrixView* device) override;
+  // bf16 weights are repacked into 16-row panels (kernels/cpu/panels.cc)
+  // where cpu::UseWeightPanels holds, unless GQA_CPU_WEIGHT_PANELS=0 or
+  // set_weight_panels(false); anything else stays a view of the host memory.
+  absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) override;
+  void set_weight_panels(bool on) { weight_panels_ = on; }
+  bool weight_panels() const { return weight_panels_; }
   void CopyToDevice(void* dst, const void* src, size_t bytes) override;
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
@@ -48,6 +54,7 @@ class CpuBackend final : public Backend {
   void ParallelIfLarge(int64_t count, int64_t work, const ThreadPool::RangeFn& fn);
 
   ThreadPool pool_;
+  bool weight_panels_ = true;
   std::vector<float> packed_x_;            // MatMul's packed activations (several tokens)
   std::vector<float> attention_partials_;  // Attention's per-chunk partial results
 };

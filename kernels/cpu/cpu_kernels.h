@@ -52,6 +52,35 @@ void PackActivations(const float* x, int n, int64_t cols, float* packed, int64_t
 void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
               int64_t row_end);
 
+// bf16 weights in panels of 16 rows (MatrixLayout::kBf16Panels16; layout in
+// panels.cc), packed once at import by CpuBackend::ImportWeightMatrix where
+// UseWeightPanels holds (AVX2 without AVX-512 BF16: the vdpbf16ps tiles read
+// row-major bf16). Below kPanelGemmMinTokens tokens they are read in place
+// (PanelMatMul, over whole panels); from there the blocked GEMM widens them
+// into its f32 panels without a transpose (PanelToF32). gqa-bench --mode
+// matmul: in place ahead at 16-64 tokens, about even at 128, the GEMM ahead
+// in 512-token prefill.
+constexpr int kPanelRows = 16;
+constexpr int kPanelGemmMinTokens = 128;
+bool UseWeightPanels(Isa isa, DType dtype);
+int64_t NumPanels(int64_t rows);
+size_t PanelBytes(int64_t rows, int64_t cols);
+void PackWeightPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end);
+float PanelElement(const MatrixView& w, int64_t row, int64_t col);
+// Columns [k0, k0 + kc) of one panel as f32: out[k * 16 + r] for row r of
+// the panel (the blocked GEMM's weight packing for panels: no transpose).
+void PanelToF32(const MatrixView& w, int64_t panel, int64_t k0, int64_t kc, float* out);
+// Activations are first packed in token tiles of up to 6 ([tile][col][6],
+// one token: x itself) by PackPanelTokens over tiles [0, PanelTokenTiles(n)),
+// into PanelPackedFloats(n, cols) floats; PanelMatMul then multiplies any
+// range of panels against them.
+int64_t PanelTokenTiles(int n);
+int PanelTokenStride(int n);
+size_t PanelPackedFloats(int n, int64_t cols);
+void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end);
+void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y,
+                 int64_t panel_begin, int64_t panel_end);
+
 // Converts row `row` of w into f32 (cols values).
 void LoadRow(const MatrixView& w, int64_t row, float* out);
 

@@ -147,7 +147,13 @@ GQA_AVX2 void GemmRowsAvx2(const float* packed_x, int n, const MatrixView& w, co
     for (int64_t pc = 0; pc < cols; pc += kKc) {
       const int64_t kc = std::min(kKc, cols - pc);
       for (int64_t p = 0; p < num_panels; ++p) {
-        PackPanel<D>(w, jc + p * kNr, int(std::min<int64_t>(kNr, nc - p * kNr)), pc, kc, panels.data() + p * kNr * kc);
+        if (w.layout == MatrixLayout::kBf16Panels16) {
+          // Already 16-row panels (row_begin and kNc are multiples of 16): widen only.
+          PanelToF32(w, (jc + p * kNr) / kPanelRows, pc, kc, panels.data() + p * kNr * kc);
+        } else {
+          PackPanel<D>(w, jc + p * kNr, int(std::min<int64_t>(kNr, nc - p * kNr)), pc, kc,
+                       panels.data() + p * kNr * kc);
+        }
       }
       for (int ic = 0; ic < tiles; ic += kMcTiles) {
         const int ic_end = std::min(tiles, ic + kMcTiles);
@@ -199,6 +205,9 @@ int64_t PackedActivationTiles(int n) { return (n + kMr - 1) / kMr; }
 
 void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
               int64_t row_end) {
+  static_assert(kNr == kPanelRows && kNc % kPanelRows == 0, "GEMM panels line up with the weight panels");
+  GQA_CHECK(w.layout == MatrixLayout::kRowMajor || row_begin % kPanelRows == 0,
+            "a GEMM over weight panels starts at a panel");
   switch (w.dtype) {
     case DType::kF32: return GemmRowsAvx2<DType::kF32>(packed_x, n, w, bias, y, row_begin, row_end);
     case DType::kF16: return GemmRowsAvx2<DType::kF16>(packed_x, n, w, bias, y, row_begin, row_end);

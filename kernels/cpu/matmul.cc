@@ -239,6 +239,18 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end) {
+  const bool panels = w.layout == MatrixLayout::kBf16Panels16;
+  if (panels) {
+    GQA_CHECK(UseWeightPanels(isa, w.dtype), "bf16 weight panels are read by the AVX2 kernels only");
+    GQA_CHECK(row_begin % kPanelRows == 0 && (row_end % kPanelRows == 0 || row_end == w.rows),
+              "a product over weight panels covers whole panels");
+  }
+  if (panels && n < kPanelGemmMinTokens) {
+    thread_local std::vector<float> packed;
+    packed.resize(PanelPackedFloats(n, w.cols));
+    PackPanelTokens(x, n, w.cols, packed.data(), 0, PanelTokenTiles(n));
+    return PanelMatMul(packed.data(), n, w, bias, y, row_begin / kPanelRows, NumPanels(row_end));
+  }
   if (isa == Isa::kScalar || !IsaAvailable(isa)) return MatMulRowsScalar(x, n, w, bias, y, row_begin, row_end);
   if (UseGemm(isa, n, w.dtype)) {
     thread_local std::vector<float> packed;
@@ -257,6 +269,10 @@ void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const f
 }
 
 void LoadRow(const MatrixView& w, int64_t row, float* out) {
+  if (w.layout == MatrixLayout::kBf16Panels16) {
+    for (int64_t k = 0; k < w.cols; ++k) out[k] = PanelElement(w, row, k);
+    return;
+  }
   const char* base =
       static_cast<const char*>(w.data) + row * w.row_stride * int64_t(DTypeSize(w.dtype));
   for (int64_t k = 0; k < w.cols; ++k) out[k] = LoadElement(base, w.dtype, k);
