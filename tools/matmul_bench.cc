@@ -77,8 +77,9 @@ absl::Status RunMatMulBench(const Flags& f) {
         gflops[l].push_back(flop * reps[l] / (MonotonicSeconds() - t0) / 1e9);
       }
     }
-    const bool gemm = cpu::UseGemm(cpu::ActiveIsa(), n, dtype);
     for (size_t l = 0; l < layouts.size(); ++l) {
+      const bool gemm = cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
+                        (layouts[l].second.layout == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
       const double med = Median(gflops[l]), best = *std::max_element(gflops[l].begin(), gflops[l].end());
       const double weight_gbps = med / (2.0 * n) * double(DTypeSize(dtype));  // weight bytes streamed per second
       out.push_back({{"tokens", n}, {"rows", rows}, {"cols", cols}, {"dtype", dtype_name},

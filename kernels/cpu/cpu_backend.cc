@@ -109,6 +109,9 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
   if (w.layout == MatrixLayout::kBf16Panels16 && n < cpu::kPanelGemmMinTokens) {
+    // bf16 panels read in place: token tiles packed by all threads, then
+    // each thread multiplies its whole panels against them. (From
+    // kPanelGemmMinTokens the blocked GEMM below takes the panels.)
     packed_x_.resize(cpu::PanelPackedFloats(n, w.cols));
     const int64_t tiles = cpu::PanelTokenTiles(n);
     ParallelIfLarge(tiles, int64_t{n} * w.cols, [&](int64_t b, int64_t e) {

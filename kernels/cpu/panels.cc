@@ -13,9 +13,17 @@
 // the matrix are zero. The repacked matrix takes the same memory as the
 // stored one (plus at most 15 zero rows).
 //
-// Every output element is summed over its columns in order (for one token
-// at a time, in four interleaved partial sums combined at the end), so the
-// result does not depend on the row range a thread is given.
+// Activations are packed once per product into token tiles of up to 6
+// ([tile][column][6]: one contiguous stream of broadcasts per tile). With
+// several tiles, a panel is taken 256 columns (8 KB) at a time: the first
+// tile brings them from memory, prefetching 64 columns ahead, and the others
+// find them in L1 and prefetch the next 256. One or two tokens are latency-
+// rather than FMA-bound, so their columns are cut into 4 or 2 contiguous
+// runs summed side by side (more FMA chains, more memory streams).
+//
+// Every output element is thus summed in a fixed order that depends only on
+// the token count and the column count, never on the row range a thread is
+// given: results are bit-identical across thread counts.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -29,7 +37,7 @@ namespace gqa::cpu {
 namespace {
 
 constexpr int kMaxTokens = 6;  // tokens per register tile: 12 accumulators
-constexpr int64_t kPrefetch = 64;
+constexpr int64_t kPrefetch = 64;  // columns (2 KB) the first tile prefetches ahead
 constexpr int64_t kKc = 256;    // columns of a panel per pass when several tiles share it (8 KB)
 
 inline int LaneOf(int row_in_panel) {
