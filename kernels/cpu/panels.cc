@@ -44,6 +44,22 @@ inline int LaneOf(int row_in_panel) {
   return row_in_panel < 8 ? 2 * row_in_panel : 2 * (row_in_panel - 8) + 1;
 }
 
+// One column of a panel (16 weights) times T tokens' activations, added to
+// the 2 x T sums of rows 0-7 (lo) and 8-15 (hi).
+template <int T>
+GQA_AVX2 __attribute__((always_inline)) inline void ColumnStep(const uint16_t* column, const float* xk,
+                                                               __m256i mask, __m256 (&lo)[T], __m256 (&hi)[T]) {
+  const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(column));
+  const __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+  const __m256 wh = _mm256_castsi256_ps(_mm256_and_si256(w, mask));
+#pragma GCC unroll 6
+  for (int t = 0; t < T; ++t) {
+    const __m256 a = _mm256_broadcast_ss(xk + t);
+    lo[t] = _mm256_fmadd_ps(wl, a, lo[t]);
+    hi[t] = _mm256_fmadd_ps(wh, a, hi[t]);
+  }
+}
+
 // out[t * 16 + r] (+)= sum_k x[k * ldk + t] * w[r, k] over the kc columns
 // of one panel (from column 0 of `panel` and of x), for T tokens and the
 // panel's 16 rows; `accumulate` adds to out. With S > 1 the columns are cut
@@ -68,27 +84,11 @@ GQA_AVX2 void PanelTile(const uint16_t* panel, int64_t kc, const float* x, int64
     for (int s = 0; s < S; ++s) {
       const int64_t k = s * run + j;
       if ((k & 1) == 0) _mm_prefetch(reinterpret_cast<const char*>(next + k * kPanelRows), _MM_HINT_T0);
-      const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + k * kPanelRows));
-      const __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-      const __m256 wh = _mm256_castsi256_ps(_mm256_and_si256(w, mask));
-#pragma GCC unroll 6
-      for (int t = 0; t < T; ++t) {
-        const __m256 a = _mm256_broadcast_ss(x + k * ldk + t);
-        lo[s][t] = _mm256_fmadd_ps(wl, a, lo[s][t]);
-        hi[s][t] = _mm256_fmadd_ps(wh, a, hi[s][t]);
-      }
+      ColumnStep<T>(panel + k * kPanelRows, x + k * ldk, mask, lo[s], hi[s]);
     }
   }
   for (int64_t k = S * run; k < kc; ++k) {  // what the runs left over joins the last run
-    const __m256i w = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + k * kPanelRows));
-    const __m256 wl = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    const __m256 wh = _mm256_castsi256_ps(_mm256_and_si256(w, mask));
-#pragma GCC unroll 6
-    for (int t = 0; t < T; ++t) {
-      const __m256 a = _mm256_broadcast_ss(x + k * ldk + t);
-      lo[S - 1][t] = _mm256_fmadd_ps(wl, a, lo[S - 1][t]);
-      hi[S - 1][t] = _mm256_fmadd_ps(wh, a, hi[S - 1][t]);
-    }
+    ColumnStep<T>(panel + k * kPanelRows, x + k * ldk, mask, lo[S - 1], hi[S - 1]);
   }
 #pragma GCC unroll 6
   for (int t = 0; t < T; ++t) {
