@@ -41,32 +41,25 @@ AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_p
   // Split decode contexts while the grid is smaller than target_blocks.
   const int items = int(plan.decode.size());
   if (items == 0) return plan;
+  // Gives item d DecodeSplits of its context under max_splits, with its
+  // partial slots after those already taken (none when one split).
+  const auto split = [&](DecodeItem& d, int max_splits) {
+    const int splits = DecodeSplits(DecodeContext(token_pos[d.token], shape.sliding_window), max_splits);
+    if (splits <= 1) return;
+    d.num_splits = splits;
+    d.partial_offset = plan.split_slots;
+    plan.split_slots += splits;
+    plan.max_splits = std::max(plan.max_splits, splits);
+  };
   if (plan.prefill.empty()) {
     const int cap = DecodeSplitCap(DecodeBucket(items), shape.num_kv_heads, target_blocks, split_slots_available);
-    for (DecodeItem& d : plan.decode) {
-      const int splits = DecodeSplits(DecodeContext(token_pos[d.token], shape.sliding_window), cap);
-      if (splits <= 1) continue;
-      d.num_splits = splits;
-      d.partial_offset = plan.split_slots;
-      plan.split_slots += splits;
-      plan.max_splits = std::max(plan.max_splits, splits);
-    }
+    for (DecodeItem& d : plan.decode) split(d, cap);
     return plan;
   }
   const int base_blocks = items * std::max(1, shape.num_kv_heads) + int(plan.prefill.size()) * shape.num_kv_heads;
   const int want = std::min(kMaxSplits, (target_blocks + base_blocks - 1) / std::max(1, base_blocks));
   if (want <= 1) return plan;
-  for (DecodeItem& d : plan.decode) {
-    const int pos = token_pos[d.token];
-    const int start = shape.sliding_window > 0 ? std::max(0, pos - shape.sliding_window + 1) : 0;
-    const int by_length = (pos + 1 - start) / kMinSplitKeys;
-    const int splits = std::min({want, by_length, split_slots_available - plan.split_slots});
-    if (splits <= 1) continue;
-    d.num_splits = splits;
-    d.partial_offset = plan.split_slots;
-    plan.split_slots += splits;
-    plan.max_splits = std::max(plan.max_splits, splits);
-  }
+  for (DecodeItem& d : plan.decode) split(d, std::min(want, split_slots_available - plan.split_slots));
   return plan;
 }
 
