@@ -14,7 +14,6 @@ namespace {
 // pool costs more than it saves.
 constexpr int64_t kMinParallelWork = 1 << 15;
 constexpr int64_t kMatMulRowTile = 8;
-constexpr int64_t kGemmRowPanel = 16;
 }  // namespace
 
 namespace cpu {
@@ -130,9 +129,9 @@ void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float*
     ParallelIfLarge(x_tiles, int64_t{n} * w.cols, [&](int64_t b, int64_t e) {
       cpu::PackActivations(x, n, w.cols, packed_x_.data(), b, e);
     });
-    const int64_t panels = (w.rows + kGemmRowPanel - 1) / kGemmRowPanel;
+    const int64_t panels = cpu::NumPanels(w.rows);  // the GEMM's 16-row panels are the weight panels' rows
     pool_.ParallelFor(panels, [&](int64_t b, int64_t e) {
-      cpu::GemmRows(packed_x_.data(), n, w, bias, y, b * kGemmRowPanel, std::min(w.rows, e * kGemmRowPanel));
+      cpu::GemmRows(packed_x_.data(), n, w, bias, y, b * cpu::kPanelRows, std::min(w.rows, e * cpu::kPanelRows));
     });
     return;
   }
