@@ -22,9 +22,10 @@ GQA_HOST_DEVICE constexpr size_t DTypeSize(DType t) { return t == DType::kF32 ? 
 // How a backend stores an imported weight matrix. Row-major is the stored
 // checkpoint order and the only layout the op interface's callers create;
 // the CPU backend may repack bf16 weights at import into panels of 16 rows
-// interleaved column by column (kernels/cpu/panels.cc), which only its own
-// kernels read.
-enum class MatrixLayout : uint8_t { kRowMajor, kBf16Panels16 };
+// interleaved column by column (kernels/cpu/panels.cc, for AVX2) or column
+// pair by column pair (kernels/cpu/pair_panels.cc, for AVX-512 BF16), which
+// only its own kernels read.
+enum class MatrixLayout : uint8_t { kRowMajor, kBf16Panels16, kBf16PairPanels16 };
 
 // A [rows, cols] matrix in device memory. Row-major: rows are row_stride
 // elements apart, so that a column slice of a stored matrix is a view.

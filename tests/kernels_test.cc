@@ -278,94 +278,102 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
   }
 }
 
-// bf16 weights repacked into 16-row panels (CpuBackend::ImportWeightMatrix):
-// token counts around the 6-token register tile and on both sides of the
-// switch to the blocked GEMM, rows around the 16-row panel and the GEMM's
-// 192-row block, columns across 256-column passes and leaving the split runs
-// a tail, a strided column slice as the source; against float64,
-// bit-identical for 1, 2 and 3 threads and for a row range, and every
-// element readable back (LoadRow).
+// bf16 weights repacked into 16-row panels, in the layout of every ISA this
+// CPU has (AVX2: kBf16Panels16; AVX-512 BF16: kBf16PairPanels16): token
+// counts around the register tiles (6 and 12 tokens) and on both sides of
+// the AVX2 switch to the blocked GEMM, rows around the 16-row panel, the
+// 4-panel decode group and the GEMM's 192-row block, columns across passes,
+// odd (a half-empty last pair) and leaving the split runs a tail, a strided
+// column slice as the source; against float64 (of the activations as the
+// ISA multiplies them), a row range bit-identical to the whole product,
+// every element readable back (LoadRow); and for the active ISA, through
+// CpuBackend::ImportWeightMatrix and MatMul, bit-identical for 1, 2 and 3
+// threads.
 TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
-  if (!cpu::UseWeightPanels(cpu::Isa::kAvx2, DType::kBF16)) {
-    GTEST_SKIP() << "bf16 weight panels need AVX2/FMA/F16C, which this CPU lacks";
-  }
-  Rng rng(23);
-  constexpr int kFirstPanelRows = cpu::kPanelRows;
-  for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {203, 77}}) {
-    const int stored_cols = cols + 9, c0 = 5;  // the source is a column slice of a wider matrix
-    StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
-    const MatrixView host = stored.view.ColSlice(c0, cols);
-    const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
-    const std::vector<int> counts = {1, 2, 3, 4, 5, 6, 7, 13, 24, 37, cpu::kPanelGemmMinTokens - 1,
-                                     cpu::kPanelGemmMinTokens + 5};
-    std::vector<std::vector<float>> xs, biases;
-    for (int n : counts) {
-      xs.push_back(rng.Floats(size_t(n) * cols));
-      biases.push_back(rng.Floats(rows));
+  int ran = 0;
+  for (cpu::Isa isa : {cpu::Isa::kAvx2, cpu::Isa::kAvx512Bf16}) {
+    const MatrixLayout layout = cpu::WeightPanelLayout(isa, DType::kBF16);
+    if (layout == MatrixLayout::kRowMajor) {
+      std::printf("note: %s is not available on this CPU: its weight panels are not tested here\n", cpu::IsaName(isa));
+      continue;
     }
-    std::vector<std::vector<float>> by_threads;
-    std::vector<DeviceBuffer> keep;
-    for (int threads : {1, 2, 3}) {
-      CpuBackend backend(threads);
-      backend.set_weight_panels(true);
-      MatrixView w;
-      absl::StatusOr<DeviceBuffer> buf = backend.ImportWeightMatrix(host, &w);
+    ++ran;
+    Rng rng(23);
+    constexpr int kFirstPanelRows = cpu::kPanelRows;
+    for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {79, 64}, {203, 77}}) {
+      const int stored_cols = cols + 9, c0 = 5;  // the source is a column slice of a wider matrix
+      StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
+      const MatrixView host = stored.view.ColSlice(c0, cols);
+      const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
+      const std::string shape = absl::StrCat(cpu::IsaName(isa), " ", rows, "x", cols);
+      CpuBackend packer(1);
+      absl::StatusOr<DeviceBuffer> buf = packer.Allocate(cpu::PanelBytes(layout, rows, cols));
       ASSERT_TRUE(buf.ok()) << buf.status();
-      if (cpu::ActiveIsa() != cpu::Isa::kAvx2) {
-        // Machines with AVX-512 BF16 keep row-major weights for vdpbf16ps.
-        EXPECT_EQ(w.layout, MatrixLayout::kRowMajor);
-        GTEST_SKIP() << "the active ISA is " << cpu::IsaName(cpu::ActiveIsa()) << ": weights stay row-major";
+      cpu::PackWeightPanels(layout, host, buf->as<uint16_t>(), 0, cpu::NumPanels(rows));
+      const MatrixView w{buf->data(), DType::kBF16, rows, cols, cols, layout};
+      std::vector<float> row(cols);
+      for (int r = 0; r < rows; ++r) {
+        cpu::LoadRow(w, r, row.data());
+        for (int k = 0; k < cols; ++k) ASSERT_EQ(row[k], float(exact(r, k))) << shape << " " << r << "," << k;
       }
-      ASSERT_EQ(w.layout, MatrixLayout::kBf16Panels16);
-      ASSERT_EQ(w.rows, rows);
-      ASSERT_EQ(w.cols, cols);
-      if (threads == 1) {
-        std::vector<float> row(cols);
-        for (int r = 0; r < rows; ++r) {
-          cpu::LoadRow(w, r, row.data());
-          for (int k = 0; k < cols; ++k) ASSERT_EQ(row[k], float(exact(r, k))) << rows << "x" << cols << " " << r << "," << k;
-        }
-      }
-      std::vector<float> all;
-      for (size_t i = 0; i < counts.size(); ++i) {
-        const int n = counts[i];
-        const std::vector<float>& x = xs[i];
-        const std::vector<float>& bias = biases[i];
+      const std::vector<int> counts = {1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24, 25, 37, cpu::kPanelGemmMinTokens - 1,
+                                       cpu::kPanelGemmMinTokens + 5};
+      std::vector<std::vector<float>> xs, ys;
+      std::vector<std::vector<float>> biases;
+      for (int n : counts) {
+        const std::vector<float> x = rng.Floats(size_t(n) * cols), bias = rng.Floats(rows);
+        const float* b = n % 2 ? bias.data() : nullptr;
         std::vector<float> y(size_t(n) * rows);
-        backend.MatMul(x.data(), n, w, n % 2 ? bias.data() : nullptr, y.data());
+        cpu::MatMulRowsWith(isa, x.data(), n, w, b, y.data(), 0, rows);
+        const std::vector<float> xr = ActivationsAsComputed(isa, DType::kBF16, x);
         std::vector<double> want(y.size());
         for (int t = 0; t < n; ++t) {
           for (int r = 0; r < rows; ++r) {
-            double acc = n % 2 ? bias[r] : 0.0;
-            for (int k = 0; k < cols; ++k) acc += exact(r, k) * x[size_t(t) * cols + k];
+            double acc = b != nullptr ? bias[r] : 0.0;
+            for (int k = 0; k < cols; ++k) acc += exact(r, k) * xr[size_t(t) * cols + k];
             want[size_t(t) * rows + r] = acc;
           }
         }
-        ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), absl::StrCat("panels n=", n, " ", rows, "x", cols));
-        if (threads == 1 && rows > kFirstPanelRows) {
-          // Rows from the second panel on, single-threaded: the same values.
+        ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), absl::StrCat(shape, " n=", n));
+        if (rows > kFirstPanelRows) {
+          // Rows from the second panel on: the same values, nothing else written.
           std::vector<float> part(y.size(), std::nanf(""));
-          cpu::MatMulRowsWith(cpu::Isa::kAvx2, x.data(), n, w, n % 2 ? bias.data() : nullptr, part.data(),
-                              kFirstPanelRows, rows);
+          cpu::MatMulRowsWith(isa, x.data(), n, w, b, part.data(), kFirstPanelRows, rows);
           for (int t = 0; t < n; ++t) {
             for (int r = 0; r < rows; ++r) {
               const float v = part[size_t(t) * rows + r];
               if (r < kFirstPanelRows) {
-                ASSERT_TRUE(std::isnan(v)) << "row " << r << " outside the range was written";
+                ASSERT_TRUE(std::isnan(v)) << shape << ": row " << r << " outside the range was written";
               } else {
-                ASSERT_EQ(v, y[size_t(t) * rows + r]) << "n=" << n << " t=" << t << " r=" << r;
+                ASSERT_EQ(v, y[size_t(t) * rows + r]) << shape << " n=" << n << " t=" << t << " r=" << r;
               }
             }
           }
         }
-        all.insert(all.end(), y.begin(), y.end());
+        xs.push_back(x);
+        biases.push_back(bias);
+        ys.push_back(y);
       }
-      by_threads.push_back(all);
-      keep.push_back(std::move(*buf));
+      if (isa != cpu::ActiveIsa()) continue;
+      for (int threads : {1, 2, 3}) {
+        CpuBackend backend(threads);
+        backend.set_weight_panels(true);
+        MatrixView imported;
+        absl::StatusOr<DeviceBuffer> ibuf = backend.ImportWeightMatrix(host, &imported);
+        ASSERT_TRUE(ibuf.ok()) << ibuf.status();
+        ASSERT_EQ(imported.layout, layout) << shape;
+        ASSERT_EQ(imported.rows, rows);
+        ASSERT_EQ(imported.cols, cols);
+        for (size_t i = 0; i < counts.size(); ++i) {
+          const int n = counts[i];
+          std::vector<float> y(size_t(n) * rows);
+          backend.MatMul(xs[i].data(), n, imported, n % 2 ? biases[i].data() : nullptr, y.data());
+          ASSERT_EQ(y, ys[i]) << shape << " n=" << n << " threads=" << threads;
+        }
+      }
     }
-    EXPECT_EQ(by_threads[0], by_threads[1]) << rows << "x" << cols;
-    EXPECT_EQ(by_threads[0], by_threads[2]) << rows << "x" << cols;
   }
+  if (ran == 0) GTEST_SKIP() << "this CPU has neither AVX2/FMA/F16C nor AVX-512 BF16: no weight panels";
 }
 
 // Only bf16 weights are repacked, and only when asked; the others stay views.
@@ -379,9 +387,12 @@ TEST(PanelTest, OtherWeightsStayRowMajorViews) {
       MatrixView w;
       absl::StatusOr<DeviceBuffer> buf = backend.ImportWeightMatrix(stored.view, &w);
       ASSERT_TRUE(buf.ok()) << buf.status();
-      const bool repacked = panels && cpu::UseWeightPanels(cpu::ActiveIsa(), dtype);
-      EXPECT_EQ(w.layout == MatrixLayout::kBf16Panels16, repacked) << DTypeName(dtype) << " " << panels;
-      if (!repacked) EXPECT_EQ(w.data, stored.view.data) << DTypeName(dtype);
+      const MatrixLayout layout = cpu::WeightPanelLayout(cpu::ActiveIsa(), dtype);
+      const bool repacked = panels && layout != MatrixLayout::kRowMajor;
+      EXPECT_EQ(w.layout, repacked ? layout : MatrixLayout::kRowMajor) << DTypeName(dtype) << " " << panels;
+      if (!repacked) {
+        EXPECT_EQ(w.data, stored.view.data) << DTypeName(dtype);
+      }
     }
   }
 }

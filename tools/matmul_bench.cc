@@ -50,6 +50,7 @@ absl::Status RunMatMulBench(const Flags& f) {
   ASSIGN_OR_RETURN(DeviceBuffer imported_buf, backend.ImportWeightMatrix(stored, &imported));
   std::vector<std::pair<std::string, MatrixView>> layouts = {{"row-major", stored}};
   if (imported.layout == MatrixLayout::kBf16Panels16) layouts.push_back({"panels", imported});
+  if (imported.layout == MatrixLayout::kBf16PairPanels16) layouts.push_back({"pair-panels", imported});
   const int max_n = *std::max_element(tokens.begin(), tokens.end());
   std::vector<float> x(size_t(max_n) * cols), y(size_t(max_n) * rows);
   for (float& v : x) v = d(gen);

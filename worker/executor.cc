@@ -142,7 +142,7 @@ namespace {
 // The bytes a matrix view reads, from its first element.
 size_t ViewBytes(const MatrixView& m) {
   if (m.rows == 0 || m.cols == 0) return 0;
-  if (m.layout == MatrixLayout::kBf16Panels16) return cpu::PanelBytes(m.rows, m.cols);
+  if (m.layout != MatrixLayout::kRowMajor) return cpu::PanelBytes(m.layout, m.rows, m.cols);
   return size_t((m.rows - 1) * m.row_stride + m.cols) * DTypeSize(m.dtype);
 }
 }  // namespace

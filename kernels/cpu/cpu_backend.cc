@@ -60,15 +60,16 @@ absl::StatusOr<DeviceBuffer> CpuBackend::ImportHostMatrix(const MatrixView& host
 }
 
 absl::StatusOr<DeviceBuffer> CpuBackend::ImportWeightMatrix(const MatrixView& host, MatrixView* device) {
-  if (!weight_panels_ || !cpu::UseWeightPanels(cpu::ActiveIsa(), host.dtype) ||
-      host.layout != MatrixLayout::kRowMajor || host.rows == 0 || host.cols == 0) {
+  const MatrixLayout layout = cpu::WeightPanelLayout(cpu::ActiveIsa(), host.dtype);
+  if (!weight_panels_ || layout == MatrixLayout::kRowMajor || host.layout != MatrixLayout::kRowMajor ||
+      host.rows == 0 || host.cols == 0) {
     return ImportHostMatrix(host, device);
   }
-  ASSIGN_OR_RETURN(DeviceBuffer buf, Allocate(cpu::PanelBytes(host.rows, host.cols)));
+  ASSIGN_OR_RETURN(DeviceBuffer buf, Allocate(cpu::PanelBytes(layout, host.rows, host.cols)));
   uint16_t* out = buf.as<uint16_t>();
   pool_.ParallelFor(cpu::NumPanels(host.rows),
-                    [&](int64_t b, int64_t e) { cpu::PackWeightPanels(host, out, b, e); });
-  *device = MatrixView{out, host.dtype, host.rows, host.cols, host.cols, MatrixLayout::kBf16Panels16};
+                    [&](int64_t b, int64_t e) { cpu::PackWeightPanels(layout, host, out, b, e); });
+  *device = MatrixView{out, host.dtype, host.rows, host.cols, host.cols, layout};
   return buf;
 }
 
@@ -107,6 +108,19 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 }
 
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
+  if (w.layout == MatrixLayout::kBf16PairPanels16) {
+    // bf16 pair panels (AVX-512 BF16) at every token count: activations
+    // split and packed by all threads, then each thread multiplies its
+    // whole panels against them.
+    packed_pairs_.resize(cpu::PairPackedWords(n, w.cols));
+    ParallelIfLarge(cpu::PairTokenTiles(n), int64_t{n} * w.cols * 8, [&](int64_t b, int64_t e) {
+      cpu::PackPairTokens(x, n, w.cols, packed_pairs_.data(), b, e);
+    });
+    ParallelIfLarge(cpu::NumPanels(w.rows), int64_t{n} * w.rows * w.cols, [&](int64_t b, int64_t e) {
+      cpu::PairPanelMatMul(packed_pairs_.data(), n, w, bias, y, b, e);
+    });
+    return;
+  }
   if (w.layout == MatrixLayout::kBf16Panels16 && n < cpu::kPanelGemmMinTokens) {
     // bf16 panels read in place: token tiles packed by all threads, then
     // each thread multiplies its whole panels against them. (From

@@ -20,8 +20,9 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> Allocate(size_t bytes) override;
   absl::StatusOr<DeviceBuffer> ImportHost(const void* host, size_t bytes) override;
   absl::StatusOr<DeviceBuffer> ImportHostMatrix(const MatrixView& host, MatrixView* device) override;
-  // bf16 weights are repacked into 16-row panels (kernels/cpu/panels.cc)
-  // where cpu::UseWeightPanels holds, unless GQA_CPU_WEIGHT_PANELS=0 or
+  // bf16 weights are repacked into 16-row panels (kernels/cpu/panels.cc,
+  // pair_panels.cc) in the layout cpu::WeightPanelLayout names for the
+  // active ISA, unless GQA_CPU_WEIGHT_PANELS=0 or
   // set_weight_panels(false); anything else stays a view of the host memory.
   absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) override;
   void set_weight_panels(bool on) { weight_panels_ = on; }
@@ -56,6 +57,7 @@ class CpuBackend final : public Backend {
   ThreadPool pool_;
   bool weight_panels_ = true;
   std::vector<float> packed_x_;            // MatMul's packed activations (several tokens)
+  std::vector<uint32_t> packed_pairs_;     // MatMul's split and packed activations for pair panels
   std::vector<float> attention_partials_;  // Attention's per-chunk partial results
 };
 

@@ -52,20 +52,27 @@ void PackActivations(const float* x, int n, int64_t cols, float* packed, int64_t
 void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
               int64_t row_end);
 
-// bf16 weights in panels of 16 rows (MatrixLayout::kBf16Panels16; layout in
-// panels.cc), packed once at import by CpuBackend::ImportWeightMatrix where
-// UseWeightPanels holds (AVX2 without AVX-512 BF16: the vdpbf16ps tiles read
-// row-major bf16). Below kPanelGemmMinTokens tokens they are read in place
-// (PanelMatMul, over whole panels); from there the blocked GEMM widens them
-// into its f32 panels without a transpose (PanelToF32). gqa-bench --mode
-// matmul: in place ahead at 16-64 tokens, about even at 128, the GEMM ahead
-// in 512-token prefill.
+// bf16 weights repacked once at import (CpuBackend::ImportWeightMatrix) into
+// panels of 16 rows, in the layout WeightPanelLayout names for the active
+// ISA (row-major: not repacked):
+//  - AVX2: MatrixLayout::kBf16Panels16 (panels.cc), read in place by
+//    PanelMatMul below kPanelGemmMinTokens tokens and widened by the blocked
+//    GEMM into its f32 panels without a transpose from there (PanelToF32).
+//    gqa-bench --mode matmul: in place ahead at 16-64 tokens, about even at
+//    128, the GEMM ahead in 512-token prefill.
+//  - AVX-512 BF16: MatrixLayout::kBf16PairPanels16 (pair_panels.cc), column
+//    pairs for vdpbf16ps, read in place by PairPanelMatMul at every token
+//    count.
 constexpr int kPanelRows = 16;
 constexpr int kPanelGemmMinTokens = 128;
-bool UseWeightPanels(Isa isa, DType dtype);
+MatrixLayout WeightPanelLayout(Isa isa, DType dtype);
 int64_t NumPanels(int64_t rows);
-size_t PanelBytes(int64_t rows, int64_t cols);
-void PackWeightPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end);
+// Bytes of a rows x cols matrix repacked into `layout` (a panel layout).
+size_t PanelBytes(MatrixLayout layout, int64_t rows, int64_t cols);
+// Packs panels [panel_begin, panel_end) of row-major bf16 w into out.
+void PackWeightPanels(MatrixLayout layout, const MatrixView& w, uint16_t* out, int64_t panel_begin,
+                      int64_t panel_end);
+// One element of a repacked matrix (either panel layout).
 float PanelElement(const MatrixView& w, int64_t row, int64_t col);
 // Columns [k0, k0 + kc) of one panel as f32: out[k * 16 + r] for row r of
 // the panel (the blocked GEMM's weight packing for panels: no transpose).
@@ -80,6 +87,20 @@ size_t PanelPackedFloats(int n, int64_t cols);
 void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end);
 void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y,
                  int64_t panel_begin, int64_t panel_end);
+// Pair panels (AVX-512 BF16 only): activations split into bf16 hi + lo and
+// packed in token tiles of up to 12 ([tile][pair][token][hi, lo], 32-bit
+// words) by PackPairTokens over tiles [0, PairTokenTiles(n)), into
+// PairPackedWords(n, cols) words; PairPanelMatMul then multiplies any range
+// of panels against them.
+int64_t PairTokenTiles(int n);
+int PairTokenStride(int n);
+size_t PairPackedWords(int n, int64_t cols);
+void PackPairTokens(const float* x, int n, int64_t cols, uint32_t* packed, int64_t tile_begin, int64_t tile_end);
+void PairPanelMatMul(const uint32_t* packed_x, int n, const MatrixView& w, const float* bias, float* y,
+                     int64_t panel_begin, int64_t panel_end);
+size_t PairPanelBytes(int64_t rows, int64_t cols);
+void PackWeightPairPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end);
+float PairPanelElement(const MatrixView& w, int64_t row, int64_t col);
 
 // Converts row `row` of w into f32 (cols values).
 void LoadRow(const MatrixView& w, int64_t row, float* out);

@@ -206,8 +206,8 @@ int64_t PackedActivationTiles(int n) { return (n + kMr - 1) / kMr; }
 void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y, int64_t row_begin,
               int64_t row_end) {
   static_assert(kNr == kPanelRows && kNc % kPanelRows == 0, "GEMM panels line up with the weight panels");
-  GQA_CHECK(w.layout == MatrixLayout::kRowMajor || row_begin % kPanelRows == 0,
-            "a GEMM over weight panels starts at a panel");
+  GQA_CHECK(w.layout == MatrixLayout::kRowMajor || (w.layout == MatrixLayout::kBf16Panels16 && row_begin % kPanelRows == 0),
+            "a GEMM over weight panels reads AVX2 panels and starts at a panel");
   switch (w.dtype) {
     case DType::kF32: return GemmRowsAvx2<DType::kF32>(packed_x, n, w, bias, y, row_begin, row_end);
     case DType::kF16: return GemmRowsAvx2<DType::kF16>(packed_x, n, w, bias, y, row_begin, row_end);

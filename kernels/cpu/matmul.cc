@@ -239,13 +239,18 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end) {
-  const bool panels = w.layout == MatrixLayout::kBf16Panels16;
-  if (panels) {
-    GQA_CHECK(UseWeightPanels(isa, w.dtype), "bf16 weight panels are read by the AVX2 kernels only");
+  if (w.layout != MatrixLayout::kRowMajor) {
+    GQA_CHECK(WeightPanelLayout(isa, w.dtype) == w.layout, "weight panels are read by the ISA they were packed for");
     GQA_CHECK(row_begin % kPanelRows == 0 && (row_end % kPanelRows == 0 || row_end == w.rows),
               "a product over weight panels covers whole panels");
   }
-  if (panels && n < kPanelGemmMinTokens) {
+  if (w.layout == MatrixLayout::kBf16PairPanels16) {
+    thread_local std::vector<uint32_t> packed;
+    packed.resize(PairPackedWords(n, w.cols));
+    PackPairTokens(x, n, w.cols, packed.data(), 0, PairTokenTiles(n));
+    return PairPanelMatMul(packed.data(), n, w, bias, y, row_begin / kPanelRows, NumPanels(row_end));
+  }
+  if (w.layout == MatrixLayout::kBf16Panels16 && n < kPanelGemmMinTokens) {
     thread_local std::vector<float> packed;
     packed.resize(PanelPackedFloats(n, w.cols));
     PackPanelTokens(x, n, w.cols, packed.data(), 0, PanelTokenTiles(n));
@@ -269,7 +274,7 @@ void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const f
 }
 
 void LoadRow(const MatrixView& w, int64_t row, float* out) {
-  if (w.layout == MatrixLayout::kBf16Panels16) {
+  if (w.layout != MatrixLayout::kRowMajor) {
     for (int64_t k = 0; k < w.cols; ++k) out[k] = PanelElement(w, row, k);
     return;
   }

@@ -150,17 +150,25 @@ void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t
   }
 }
 
-bool UseWeightPanels(Isa isa, DType dtype) {
-  return dtype == DType::kBF16 && isa == Isa::kAvx2 && IsaAvailable(isa);
+MatrixLayout WeightPanelLayout(Isa isa, DType dtype) {
+  if (dtype != DType::kBF16 || !IsaAvailable(isa)) return MatrixLayout::kRowMajor;
+  if (isa == Isa::kAvx2) return MatrixLayout::kBf16Panels16;
+  if (isa == Isa::kAvx512Bf16) return MatrixLayout::kBf16PairPanels16;
+  return MatrixLayout::kRowMajor;
 }
 
 int64_t NumPanels(int64_t rows) { return (rows + kPanelRows - 1) / kPanelRows; }
 
-size_t PanelBytes(int64_t rows, int64_t cols) {
+size_t PanelBytes(MatrixLayout layout, int64_t rows, int64_t cols) {
+  if (layout == MatrixLayout::kBf16PairPanels16) return PairPanelBytes(rows, cols);
+  GQA_CHECK(layout == MatrixLayout::kBf16Panels16, "not a panel layout");
   return size_t(NumPanels(rows)) * kPanelRows * size_t(cols) * sizeof(uint16_t);
 }
 
-void PackWeightPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end) {
+void PackWeightPanels(MatrixLayout layout, const MatrixView& w, uint16_t* out, int64_t panel_begin,
+                      int64_t panel_end) {
+  if (layout == MatrixLayout::kBf16PairPanels16) return PackWeightPairPanels(w, out, panel_begin, panel_end);
+  GQA_CHECK(layout == MatrixLayout::kBf16Panels16, "not a panel layout");
   GQA_CHECK(w.dtype == DType::kBF16 && w.layout == MatrixLayout::kRowMajor, "panels are packed from row-major bf16");
   const uint16_t* src = static_cast<const uint16_t*>(w.data);
   for (int64_t p = panel_begin; p < panel_end; ++p) {
@@ -179,6 +187,7 @@ void PackWeightPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, i
 }
 
 float PanelElement(const MatrixView& w, int64_t row, int64_t col) {
+  if (w.layout == MatrixLayout::kBf16PairPanels16) return PairPanelElement(w, row, col);
   const uint16_t* panel = static_cast<const uint16_t*>(w.data) + (row / kPanelRows) * kPanelRows * w.cols;
   return Bf16ToFloat(panel[col * kPanelRows + LaneOf(int(row % kPanelRows))]);
 }

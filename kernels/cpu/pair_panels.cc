@@ -1,0 +1,243 @@
+// bf16 weights repacked once, at import, for CPUs with AVX-512 BF16, whose
+// vdpbf16ps multiplies pairs of bf16 values and adds both products to one
+// f32 lane. A panel holds kPanelRows = 16 consecutive rows; its columns are
+// taken two at a time, 32 bf16 values (64 bytes) per column pair:
+//
+//   panel p, pair j:  u16[2r] = w[16p + r, 2j],  u16[2r + 1] = w[16p + r, 2j + 1]   (r < 16)
+//
+// One aligned zmm load gives lane r the two weights of row r, and vdpbf16ps
+// against the activation pair (x[2j], x[2j + 1]) broadcast to every lane adds
+// w[r, 2j] x[2j] + w[r, 2j + 1] x[2j + 1] to row r's sum: one load serves
+// 16 rows and every token of a register tile, with no widening and no
+// transpose. Rows past the end of the matrix and the second column of an odd
+// last pair are zero. The repacked matrix takes the stored bf16's memory
+// (plus at most 15 zero rows and one zero column).
+//
+// Activations stay f32 in value: each is split once per product into
+// hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x, and
+// each weight pair is multiplied by both (the numerics of matmul.cc's
+// row-major vdpbf16ps tiles; rounding x to one bf16, as llama.cpp does,
+// moves the golden models' logits by about 1%). They are packed per token
+// tile of up to 12 as [pair][token][hi, lo], one 32-bit broadcast each.
+//
+// The register tile is 2 panels (32 rows) x up to 12 tokens: 24 accumulators,
+// two weight loads and 24 broadcasts per 48 vdpbf16ps. One token (decode)
+// is bound by memory, not by arithmetic: it takes 4 panels at once (four
+// streams) with separate hi and lo sums (eight chains). Several token tiles
+// share each pass of 128 column pairs over a block of 8 panels (64 KB, held
+// in L2); the first tile brings the pass from memory, the others find it in
+// cache.
+//
+// Every output is summed over column pairs in order, pass after pass, so it
+// depends only on the token count being 1 or more and on the column count,
+// never on the rows a thread is given: results are bit-identical across
+// thread counts.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+#define GQA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+
+namespace gqa::cpu {
+namespace {
+
+constexpr int kMaxTokens = 12;     // tokens per register tile
+constexpr int64_t kKcPairs = 128;  // column pairs per pass when several tiles share it (8 KB of a panel)
+constexpr int64_t kJcPanels = 8;   // panels per block of rows: 64 KB per pass
+constexpr int64_t kPairU16 = 2 * kPanelRows;  // u16 per column pair of a panel
+
+int64_t PairsOf(int64_t cols) { return (cols + 1) / 2; }
+
+// The tokens of tile i of n: as few tiles as possible, of even sizes.
+struct TokenTile {
+  int first, count;
+};
+TokenTile TileOf(int n, int64_t i) {
+  const int tiles = (n + kMaxTokens - 1) / kMaxTokens, base = n / tiles, extra = n % tiles;
+  return {int(i) * base + std::min(int(i), extra), base + (i < extra ? 1 : 0)};
+}
+
+// y[t * ldy + 16 r + i] (+)= sum over `pairs` column pairs of panel r (R
+// panels, panel_u16 apart) times token t's packed activations
+// (x[(j * stride + t) * 2 + {0, 1}] = hi, lo pair j), for t < T; rows of
+// the last panel from `live` on are not written. kSplitLo sums the lo
+// products in accumulators of their own (more chains for few tokens).
+template <int R, int T, bool kSplitLo>
+GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t pairs, const uint32_t* x, int stride,
+                             float* y, int64_t ldy, int live, bool accumulate) {
+  static_assert(R * T * (kSplitLo ? 2 : 1) <= 24, "at most 24 accumulators");
+  constexpr int L = kSplitLo ? R * T : 1;
+  __m512 acc[R][T], lo_acc[L];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 12
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < L; ++i) lo_acc[i] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < pairs; ++j) {
+    __m512bh wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      wv[r] = (__m512bh)_mm512_load_si512(panel + r * panel_u16 + j * kPairU16);
+    }
+    const uint32_t* xj = x + j * stride * 2;
+#pragma GCC unroll 12
+    for (int t = 0; t < T; ++t) {
+      const __m512bh hi = (__m512bh)_mm512_set1_epi32(int(xj[2 * t]));
+      const __m512bh lo = (__m512bh)_mm512_set1_epi32(int(xj[2 * t + 1]));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], hi);
+        if constexpr (kSplitLo) {
+          lo_acc[r * T + t] = _mm512_dpbf16_ps(lo_acc[r * T + t], wv[r], lo);
+        } else {
+          acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], lo);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512 v = acc[r][t];
+      if constexpr (kSplitLo) v = _mm512_add_ps(v, lo_acc[r * T + t]);
+      const __mmask16 m = r == R - 1 ? __mmask16((1u << live) - 1) : __mmask16(0xFFFF);
+      float* o = y + t * ldy + r * kPanelRows;
+      if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v);
+      _mm512_mask_storeu_ps(o, m, v);
+    }
+  }
+}
+
+using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int, float*, int64_t, int, bool);
+
+template <int R, int... Ts>
+constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
+  return {&PairTile<R, Ts + 1, false>...};
+}
+// kTiles[r - 1][t - 1]: r panels (1 or 2) by t tokens (1 to 12).
+constexpr std::array<TileFn, kMaxTokens> kTiles[2] = {TileTable<1>(std::make_integer_sequence<int, kMaxTokens>()),
+                                                      TileTable<2>(std::make_integer_sequence<int, kMaxTokens>())};
+
+}  // namespace
+
+int64_t PairTokenTiles(int n) { return (n + kMaxTokens - 1) / kMaxTokens; }
+
+int PairTokenStride(int n) { return n == 1 ? 1 : kMaxTokens; }
+
+size_t PairPackedWords(int n, int64_t cols) {
+  return size_t(PairTokenTiles(n)) * PairTokenStride(n) * size_t(PairsOf(cols)) * 2;
+}
+
+GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, uint32_t* packed, int64_t tile_begin,
+                                   int64_t tile_end) {
+  const int stride = PairTokenStride(n);
+  const int64_t pairs = PairsOf(cols);
+  thread_local std::vector<uint32_t> hi, lo;  // one token's pairs (bf16 of columns 2j, 2j + 1)
+  hi.resize(size_t(pairs) + 8);
+  lo.resize(size_t(pairs) + 8);
+  for (int64_t i = tile_begin; i < tile_end; ++i) {
+    const TokenTile tile = TileOf(n, i);
+    uint32_t* out = packed + i * stride * pairs * 2;
+    for (int t = 0; t < tile.count; ++t) {
+      const float* xt = x + int64_t{tile.first + t} * cols;
+      for (int64_t k = 0; k < cols; k += 16) {
+        const __mmask16 m = cols - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - k)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, xt + k);
+        const __m256bh h = _mm512_cvtneps_pbh(v);
+        const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+        const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hf));
+        // 16 columns are 8 pairs; masked-off columns were loaded as zero.
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + k / 2), (__m256i)h);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + k / 2), (__m256i)l);
+      }
+      for (int64_t j = 0; j < pairs; ++j) {
+        out[(j * stride + t) * 2] = hi[j];
+        out[(j * stride + t) * 2 + 1] = lo[j];
+      }
+    }
+  }
+}
+
+GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, int n, const MatrixView& w, const float* bias,
+                                    float* y, int64_t panel_begin, int64_t panel_end) {
+  GQA_CHECK(w.layout == MatrixLayout::kBf16PairPanels16, "PairPanelMatMul reads a matrix of bf16 pair panels");
+  const uint16_t* base = static_cast<const uint16_t*>(w.data);
+  const int64_t pairs = PairsOf(w.cols), panel_u16 = pairs * kPairU16, ldy = w.rows;
+  const int64_t tiles = PairTokenTiles(n);
+  const int stride = PairTokenStride(n);
+  const int64_t kc_step = tiles > 1 ? kKcPairs : pairs;
+  const auto live_of = [&](int64_t last_panel) {
+    return int(std::min<int64_t>(kPanelRows, w.rows - last_panel * kPanelRows));
+  };
+  for (int64_t jc = panel_begin; jc < panel_end; jc += kJcPanels) {
+    const int64_t je = std::min(panel_end, jc + kJcPanels);
+    for (int64_t j0 = 0; j0 < pairs; j0 += kc_step) {
+      const int64_t kc = std::min(kc_step, pairs - j0);
+      for (int64_t i = 0; i < tiles; ++i) {
+        const TokenTile tile = TileOf(n, i);
+        const uint32_t* xt = packed_x + (i * pairs + j0) * stride * 2;
+        float* yt = y + int64_t{tile.first} * ldy;
+        int64_t p = jc;
+        if (n == 1) {
+          for (; p + 4 <= je; p += 4) {
+            PairTile<4, 1, true>(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
+                                 yt + p * kPanelRows, ldy, live_of(p + 3), j0 > 0);
+          }
+          for (; p < je; ++p) {
+            PairTile<1, 1, true>(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
+                                 yt + p * kPanelRows, ldy, live_of(p), j0 > 0);
+          }
+          continue;
+        }
+        for (; p < je; p += 2) {
+          const int r = int(std::min<int64_t>(2, je - p));
+          kTiles[r - 1][tile.count - 1](base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
+                                        yt + p * kPanelRows, ldy, live_of(p + r - 1), j0 > 0);
+        }
+      }
+    }
+    if (bias != nullptr) {
+      const int64_t r0 = jc * kPanelRows, r1 = std::min(w.rows, je * kPanelRows);
+      for (int t = 0; t < n; ++t) {
+        for (int64_t r = r0; r < r1; ++r) y[t * ldy + r] += bias[r];
+      }
+    }
+  }
+}
+
+size_t PairPanelBytes(int64_t rows, int64_t cols) {
+  return size_t(NumPanels(rows)) * size_t(PairsOf(cols)) * kPairU16 * sizeof(uint16_t);
+}
+
+void PackWeightPairPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end) {
+  GQA_CHECK(w.dtype == DType::kBF16 && w.layout == MatrixLayout::kRowMajor,
+            "pair panels are packed from row-major bf16");
+  const uint16_t* src = static_cast<const uint16_t*>(w.data);
+  const int64_t pairs = PairsOf(w.cols);
+  for (int64_t p = panel_begin; p < panel_end; ++p) {
+    uint16_t* panel = out + p * pairs * kPairU16;
+    for (int i = 0; i < kPanelRows; ++i) {
+      const int64_t r = p * kPanelRows + i;
+      const uint16_t* row = r < w.rows ? src + r * w.row_stride : nullptr;
+      for (int64_t k = 0; k < 2 * pairs; ++k) {
+        panel[(k / 2) * kPairU16 + 2 * i + (k & 1)] = row != nullptr && k < w.cols ? row[k] : 0;
+      }
+    }
+  }
+}
+
+float PairPanelElement(const MatrixView& w, int64_t row, int64_t col) {
+  const uint16_t* panel = static_cast<const uint16_t*>(w.data) + (row / kPanelRows) * PairsOf(w.cols) * kPairU16;
+  return Bf16ToFloat(panel[(col / 2) * kPairU16 + 2 * (row % kPanelRows) + (col & 1)]);
+}
+
+}  // namespace gqa::cpu
