@@ -286,7 +286,8 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
 // odd (a half-empty last pair) and leaving the split runs a tail, a strided
 // column slice as the source; against float64 (of the activations as the
 // ISA multiplies them), a row range bit-identical to the whole product,
-// every element readable back (LoadRow); and for the active ISA, through
+// every element readable back (LoadRow), pair panels with split and with
+// rounded activations; and for the active ISA, through
 // CpuBackend::ImportWeightMatrix and MatMul, bit-identical for 1, 2 and 3
 // threads.
 TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
@@ -298,77 +299,87 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
       continue;
     }
     ++ran;
-    Rng rng(23);
-    constexpr int kFirstPanelRows = cpu::kPanelRows;
-    for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {79, 64}, {203, 77}}) {
-      const int stored_cols = cols + 9, c0 = 5;  // the source is a column slice of a wider matrix
-      StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
-      const MatrixView host = stored.view.ColSlice(c0, cols);
-      const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
-      const std::string shape = absl::StrCat(cpu::IsaName(isa), " ", rows, "x", cols);
-      CpuBackend packer(1);
-      absl::StatusOr<DeviceBuffer> buf = packer.Allocate(cpu::PanelBytes(layout, rows, cols));
-      ASSERT_TRUE(buf.ok()) << buf.status();
-      cpu::PackWeightPanels(layout, host, buf->as<uint16_t>(), 0, cpu::NumPanels(rows));
-      const MatrixView w{buf->data(), DType::kBF16, rows, cols, cols, layout};
-      std::vector<float> row(cols);
-      for (int r = 0; r < rows; ++r) {
-        cpu::LoadRow(w, r, row.data());
-        for (int k = 0; k < cols; ++k) ASSERT_EQ(row[k], float(exact(r, k))) << shape << " " << r << "," << k;
-      }
-      const std::vector<int> counts = {1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24, 25, 37, cpu::kPanelGemmMinTokens - 1,
-                                       cpu::kPanelGemmMinTokens + 5};
-      std::vector<std::vector<float>> xs, ys;
-      std::vector<std::vector<float>> biases;
-      for (int n : counts) {
-        const std::vector<float> x = rng.Floats(size_t(n) * cols), bias = rng.Floats(rows);
-        const float* b = n % 2 ? bias.data() : nullptr;
-        std::vector<float> y(size_t(n) * rows);
-        cpu::MatMulRowsWith(isa, x.data(), n, w, b, y.data(), 0, rows);
-        const std::vector<float> xr = ActivationsAsComputed(isa, DType::kBF16, x);
-        std::vector<double> want(y.size());
-        for (int t = 0; t < n; ++t) {
-          for (int r = 0; r < rows; ++r) {
-            double acc = b != nullptr ? bias[r] : 0.0;
-            for (int k = 0; k < cols; ++k) acc += exact(r, k) * xr[size_t(t) * cols + k];
-            want[size_t(t) * rows + r] = acc;
-          }
+    // Pair panels take split (default) or rounded activations.
+    std::vector<cpu::Bf16Activations> modes = {cpu::Bf16Activations::kSplit};
+    if (layout == MatrixLayout::kBf16PairPanels16) modes.push_back(cpu::Bf16Activations::kRounded);
+    for (cpu::Bf16Activations mode : modes) {
+      const bool rounded = mode == cpu::Bf16Activations::kRounded;
+      Rng rng(23);
+      constexpr int kFirstPanelRows = cpu::kPanelRows;
+      for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {79, 64}, {203, 77}}) {
+        const int stored_cols = cols + 9, c0 = 5;  // the source is a column slice of a wider matrix
+        StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
+        const MatrixView host = stored.view.ColSlice(c0, cols);
+        const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
+        const std::string shape = absl::StrCat(cpu::IsaName(isa), rounded ? " rounded " : " ", rows, "x", cols);
+        CpuBackend packer(1);
+        absl::StatusOr<DeviceBuffer> buf = packer.Allocate(cpu::PanelBytes(layout, rows, cols));
+        ASSERT_TRUE(buf.ok()) << buf.status();
+        cpu::PackWeightPanels(layout, host, buf->as<uint16_t>(), 0, cpu::NumPanels(rows));
+        const MatrixView w{buf->data(), DType::kBF16, rows, cols, cols, layout};
+        std::vector<float> row(cols);
+        for (int r = 0; r < rows; ++r) {
+          cpu::LoadRow(w, r, row.data());
+          for (int k = 0; k < cols; ++k) ASSERT_EQ(row[k], float(exact(r, k))) << shape << " " << r << "," << k;
         }
-        ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), absl::StrCat(shape, " n=", n));
-        if (rows > kFirstPanelRows) {
-          // Rows from the second panel on: the same values, nothing else written.
-          std::vector<float> part(y.size(), std::nanf(""));
-          cpu::MatMulRowsWith(isa, x.data(), n, w, b, part.data(), kFirstPanelRows, rows);
+        const std::vector<int> counts = {1, 2, 3, 4, 5, 6, 7, 12, 13, 16, 24, 25, 37, cpu::kPanelGemmMinTokens - 1,
+                                         cpu::kPanelGemmMinTokens + 5};
+        std::vector<std::vector<float>> xs, ys;
+        std::vector<std::vector<float>> biases;
+        for (int n : counts) {
+          const std::vector<float> x = rng.Floats(size_t(n) * cols), bias = rng.Floats(rows);
+          const float* b = n % 2 ? bias.data() : nullptr;
+          std::vector<float> y(size_t(n) * rows);
+          cpu::MatMulRowsWith(isa, mode, x.data(), n, w, b, y.data(), 0, rows);
+          std::vector<float> xr = ActivationsAsComputed(isa, DType::kBF16, x);
+          if (rounded) {
+            for (size_t i = 0; i < x.size(); ++i) xr[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
+          }
+          std::vector<double> want(y.size());
           for (int t = 0; t < n; ++t) {
             for (int r = 0; r < rows; ++r) {
-              const float v = part[size_t(t) * rows + r];
-              if (r < kFirstPanelRows) {
-                ASSERT_TRUE(std::isnan(v)) << shape << ": row " << r << " outside the range was written";
-              } else {
-                ASSERT_EQ(v, y[size_t(t) * rows + r]) << shape << " n=" << n << " t=" << t << " r=" << r;
+              double acc = b != nullptr ? bias[r] : 0.0;
+              for (int k = 0; k < cols; ++k) acc += exact(r, k) * xr[size_t(t) * cols + k];
+              want[size_t(t) * rows + r] = acc;
+            }
+          }
+          ExpectClose(y, want, 2e-5 * std::sqrt(double(cols)), absl::StrCat(shape, " n=", n));
+          if (rows > kFirstPanelRows) {
+            // Rows from the second panel on: the same values, nothing else written.
+            std::vector<float> part(y.size(), std::nanf(""));
+            cpu::MatMulRowsWith(isa, mode, x.data(), n, w, b, part.data(), kFirstPanelRows, rows);
+            for (int t = 0; t < n; ++t) {
+              for (int r = 0; r < rows; ++r) {
+                const float v = part[size_t(t) * rows + r];
+                if (r < kFirstPanelRows) {
+                  ASSERT_TRUE(std::isnan(v)) << shape << ": row " << r << " outside the range was written";
+                } else {
+                  ASSERT_EQ(v, y[size_t(t) * rows + r]) << shape << " n=" << n << " t=" << t << " r=" << r;
+                }
               }
             }
           }
+          xs.push_back(x);
+          biases.push_back(bias);
+          ys.push_back(y);
         }
-        xs.push_back(x);
-        biases.push_back(bias);
-        ys.push_back(y);
-      }
-      if (isa != cpu::ActiveIsa()) continue;
-      for (int threads : {1, 2, 3}) {
-        CpuBackend backend(threads);
-        backend.set_weight_panels(true);
-        MatrixView imported;
-        absl::StatusOr<DeviceBuffer> ibuf = backend.ImportWeightMatrix(host, &imported);
-        ASSERT_TRUE(ibuf.ok()) << ibuf.status();
-        ASSERT_EQ(imported.layout, layout) << shape;
-        ASSERT_EQ(imported.rows, rows);
-        ASSERT_EQ(imported.cols, cols);
-        for (size_t i = 0; i < counts.size(); ++i) {
-          const int n = counts[i];
-          std::vector<float> y(size_t(n) * rows);
-          backend.MatMul(xs[i].data(), n, imported, n % 2 ? biases[i].data() : nullptr, y.data());
-          ASSERT_EQ(y, ys[i]) << shape << " n=" << n << " threads=" << threads;
+        if (isa != cpu::ActiveIsa()) continue;
+        for (int threads : {1, 2, 3}) {
+          CpuBackend backend(threads);
+          backend.set_weight_panels(true);
+          backend.set_bf16_activations(rounded);
+          MatrixView imported;
+          absl::StatusOr<DeviceBuffer> ibuf = backend.ImportWeightMatrix(host, &imported);
+          ASSERT_TRUE(ibuf.ok()) << ibuf.status();
+          ASSERT_EQ(imported.layout, layout) << shape;
+          ASSERT_EQ(imported.rows, rows);
+          ASSERT_EQ(imported.cols, cols);
+          for (size_t i = 0; i < counts.size(); ++i) {
+            const int n = counts[i];
+            std::vector<float> y(size_t(n) * rows);
+            backend.MatMul(xs[i].data(), n, imported, n % 2 ? biases[i].data() : nullptr, y.data());
+            ASSERT_EQ(y, ys[i]) << shape << " n=" << n << " threads=" << threads;
+          }
         }
       }
     }

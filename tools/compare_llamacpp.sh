@@ -2,7 +2,7 @@
 # Side-by-side CPU benchmark against llama.cpp on one random-weight model.
 #
 #   tools/compare_llamacpp.sh LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128]
-#                             [--batches 16,32] [--out DIR] [--skip-build]
+#                             [--batches 16,32] [--out DIR] [--skip-build] [--bf16-activations]
 #
 # Builds llama.cpp from the checkout (its own default, native CPU flags, into
 # CHECKOUT/build-gqa-compare), writes one Llama-3.2-1B-shaped BF16 model with
@@ -16,13 +16,16 @@
 # timed samples; the same figures put llama.cpp's decode on the roofline.
 # Results: DIR/rounds.jsonl (every run) and DIR/summary.md (medians, best,
 # ratios), printed at the end. Nothing of llama.cpp enters this repository.
+# --bf16-activations also runs gqa-bench with GQA_CPU_BF16_ACTIVATIONS=1
+# (activations rounded to bf16 in the products over bf16 weights, llama.cpp's
+# numerics; AVX-512 BF16 only) beside each default run, as rows of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-[[ $# -ge 1 && -d "$1" ]] || { echo "usage: $0 LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128] [--batches 16,32] [--out DIR] [--skip-build]" >&2; exit 2; }
+[[ $# -ge 1 && -d "$1" ]] || { echo "usage: $0 LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128] [--batches 16,32] [--out DIR] [--skip-build] [--bf16-activations]" >&2; exit 2; }
 LLAMA=$(cd "$1" && pwd); shift
-ROUNDS=3 THREADS=2 HEAD_DIM=64 BATCHES=16,32 OUT=$ROOT/compare-out SKIP_BUILD=0
+ROUNDS=3 THREADS=2 HEAD_DIM=64 BATCHES=16,32 OUT=$ROOT/compare-out SKIP_BUILD=0 BF16ACT=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -31,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --batches) BATCHES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
+    --bf16-activations) BF16ACT=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -74,7 +78,15 @@ cat "$OUT/machine.txt"
 
 ROUNDS_FILE=$OUT/rounds.jsonl
 : > "$ROUNDS_FILE"
-ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line
+ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line; with --bf16-activations a second
+         # run with rounded activations as KIND-bf16act
+  ours_run "$@"
+  if [[ $BF16ACT == 1 ]]; then
+    local kind=$1; shift
+    GQA_CPU_BF16_ACTIVATIONS=1 ours_run "$kind-bf16act" "$@"
+  fi
+}
+ours_run() {
   local kind=$1; shift
   build/bin/gqa-bench --model "$MODEL" --threads "$THREADS" --kv-cache-dtype bf16 "$@" 2>/dev/null |
     python3 -c "import json,sys; j=json.load(sys.stdin); j['engine']='gqa'; j['kind']='$kind'; print(json.dumps(j))" >> "$ROUNDS_FILE"
@@ -132,9 +144,10 @@ def best_llama(kind):
 lines = [open(sys.argv[3]).read().strip(), "",
          "| work | gqa-serve median (best) tok/s | llama.cpp median (best) tok/s | ratio of medians |", "|---|---|---|---|"]
 kinds = [("decode", "batch-1 decode (tg)", "decode"), ("prefill", "prefill pp512", "prefill")]
-kinds += [(k, f"batched decode B={k[5:]} (S_TG, -fa)", "decode") for k in sorted({r["kind"] for r in rows if r["kind"].startswith("batch")}, key=lambda k: int(k[5:]))]
+kinds += [(k, f"batched decode B={k[5:]} (S_TG, -fa)", "decode") for k in sorted({r["kind"] for r in rows if r["kind"].startswith("batch") and not r["kind"].endswith("-bf16act")}, key=lambda k: int(k[5:]))]
+kinds += [(k + "-bf16act", l + ", gqa with bf16 activations", key) for k, l, key in kinds]
 for kind, label, key in kinds:
-    g, l = series("gqa", kind, key), best_llama(kind)
+    g, l = series("gqa", kind, key), best_llama(kind.replace("-bf16act", ""))
     if not g or not l:
         continue
     gm, lm = statistics.median(g), statistics.median(l)

@@ -48,9 +48,19 @@ absl::Status RunMatMulBench(const Flags& f) {
   const MatrixView stored{wbytes.data(), dtype, rows, cols, cols};
   MatrixView imported;
   ASSIGN_OR_RETURN(DeviceBuffer imported_buf, backend.ImportWeightMatrix(stored, &imported));
-  std::vector<std::pair<std::string, MatrixView>> layouts = {{"row-major", stored}};
+  // Pair panels (AVX-512 BF16) are timed with split activations (the
+  // default) and rounded ones (GQA_CPU_BF16_ACTIVATIONS=1).
+  struct Layout {
+    std::string name;
+    MatrixView view;
+    bool rounded = false;
+  };
+  std::vector<Layout> layouts = {{"row-major", stored}};
   if (imported.layout == MatrixLayout::kBf16Panels16) layouts.push_back({"panels", imported});
-  if (imported.layout == MatrixLayout::kBf16PairPanels16) layouts.push_back({"pair-panels", imported});
+  if (imported.layout == MatrixLayout::kBf16PairPanels16) {
+    layouts.push_back({"pair-panels", imported});
+    layouts.push_back({"pair-panels/bf16-act", imported, true});
+  }
   const int max_n = *std::max_element(tokens.begin(), tokens.end());
   std::vector<float> x(size_t(max_n) * cols), y(size_t(max_n) * rows);
   for (float& v : x) v = d(gen);
@@ -60,7 +70,8 @@ absl::Status RunMatMulBench(const Flags& f) {
     const double flop = 2.0 * n * rows * cols;
     std::vector<int> reps(layouts.size(), 1);
     for (size_t l = 0; l < layouts.size(); ++l) {
-      const MatrixView& w = layouts[l].second;
+      const MatrixView& w = layouts[l].view;
+      backend.set_bf16_activations(layouts[l].rounded);
       backend.MatMul(x.data(), n, w, nullptr, y.data());  // warm-up
       for (;;) {
         const double t0 = MonotonicSeconds();
@@ -72,7 +83,8 @@ absl::Status RunMatMulBench(const Flags& f) {
     std::vector<std::vector<double>> gflops(layouts.size());
     for (int s = 0; s < samples; ++s) {
       for (size_t l = 0; l < layouts.size(); ++l) {
-        const MatrixView& w = layouts[l].second;
+        const MatrixView& w = layouts[l].view;
+        backend.set_bf16_activations(layouts[l].rounded);
         const double t0 = MonotonicSeconds();
         for (int i = 0; i < reps[l]; ++i) backend.MatMul(x.data(), n, w, nullptr, y.data());
         gflops[l].push_back(flop * reps[l] / (MonotonicSeconds() - t0) / 1e9);
@@ -80,14 +92,14 @@ absl::Status RunMatMulBench(const Flags& f) {
     }
     for (size_t l = 0; l < layouts.size(); ++l) {
       const bool gemm = cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
-                        (layouts[l].second.layout == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
+                        (layouts[l].view.layout == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
       const double med = Median(gflops[l]), best = *std::max_element(gflops[l].begin(), gflops[l].end());
       const double weight_gbps = med / (2.0 * n) * double(DTypeSize(dtype));  // weight bytes streamed per second
       out.push_back({{"tokens", n}, {"rows", rows}, {"cols", cols}, {"dtype", dtype_name},
-                     {"layout", layouts[l].first}, {"gemm", gemm},
+                     {"layout", layouts[l].name}, {"bf16_activations", layouts[l].rounded}, {"gemm", gemm},
                      {"GFLOPs", {{"median", med}, {"best", best}}}, {"weight_GBps_median", weight_gbps}});
       std::fprintf(stderr, "matmul %lldx%lld %s %-9s %4d tokens: %7.1f GFLOP/s median (%7.1f best)%s\n",
-                   (long long)rows, (long long)cols, dtype_name.c_str(), layouts[l].first.c_str(), n, med, best,
+                   (long long)rows, (long long)cols, dtype_name.c_str(), layouts[l].name.c_str(), n, med, best,
                    gemm ? ", blocked GEMM" : "");
     }
   }

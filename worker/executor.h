@@ -50,6 +50,11 @@ struct ExecutorOptions {
   // load (bf16 panels), the lock is then narrowed to the memory the ranks
   // read: the repacked copies and the views still into the mapping.
   bool mlock = false;
+  // CPU backend, bf16 weights on AVX-512 BF16: round activations to one
+  // bf16 in the matrix products, as llama.cpp does (half the arithmetic of
+  // the exact hi + lo split; logits move by about 1e-2 relative). Other
+  // ISAs and dtypes ignore it. GQA_CPU_BF16_ACTIVATIONS=1 sets it too.
+  bool cpu_bf16_activations = false;
   // One rank per process: this process runs rank mpi->rank() of an MPI job
   // of tp = mpi->size() ranks. Null: every rank is a thread of this process.
   MpiJob* mpi = nullptr;

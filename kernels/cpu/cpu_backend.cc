@@ -34,10 +34,19 @@ void RmsNormRows(const float* x, const float* weight, int dim, float eps, float*
 CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {
   const char* env = std::getenv("GQA_CPU_WEIGHT_PANELS");
   weight_panels_ = env == nullptr || std::string(env) != "0";
+  const char* act = std::getenv("GQA_CPU_BF16_ACTIVATIONS");
+  bf16_activations_ = act != nullptr && std::string(act) == "1";
 }
 
 std::string CpuBackend::Name() const {
-  return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(cpu::ActiveIsa()), ")");
+  // The ISA chosen at start-up and what bf16 weights become under it.
+  const cpu::Isa isa = cpu::ActiveIsa();
+  const MatrixLayout layout = weight_panels_ ? cpu::WeightPanelLayout(isa, DType::kBF16) : MatrixLayout::kRowMajor;
+  const char* bf16 = layout == MatrixLayout::kBf16Panels16 ? "bf16 weights in 16-row panels"
+                     : layout == MatrixLayout::kRowMajor   ? "bf16 weights row-major"
+                     : bf16_activations_                   ? "bf16 weights in pair panels, activations rounded to bf16"
+                                                           : "bf16 weights in pair panels, activations split hi + lo";
+  return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(isa), ", ", bf16, ")");
 }
 
 absl::StatusOr<DeviceBuffer> CpuBackend::Allocate(size_t bytes) {
@@ -112,12 +121,13 @@ void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float*
     // bf16 pair panels (AVX-512 BF16) at every token count: activations
     // split and packed by all threads, then each thread multiplies its
     // whole panels against them.
-    packed_pairs_.resize(cpu::PairPackedWords(n, w.cols));
+    const cpu::Bf16Activations a = bf16_activations_ ? cpu::Bf16Activations::kRounded : cpu::Bf16Activations::kSplit;
+    packed_pairs_.resize(cpu::PairPackedWords(n, w.cols, a));
     ParallelIfLarge(cpu::PairTokenTiles(n), int64_t{n} * w.cols * 8, [&](int64_t b, int64_t e) {
-      cpu::PackPairTokens(x, n, w.cols, packed_pairs_.data(), b, e);
+      cpu::PackPairTokens(x, n, w.cols, a, packed_pairs_.data(), b, e);
     });
     ParallelIfLarge(cpu::NumPanels(w.rows), int64_t{n} * w.rows * w.cols, [&](int64_t b, int64_t e) {
-      cpu::PairPanelMatMul(packed_pairs_.data(), n, w, bias, y, b, e);
+      cpu::PairPanelMatMul(packed_pairs_.data(), a, n, w, bias, y, b, e);
     });
     return;
   }

@@ -27,6 +27,12 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) override;
   void set_weight_panels(bool on) { weight_panels_ = on; }
   bool weight_panels() const { return weight_panels_; }
+  // Products over bf16 pair panels (AVX-512 BF16) round the activations to
+  // one bf16, as llama.cpp does (half the arithmetic of the default hi + lo
+  // split; logits move by about 1e-2 relative): set_bf16_activations(true)
+  // or GQA_CPU_BF16_ACTIVATIONS=1. Other layouts and ISAs ignore it.
+  void set_bf16_activations(bool on) { bf16_activations_ = on; }
+  bool bf16_activations() const { return bf16_activations_; }
   void CopyToDevice(void* dst, const void* src, size_t bytes) override;
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
@@ -56,6 +62,7 @@ class CpuBackend final : public Backend {
 
   ThreadPool pool_;
   bool weight_panels_ = true;
+  bool bf16_activations_ = false;
   std::vector<float> packed_x_;            // MatMul's packed activations (several tokens)
   std::vector<uint32_t> packed_pairs_;     // MatMul's split and packed activations for pair panels
   std::vector<float> attention_partials_;  // Attention's per-chunk partial results

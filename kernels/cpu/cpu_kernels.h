@@ -22,6 +22,10 @@ bool IsaAvailable(Isa isa);
 // The best available, chosen once (GQA_CPU_ISA may lower it).
 Isa ActiveIsa();
 
+// How products over bf16 pair panels (AVX-512 BF16) take f32 activations
+// (PackPairTokens below).
+enum class Bf16Activations { kSplit, kRounded };
+
 // Scalar conversions of one stored element to f32.
 float LoadElement(const void* data, DType dtype, int64_t index);
 uint16_t FloatToBf16(float f);  // round to nearest even
@@ -34,8 +38,12 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
                 int64_t row_begin, int64_t row_end);
 
 // The same with a given instruction set (scalar if it is not available).
+// Pair panels take their activations as `a` says (see Bf16Activations);
+// everything else ignores it.
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end);
+void MatMulRowsWith(Isa isa, Bf16Activations a, const float* x, int n, const MatrixView& w, const float* bias,
+                    float* y, int64_t row_begin, int64_t row_end);
 
 // The blocked product (gemm.cc) for n >= kGemmMinTokens tokens: activations
 // packed once (PackActivations over tiles [0, PackedActivationTiles(n)),
@@ -87,17 +95,21 @@ size_t PanelPackedFloats(int n, int64_t cols);
 void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end);
 void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y,
                  int64_t panel_begin, int64_t panel_end);
-// Pair panels (AVX-512 BF16 only): activations split into bf16 hi + lo and
-// packed in token tiles of up to 12 ([tile][pair][token][hi, lo], 32-bit
-// words) by PackPairTokens over tiles [0, PairTokenTiles(n)), into
-// PairPackedWords(n, cols) words; PairPanelMatMul then multiplies any range
-// of panels against them.
+// Pair panels (AVX-512 BF16 only): activations packed in token tiles of up
+// to 12 ([tile][pair][token][word], 32-bit words: a bf16 pair each) by
+// PackPairTokens over tiles [0, PairTokenTiles(n)), into
+// PairPackedWords(n, cols, a) words; PairPanelMatMul then multiplies any
+// range of panels against them. The activations are either split into
+// bf16 hi + lo (two words, within 2^-16 of f32: the default) or rounded to
+// one bf16 (one word, half the arithmetic: llama.cpp's numerics for bf16
+// weights; logits move by about 1e-2 relative).
 int64_t PairTokenTiles(int n);
 int PairTokenStride(int n);
-size_t PairPackedWords(int n, int64_t cols);
-void PackPairTokens(const float* x, int n, int64_t cols, uint32_t* packed, int64_t tile_begin, int64_t tile_end);
-void PairPanelMatMul(const uint32_t* packed_x, int n, const MatrixView& w, const float* bias, float* y,
-                     int64_t panel_begin, int64_t panel_end);
+size_t PairPackedWords(int n, int64_t cols, Bf16Activations a);
+void PackPairTokens(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed, int64_t tile_begin,
+                    int64_t tile_end);
+void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a, int n, const MatrixView& w, const float* bias,
+                     float* y, int64_t panel_begin, int64_t panel_end);
 size_t PairPanelBytes(int64_t rows, int64_t cols);
 void PackWeightPairPanels(const MatrixView& w, uint16_t* out, int64_t panel_begin, int64_t panel_end);
 float PairPanelElement(const MatrixView& w, int64_t row, int64_t col);

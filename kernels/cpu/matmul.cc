@@ -239,6 +239,11 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end) {
+  MatMulRowsWith(isa, Bf16Activations::kSplit, x, n, w, bias, y, row_begin, row_end);
+}
+
+void MatMulRowsWith(Isa isa, Bf16Activations a, const float* x, int n, const MatrixView& w, const float* bias,
+                    float* y, int64_t row_begin, int64_t row_end) {
   if (w.layout != MatrixLayout::kRowMajor) {
     GQA_CHECK(WeightPanelLayout(isa, w.dtype) == w.layout, "weight panels are read by the ISA they were packed for");
     GQA_CHECK(row_begin % kPanelRows == 0 && (row_end % kPanelRows == 0 || row_end == w.rows),
@@ -246,9 +251,9 @@ void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const f
   }
   if (w.layout == MatrixLayout::kBf16PairPanels16) {
     thread_local std::vector<uint32_t> packed;
-    packed.resize(PairPackedWords(n, w.cols));
-    PackPairTokens(x, n, w.cols, packed.data(), 0, PairTokenTiles(n));
-    return PairPanelMatMul(packed.data(), n, w, bias, y, row_begin / kPanelRows, NumPanels(row_end));
+    packed.resize(PairPackedWords(n, w.cols, a));
+    PackPairTokens(x, n, w.cols, a, packed.data(), 0, PairTokenTiles(n));
+    return PairPanelMatMul(packed.data(), a, n, w, bias, y, row_begin / kPanelRows, NumPanels(row_end));
   }
   if (w.layout == MatrixLayout::kBf16Panels16 && n < kPanelGemmMinTokens) {
     thread_local std::vector<float> packed;

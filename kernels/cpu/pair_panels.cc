@@ -25,8 +25,8 @@
 // is bound by memory, not by arithmetic: it takes 4 panels at once (four
 // streams) with separate hi and lo sums (eight chains). Several token tiles
 // share each pass of 128 column pairs over a block of 8 panels (64 KB, held
-// in L2); the first tile brings the pass from memory, the others find it in
-// cache.
+// in L2); the first tile brings the pass from memory, prefetching 64 pairs
+// ahead, and the others find it in cache.
 //
 // Every output is summed over column pairs in order, pass after pass, so it
 // depends only on the token count being 1 or more and on the column count,
@@ -51,6 +51,11 @@ constexpr int kMaxTokens = 12;     // tokens per register tile
 constexpr int64_t kKcPairs = 128;  // column pairs per pass when several tiles share it (8 KB of a panel)
 constexpr int64_t kJcPanels = 8;   // panels per block of rows: 64 KB per pass
 constexpr int64_t kPairU16 = 2 * kPanelRows;  // u16 per column pair of a panel
+// Column pairs (4 KB per panel) that the tile reading weights from memory
+// prefetches ahead: without it, one to four streams at a time leave most of
+// the bandwidth idle (gqa-bench --mode matmul, 32768 x 2048: 16 tokens 217
+// -> 357 GFLOP/s, one token 40 -> 46).
+constexpr int64_t kAhead = 64;
 
 int64_t PairsOf(int64_t cols) { return (cols + 1) / 2; }
 
@@ -63,14 +68,24 @@ TokenTile TileOf(int n, int64_t i) {
   return {int(i) * base + std::min(int(i), extra), base + (i < extra ? 1 : 0)};
 }
 
+// How a tile meets the lo halves of split activations.
+enum LoSums {
+  kNoLo = 0,     // rounded activations: one word per token and pair
+  kSameSum = 1,  // hi and lo products into one sum
+  kOwnSum = 2,   // lo products in sums of their own (more chains for few tokens)
+};
+
 // y[t * ldy + 16 r + i] (+)= sum over `pairs` column pairs of panel r (R
 // panels, panel_u16 apart) times token t's packed activations
-// (x[(j * stride + t) * 2 + {0, 1}] = hi, lo pair j), for t < T; rows of
-// the last panel from `live` on are not written. kSplitLo sums the lo
-// products in accumulators of their own (more chains for few tokens).
-template <int R, int T, bool kSplitLo>
+// (x[(j * stride + t) * W + {0, 1}] = hi, lo of pair j, W = 2; W = 1 and hi
+// only for kNoLo), for t < T; rows of the last panel from `live` on are not
+// written. With `ahead` > 0, each weight line is prefetched that many pairs
+// before it is read.
+template <int R, int T, int kLo>
 GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t pairs, const uint32_t* x, int stride,
-                             float* y, int64_t ldy, int live, bool accumulate) {
+                             float* y, int64_t ldy, int live, bool accumulate, int64_t ahead) {
+  constexpr bool kSplitLo = kLo == kOwnSum;
+  constexpr int W = kLo == kNoLo ? 1 : 2;
   static_assert(R * T * (kSplitLo ? 2 : 1) <= 24, "at most 24 accumulators");
   constexpr int L = kSplitLo ? R * T : 1;
   __m512 acc[R][T], lo_acc[L];
@@ -86,19 +101,23 @@ GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t p
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
       wv[r] = (__m512bh)_mm512_load_si512(panel + r * panel_u16 + j * kPairU16);
+      if (ahead > 0) _mm_prefetch(reinterpret_cast<const char*>(panel + r * panel_u16 + (j + ahead) * kPairU16), _MM_HINT_T0);
     }
-    const uint32_t* xj = x + j * stride * 2;
+    const uint32_t* xj = x + j * stride * W;
 #pragma GCC unroll 12
     for (int t = 0; t < T; ++t) {
-      const __m512bh hi = (__m512bh)_mm512_set1_epi32(int(xj[2 * t]));
-      const __m512bh lo = (__m512bh)_mm512_set1_epi32(int(xj[2 * t + 1]));
+      const __m512bh hi = (__m512bh)_mm512_set1_epi32(int(xj[W * t]));
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], hi);
-        if constexpr (kSplitLo) {
-          lo_acc[r * T + t] = _mm512_dpbf16_ps(lo_acc[r * T + t], wv[r], lo);
-        } else {
-          acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], lo);
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], hi);
+      if constexpr (kLo != kNoLo) {
+        const __m512bh lo = (__m512bh)_mm512_set1_epi32(int(xj[W * t + 1]));
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) {
+          if constexpr (kSplitLo) {
+            lo_acc[r * T + t] = _mm512_dpbf16_ps(lo_acc[r * T + t], wv[r], lo);
+          } else {
+            acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], lo);
+          }
         }
       }
     }
@@ -117,15 +136,20 @@ GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t p
   }
 }
 
-using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int, float*, int64_t, int, bool);
+using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int, float*, int64_t, int, bool, int64_t);
 
-template <int R, int... Ts>
+template <int R, int kLo, int... Ts>
 constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
-  return {&PairTile<R, Ts + 1, false>...};
+  return {&PairTile<R, Ts + 1, kLo>...};
 }
-// kTiles[r - 1][t - 1]: r panels (1 or 2) by t tokens (1 to 12).
-constexpr std::array<TileFn, kMaxTokens> kTiles[2] = {TileTable<1>(std::make_integer_sequence<int, kMaxTokens>()),
-                                                      TileTable<2>(std::make_integer_sequence<int, kMaxTokens>())};
+template <int R, int kLo>
+constexpr std::array<TileFn, kMaxTokens> kTileRow = TileTable<R, kLo>(std::make_integer_sequence<int, kMaxTokens>());
+// kTiles[rounded][r - 1][t - 1]: r panels (1 or 2) by t tokens (1 to 12),
+// split (hi and lo into one sum) or rounded activations.
+constexpr std::array<TileFn, kMaxTokens> kTiles[2][2] = {{kTileRow<1, kSameSum>, kTileRow<2, kSameSum>},
+                                                         {kTileRow<1, kNoLo>, kTileRow<2, kNoLo>}};
+
+int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kRounded ? 1 : 2; }
 
 }  // namespace
 
@@ -133,20 +157,20 @@ int64_t PairTokenTiles(int n) { return (n + kMaxTokens - 1) / kMaxTokens; }
 
 int PairTokenStride(int n) { return n == 1 ? 1 : kMaxTokens; }
 
-size_t PairPackedWords(int n, int64_t cols) {
-  return size_t(PairTokenTiles(n)) * PairTokenStride(n) * size_t(PairsOf(cols)) * 2;
+size_t PairPackedWords(int n, int64_t cols, Bf16Activations a) {
+  return size_t(PairTokenTiles(n)) * PairTokenStride(n) * size_t(PairsOf(cols)) * WordsPerPair(a);
 }
 
-GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, uint32_t* packed, int64_t tile_begin,
-                                   int64_t tile_end) {
-  const int stride = PairTokenStride(n);
+GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed,
+                                   int64_t tile_begin, int64_t tile_end) {
+  const int stride = PairTokenStride(n), words = WordsPerPair(a);
   const int64_t pairs = PairsOf(cols);
   thread_local std::vector<uint32_t> hi, lo;  // one token's pairs (bf16 of columns 2j, 2j + 1)
   hi.resize(size_t(pairs) + 8);
   lo.resize(size_t(pairs) + 8);
   for (int64_t i = tile_begin; i < tile_end; ++i) {
     const TokenTile tile = TileOf(n, i);
-    uint32_t* out = packed + i * stride * pairs * 2;
+    uint32_t* out = packed + i * stride * pairs * words;
     for (int t = 0; t < tile.count; ++t) {
       const float* xt = x + int64_t{tile.first + t} * cols;
       for (int64_t k = 0; k < cols; k += 16) {
@@ -159,21 +183,26 @@ GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, uint32_t
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + k / 2), (__m256i)h);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + k / 2), (__m256i)l);
       }
-      for (int64_t j = 0; j < pairs; ++j) {
-        out[(j * stride + t) * 2] = hi[j];
-        out[(j * stride + t) * 2 + 1] = lo[j];
+      if (words == 1) {
+        for (int64_t j = 0; j < pairs; ++j) out[j * stride + t] = hi[j];
+      } else {
+        for (int64_t j = 0; j < pairs; ++j) {
+          out[(j * stride + t) * 2] = hi[j];
+          out[(j * stride + t) * 2 + 1] = lo[j];
+        }
       }
     }
   }
 }
 
-GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, int n, const MatrixView& w, const float* bias,
-                                    float* y, int64_t panel_begin, int64_t panel_end) {
+GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a, int n, const MatrixView& w,
+                                    const float* bias, float* y, int64_t panel_begin, int64_t panel_end) {
   GQA_CHECK(w.layout == MatrixLayout::kBf16PairPanels16, "PairPanelMatMul reads a matrix of bf16 pair panels");
   const uint16_t* base = static_cast<const uint16_t*>(w.data);
   const int64_t pairs = PairsOf(w.cols), panel_u16 = pairs * kPairU16, ldy = w.rows;
   const int64_t tiles = PairTokenTiles(n);
-  const int stride = PairTokenStride(n);
+  const int stride = PairTokenStride(n), words = WordsPerPair(a);
+  const bool rounded = a == Bf16Activations::kRounded;
   const int64_t kc_step = tiles > 1 ? kKcPairs : pairs;
   const auto live_of = [&](int64_t last_panel) {
     return int(std::min<int64_t>(kPanelRows, w.rows - last_panel * kPanelRows));
@@ -184,24 +213,27 @@ GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, int n, const Matri
       const int64_t kc = std::min(kc_step, pairs - j0);
       for (int64_t i = 0; i < tiles; ++i) {
         const TokenTile tile = TileOf(n, i);
-        const uint32_t* xt = packed_x + (i * pairs + j0) * stride * 2;
+        const uint32_t* xt = packed_x + (i * pairs + j0) * stride * words;
         float* yt = y + int64_t{tile.first} * ldy;
         int64_t p = jc;
         if (n == 1) {
+          // Four panels at once; split activations keep their lo sums apart.
+          const TileFn four = rounded ? &PairTile<4, 1, kNoLo> : &PairTile<4, 1, kOwnSum>;
+          const TileFn one = rounded ? &PairTile<1, 1, kNoLo> : &PairTile<1, 1, kOwnSum>;
           for (; p + 4 <= je; p += 4) {
-            PairTile<4, 1, true>(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
-                                 yt + p * kPanelRows, ldy, live_of(p + 3), j0 > 0);
+            four(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride, yt + p * kPanelRows, ldy,
+                 live_of(p + 3), j0 > 0, kAhead);
           }
           for (; p < je; ++p) {
-            PairTile<1, 1, true>(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
-                                 yt + p * kPanelRows, ldy, live_of(p), j0 > 0);
+            one(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride, yt + p * kPanelRows, ldy,
+                live_of(p), j0 > 0, kAhead);
           }
           continue;
         }
         for (; p < je; p += 2) {
           const int r = int(std::min<int64_t>(2, je - p));
-          kTiles[r - 1][tile.count - 1](base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
-                                        yt + p * kPanelRows, ldy, live_of(p + r - 1), j0 > 0);
+          kTiles[rounded][r - 1][tile.count - 1](base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
+                                        yt + p * kPanelRows, ldy, live_of(p + r - 1), j0 > 0, i == 0 ? kAhead : 0);
         }
       }
     }
