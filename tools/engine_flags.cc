@@ -114,8 +114,8 @@ void AddEngineFlags(Flags& f) {
             "CAP_IPC_LOCK");
   f.AddBool("cpu-bf16-activations", "CPU with AVX-512 BF16, bf16 weights: round activations to one bf16 in the "
             "matrix products, as llama.cpp does: up to twice the prefill and batched-decode throughput, logits "
-            "within about 1e-2 relative of the default (which splits each activation into two bf16 parts, within "
-            "2^-16 of f32); no effect elsewhere");
+            "within about 1.5e-2 (relative) of the default, which splits each activation into two bf16 parts "
+            "(within 2^-16 of f32); no effect elsewhere");
   f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
         "the job ends (rank 0 fails the requests in flight and exits non-zero)");
 }

@@ -52,7 +52,7 @@ struct ExecutorOptions {
   bool mlock = false;
   // CPU backend, bf16 weights on AVX-512 BF16: round activations to one
   // bf16 in the matrix products, as llama.cpp does (half the arithmetic of
-  // the exact hi + lo split; logits move by about 1e-2 relative). Other
+  // the exact hi + lo split; logits move by about 1.5e-2 relative). Other
   // ISAs and dtypes ignore it. GQA_CPU_BF16_ACTIVATIONS=1 sets it too.
   bool cpu_bf16_activations = false;
   // One rank per process: this process runs rank mpi->rank() of an MPI job

@@ -29,7 +29,7 @@ class CpuBackend final : public Backend {
   bool weight_panels() const { return weight_panels_; }
   // Products over bf16 pair panels (AVX-512 BF16) round the activations to
   // one bf16, as llama.cpp does (half the arithmetic of the default hi + lo
-  // split; logits move by about 1e-2 relative): set_bf16_activations(true)
+  // split; logits move by about 1.5e-2 relative): set_bf16_activations(true)
   // or GQA_CPU_BF16_ACTIVATIONS=1. Other layouts and ISAs ignore it.
   void set_bf16_activations(bool on) { bf16_activations_ = on; }
   bool bf16_activations() const { return bf16_activations_; }

@@ -102,7 +102,7 @@ void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float*
 // range of panels against them. The activations are either split into
 // bf16 hi + lo (two words, within 2^-16 of f32: the default) or rounded to
 // one bf16 (one word, half the arithmetic: llama.cpp's numerics for bf16
-// weights; logits move by about 1e-2 relative).
+// weights; logits move by about 1.5e-2 relative).
 int64_t PairTokenTiles(int n);
 int PairTokenStride(int n);
 size_t PairPackedWords(int n, int64_t cols, Bf16Activations a);
