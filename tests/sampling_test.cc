@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "tests/test_util.h"
 
@@ -95,6 +96,33 @@ TEST(SampleOpTest, GreedyIsTheFirstMaximum) {
   EXPECT_EQ(RunSample(Cpu(), OneRow(kLogits, p))[0].token, 1);
   EXPECT_EQ(RunSample(Cpu(), OneRow({0.5f, 3.0f, 3.0f, -1.0f}, p))[0].token, 1);
   EXPECT_EQ(RunSample(Cpu(), OneRow({-0.0f, 0.0f, -1.0f}, p))[0].token, 0);
+}
+
+// The vectorised greedy choice against the order of sampling::Key itself,
+// element by element: NaN as -inf, -0 equal to 0, the first of equals; the
+// maximum in the vector body, in the tail, repeated across both, and rows
+// of only -inf and NaN.
+TEST(SampleOpTest, ArgMaxFollowsKeyOrder) {
+  const auto by_key = [](const std::vector<float>& v) {
+    uint64_t best = sampling::Key(v[0], 0);
+    for (size_t i = 1; i < v.size(); ++i) best = std::max(best, sampling::Key(v[i], int32_t(i)));
+    return sampling::KeyToken(best);
+  };
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> small(-3, 3);
+  const float nan = std::nanf("");
+  for (int vocab : {1, 2, 7, 8, 9, 16, 23, 100, 1031}) {
+    for (int trial = 0; trial < 60; ++trial) {
+      std::vector<float> v(vocab);
+      for (float& x : v) {
+        const int k = small(rng);
+        x = k == -3 ? nan : k == 3 ? -INFINITY : k == 0 ? (rng() % 2 ? -0.0f : 0.0f) : float(k);
+      }
+      if (trial % 3 == 0) std::fill(v.begin(), v.end(), trial % 2 ? nan : -INFINITY);
+      if (trial % 3 == 1) v[rng() % vocab] = trial % 2 ? -INFINITY : nan;
+      ASSERT_EQ(cpu::ArgMaxLogit(v.data(), vocab), by_key(v)) << "vocab " << vocab << " trial " << trial;
+    }
+  }
 }
 
 TEST(SampleOpTest, PenaltiesByHand) {

@@ -167,6 +167,10 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
 void MergeAttentionChunks(const AttentionShape& shape, const AttentionPlan& plan, const float* partials, float* out,
                           int64_t merge_begin, int64_t merge_end);
 
+// The greedy token of logits v[vocab]: the largest (NaN counted as -inf,
+// -0 equal to 0), the first of equals (sampling::Key's order).
+int32_t ArgMaxLogit(const float* v, int vocab);
+
 // One row of Backend::Sample: logits x[vocab], y[vocab] scratch for the
 // penalized logits.
 void SampleRow(const float* x, int vocab, const SamplingRow& params, const PenaltyEntry* penalties, float* y,

@@ -1,5 +1,7 @@
 // The sampling op on the CPU: the rule of kernels/sampling_types.h computed
 // by sorting keys, independently of the CUDA kernel's radix selection.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -13,15 +15,51 @@ namespace {
 using sampling::Key;
 using sampling::KeyToken;
 
-int32_t ArgMaxKey(const float* v, int vocab) {
+int32_t ArgMaxKeyScalar(const float* v, int vocab) {
   uint64_t best = Key(v[0], 0);
   for (int i = 1; i < vocab; ++i) best = std::max(best, Key(v[i], i));
   return KeyToken(best);
 }
 
-// The token chosen from penalized logits y[vocab].
-int32_t Choose(const float* y, int vocab, const SamplingRow& p) {
-  const int32_t argmax = ArgMaxKey(y, vocab);
+#define GQA_AVX2 __attribute__((target("avx2,fma")))
+
+// The same token as ArgMaxKeyScalar in two vector passes: the largest logit
+// (NaN counted as -inf), then the first position holding it (-0 and 0 are
+// equal there, as they are to Key).
+GQA_AVX2 int32_t ArgMaxKeyAvx2(const float* v, int vocab) {
+  const __m256 neg_inf = _mm256_set1_ps(-INFINITY);
+  __m256 m = neg_inf;
+  int i = 0;
+  for (; i + 8 <= vocab; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i);
+    m = _mm256_max_ps(m, _mm256_blendv_ps(x, neg_inf, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float mx = lanes[0];
+  for (int l = 1; l < 8; ++l) mx = std::max(mx, lanes[l]);
+  for (int j = i; j < vocab; ++j) {
+    if (v[j] == v[j]) mx = std::max(mx, v[j]);
+  }
+  // Every logit -inf or NaN: all keys tie on the logit, the first token wins.
+  if (mx == -INFINITY) return 0;
+  const __m256 target = _mm256_set1_ps(mx);
+  for (i = 0; i + 8 <= vocab; i += 8) {
+    const int hits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + i), target, _CMP_EQ_OQ));
+    if (hits != 0) return i + __builtin_ctz(unsigned(hits));
+  }
+  for (int j = i; j < vocab; ++j) {
+    if (v[j] == mx) return j;
+  }
+  return ArgMaxKeyScalar(v, vocab);  // not reached
+}
+
+int32_t ArgMaxKey(const float* v, int vocab) {
+  return HasAvx2() ? ArgMaxKeyAvx2(v, vocab) : ArgMaxKeyScalar(v, vocab);
+}
+
+// The token chosen from penalized logits y[vocab], whose ArgMaxKey is argmax.
+int32_t Choose(const float* y, int vocab, const SamplingRow& p, int32_t argmax) {
   if (!(p.temperature > 0.0f)) return argmax;
   const float m = sampling::KeyLogit(Key(y[argmax], argmax));
   auto mass = [&](int32_t i) -> uint64_t {
@@ -68,17 +106,24 @@ int32_t Choose(const float* y, int vocab, const SamplingRow& p) {
 
 }  // namespace
 
+int32_t ArgMaxLogit(const float* v, int vocab) { return ArgMaxKey(v, vocab); }
+
 void SampleRow(const float* x, int vocab, const SamplingRow& p, const PenaltyEntry* penalties, float* y,
                SampleOutput* out) {
-  std::copy(x, x + vocab, y);
-  for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e) {
-    const PenaltyEntry& pe = penalties[e];
-    if (pe.token >= 0 && pe.token < vocab) y[pe.token] = sampling::Penalize(x[pe.token], pe, p);
-  }
-  out->token = Choose(y, vocab, p);
-
-  // Log-probabilities of the raw logits.
+  // Log-probabilities below are of the raw logits; the choice is made on
+  // penalized ones, a copy in y where the row has penalties.
   const int32_t top = ArgMaxKey(x, vocab);
+  if (p.penalty_begin < p.penalty_end) {
+    std::copy(x, x + vocab, y);
+    for (int32_t e = p.penalty_begin; e < p.penalty_end; ++e) {
+      const PenaltyEntry& pe = penalties[e];
+      if (pe.token >= 0 && pe.token < vocab) y[pe.token] = sampling::Penalize(x[pe.token], pe, p);
+    }
+    out->token = Choose(y, vocab, p, ArgMaxKey(y, vocab));
+  } else {
+    out->token = Choose(x, vocab, p, top);
+  }
+
   const double mx = sampling::KeyLogit(Key(x[top], top));
   double sum = 0;
   for (int i = 0; i < vocab; ++i) sum += std::exp(double(x[i]) - mx);
