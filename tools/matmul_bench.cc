@@ -1,18 +1,24 @@
 #include "tools/matmul_bench.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "nlohmann/json.hpp"
 #include "tools/membw.h"
+#if defined(GQA_HAVE_ONEDNN)
+#include "tools/onednn_matmul.h"
+#endif
 
 namespace gqa {
 
@@ -50,10 +56,13 @@ absl::Status RunMatMulBench(const Flags& f) {
   ASSIGN_OR_RETURN(DeviceBuffer imported_buf, backend.ImportWeightMatrix(stored, &imported));
   // Pair panels (AVX-512 BF16) are timed with split activations (the
   // default) and rounded ones (GQA_CPU_BF16_ACTIVATIONS=1).
+  // Where gqa-bench was built with oneDNN (libdnnl-dev), its bf16 matmul
+  // is timed beside them on the same stored weights.
   struct Layout {
     std::string name;
     MatrixView view;
     bool rounded = false;
+    std::function<void(int)> run = nullptr;  // instead of backend.MatMul
   };
   std::vector<Layout> layouts = {{"row-major", stored}};
   if (imported.layout == MatrixLayout::kBf16Panels16) layouts.push_back({"panels", imported});
@@ -64,18 +73,50 @@ absl::Status RunMatMulBench(const Flags& f) {
   const int max_n = *std::max_element(tokens.begin(), tokens.end());
   std::vector<float> x(size_t(max_n) * cols), y(size_t(max_n) * rows);
   for (float& v : x) v = d(gen);
+  std::string onednn = "not built (install libdnnl-dev and rebuild)";
+#if defined(GQA_HAVE_ONEDNN)
+  std::unique_ptr<OneDnnMatMul> dnnl;
+  if (dtype == DType::kBF16) {
+    ASSIGN_OR_RETURN(dnnl, OneDnnMatMul::Create(reinterpret_cast<const uint16_t*>(wbytes.data()), rows, cols,
+                                                backend.num_threads()));
+    for (int n : tokens) RETURN_IF_ERROR(dnnl->Prepare(n));
+    // Same product? oneDNN against the backend with rounded activations (the
+    // same bf16 inputs; only the order of the f32 sums differs).
+    const int n0 = tokens[0];
+    std::vector<float> ours(size_t(n0) * rows);
+    const bool was = backend.bf16_activations();
+    backend.set_bf16_activations(true);
+    backend.MatMul(x.data(), n0, imported, nullptr, ours.data());
+    backend.set_bf16_activations(was);
+    dnnl->Run(x.data(), n0, y.data());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < ours.size(); ++i) {
+      diff = std::max(diff, double(std::abs(ours[i] - y[i])));
+      scale = std::max(scale, double(std::abs(ours[i])));
+    }
+    onednn = absl::StrCat(dnnl->Describe(), ", ", n0, " tokens: largest difference from the backend's product ",
+                          "(activations rounded where it has pair panels) ", diff / scale, " of the largest output");
+    layouts.push_back({"onednn-bf16", stored, false, [&](int n) { dnnl->Run(x.data(), n, y.data()); }});
+  } else {
+    onednn = "bf16 weights only";
+  }
+#endif
+  std::fprintf(stderr, "matmul: %s; oneDNN: %s\n", backend.Name().c_str(), onednn.c_str());
+  const auto run = [&](const Layout& l, int n) {
+    if (l.run) return l.run(n);
+    backend.set_bf16_activations(l.rounded);
+    backend.MatMul(x.data(), n, l.view, nullptr, y.data());
+  };
   nlohmann::json out = nlohmann::json::array();
   for (int n : tokens) {
     // Repeat each sample until it lasts ~50 ms.
     const double flop = 2.0 * n * rows * cols;
     std::vector<int> reps(layouts.size(), 1);
     for (size_t l = 0; l < layouts.size(); ++l) {
-      const MatrixView& w = layouts[l].view;
-      backend.set_bf16_activations(layouts[l].rounded);
-      backend.MatMul(x.data(), n, w, nullptr, y.data());  // warm-up
+      run(layouts[l], n);  // warm-up
       for (;;) {
         const double t0 = MonotonicSeconds();
-        for (int i = 0; i < reps[l]; ++i) backend.MatMul(x.data(), n, w, nullptr, y.data());
+        for (int i = 0; i < reps[l]; ++i) run(layouts[l], n);
         if (MonotonicSeconds() - t0 > 0.05 || reps[l] > (1 << 20)) break;
         reps[l] *= 2;
       }
@@ -83,15 +124,13 @@ absl::Status RunMatMulBench(const Flags& f) {
     std::vector<std::vector<double>> gflops(layouts.size());
     for (int s = 0; s < samples; ++s) {
       for (size_t l = 0; l < layouts.size(); ++l) {
-        const MatrixView& w = layouts[l].view;
-        backend.set_bf16_activations(layouts[l].rounded);
         const double t0 = MonotonicSeconds();
-        for (int i = 0; i < reps[l]; ++i) backend.MatMul(x.data(), n, w, nullptr, y.data());
+        for (int i = 0; i < reps[l]; ++i) run(layouts[l], n);
         gflops[l].push_back(flop * reps[l] / (MonotonicSeconds() - t0) / 1e9);
       }
     }
     for (size_t l = 0; l < layouts.size(); ++l) {
-      const bool gemm = cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
+      const bool gemm = !layouts[l].run && cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
                         (layouts[l].view.layout == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
       const double med = Median(gflops[l]), best = *std::max_element(gflops[l].begin(), gflops[l].end());
       const double weight_gbps = med / (2.0 * n) * double(DTypeSize(dtype));  // weight bytes streamed per second
@@ -105,6 +144,7 @@ absl::Status RunMatMulBench(const Flags& f) {
   }
   nlohmann::json j;
   j["backend"] = backend.Name();
+  j["onednn"] = onednn;
   j["results"] = out;
   std::printf("%s\n", j.dump(2).c_str());
   return absl::OkStatus();
