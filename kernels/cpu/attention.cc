@@ -18,6 +18,11 @@
 namespace gqa::cpu {
 namespace {
 
+// Cache rows prefetched ahead of use (see AttentionWorkItems): gqa-bench
+// --batch 32 --context 256, bf16 cache, A/B on one build: 74 -> 85 and
+// 85 -> 95 tok/s against none; 12 ahead was between the two.
+constexpr int kRowsAhead = 6;
+
 #define GQA_AVX2 __attribute__((target("avx2,fma")))
 
 GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
@@ -211,8 +216,18 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     auto end_seeing = [&](int p) { return window > 0 ? std::min(count, p - p0 + window) : count; };
     auto offset = [&](int p) { return (int64_t{table[p / bs]} * bs + p % bs) * row_stride + int64_t{g} * hd; };
 
+    // A head's rows of consecutive positions lie row_stride apart (and a
+    // block apart across blocks): the rows kRowsAhead positions on are
+    // prefetched, which the hardware's stride detection leaves to latency.
+    const int64_t row_bytes = int64_t{hd} * int64_t(DTypeSize(layout.dtype));
+    const auto prefetch = [&](const void* cache, int p) {
+      if (p >= j0 + span) return;
+      const char* row = static_cast<const char*>(cache) + offset(p) * int64_t(DTypeSize(layout.dtype));
+      for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b);
+    };
     // Scores: each K row once for every query head and token of the tile.
     for (int p = j0; p < j0 + span; ++p) {
+      prefetch(k_cache, p + kRowsAhead);
       const float* k_row = CacheRow(k_cache, layout.dtype, offset(p), hd, row_buf.data());
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
         DotHeads(q_row(i, 0), group, hd, k_row, shape.scale, scores.data() + size_t(i) * group * span + (p - j0), span);
@@ -243,6 +258,7 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     }
     // Weighted sum: each V row once for every query head and token of the tile.
     for (int p = j0; p < j0 + span; ++p) {
+      prefetch(v_cache, p + kRowsAhead);
       const float* v_row = CacheRow(v_cache, layout.dtype, offset(p), hd, row_buf.data());
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
         AxpyHeads(scores.data() + size_t(i) * group * span + (p - j0), span, group, v_row, hd, out_row(i, 0),

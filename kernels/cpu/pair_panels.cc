@@ -54,7 +54,7 @@ constexpr int64_t kPairU16 = 2 * kPanelRows;  // u16 per column pair of a panel
 // Column pairs (4 KB per panel) that the tile reading weights from memory
 // prefetches ahead: without it, one to four streams at a time leave most of
 // the bandwidth idle (gqa-bench --mode matmul, 32768 x 2048: 16 tokens 217
-// -> 357 GFLOP/s, one token 40 -> 46).
+// -> 359 GFLOP/s, one token 40 -> 46).
 constexpr int64_t kAhead = 64;
 
 int64_t PairsOf(int64_t cols) { return (cols + 1) / 2; }
