@@ -13,15 +13,16 @@
 // last pair are zero. The repacked matrix takes the stored bf16's memory
 // (plus at most 15 zero rows and one zero column).
 //
-// Activations stay f32 in value: each is split once per product into
-// hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x, and
-// each weight pair is multiplied by both (the numerics of matmul.cc's
-// row-major vdpbf16ps tiles; rounding x to one bf16, as llama.cpp does,
-// moves the golden models' logits by about 1%). They are packed per token
-// tile of up to 12 as [pair][token][hi, lo], one 32-bit broadcast each.
+// By default activations stay f32 in value: each is split once per product
+// into hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x,
+// and each weight pair is multiplied by both (the numerics of matmul.cc's
+// row-major vdpbf16ps tiles). They are packed per token tile of up to 12 as
+// [pair][token][hi, lo], one 32-bit broadcast each. Bf16Activations::kRounded
+// (--cpu-bf16-activations) keeps hi alone, as llama.cpp does: half the
+// vdpbf16ps, and the bf16 golden model's logits move by about 1.5e-2.
 //
 // The register tile is 2 panels (32 rows) x up to 12 tokens: 24 accumulators,
-// two weight loads and 24 broadcasts per 48 vdpbf16ps. One token (decode)
+// two weight loads and 24 broadcasts per 48 vdpbf16ps (12 and 24 rounded). One token (decode)
 // is bound by memory, not by arithmetic: it takes 4 panels at once (four
 // streams) with separate hi and lo sums (eight chains). Several token tiles
 // share each pass of 128 column pairs over a block of 8 panels (64 KB, held
