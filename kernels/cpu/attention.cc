@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
@@ -22,8 +23,6 @@ namespace {
 // --batch 32 --context 256, bf16 cache, A/B on one build: 74 -> 85 and
 // 85 -> 95 tok/s against none; 12 ahead was between the two.
 constexpr int kRowsAhead = 6;
-
-#define GQA_AVX2 __attribute__((target("avx2,fma")))
 
 GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
   const __m256 a = _mm256_set1_ps(alpha);

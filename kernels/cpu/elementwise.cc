@@ -4,11 +4,10 @@
 #include <cmath>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
-
-#define GQA_AVX2 __attribute__((target("avx2,fma")))
 
 // e^x for x in [-88, 88] (clamped outside): x = n ln2 + r, |r| <= ln2 / 2,
 // e^r by Cephes' degree-6 polynomial, 2^n through the exponent bits; within

@@ -108,8 +108,6 @@ void MatMulRowsScalar(const float* x, int n, const MatrixView& w, const float* b
   }
 }
 
-#define GQA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
-
 // R weight rows times T tokens of split activations (hi, then lo, each
 // x_stride wide), 32 columns per step; the last partial step is masked.
 template <int R, int T>

@@ -42,8 +42,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
-
-#define GQA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
@@ -59,15 +58,6 @@ constexpr int64_t kPairU16 = 2 * kPanelRows;  // u16 per column pair of a panel
 constexpr int64_t kAhead = 64;
 
 int64_t PairsOf(int64_t cols) { return (cols + 1) / 2; }
-
-// The tokens of tile i of n: as few tiles as possible, of even sizes.
-struct TokenTile {
-  int first, count;
-};
-TokenTile TileOf(int n, int64_t i) {
-  const int tiles = (n + kMaxTokens - 1) / kMaxTokens, base = n / tiles, extra = n % tiles;
-  return {int(i) * base + std::min(int(i), extra), base + (i < extra ? 1 : 0)};
-}
 
 // How a tile meets the lo halves of split activations.
 enum LoSums {
@@ -154,7 +144,7 @@ int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kRounded ? 1 
 
 }  // namespace
 
-int64_t PairTokenTiles(int n) { return (n + kMaxTokens - 1) / kMaxTokens; }
+int64_t PairTokenTiles(int n) { return NumTokenTiles(n, kMaxTokens); }
 
 int PairTokenStride(int n) { return n == 1 ? 1 : kMaxTokens; }
 
@@ -170,7 +160,7 @@ GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Acti
   hi.resize(size_t(pairs) + 8);
   lo.resize(size_t(pairs) + 8);
   for (int64_t i = tile_begin; i < tile_end; ++i) {
-    const TokenTile tile = TileOf(n, i);
+    const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
     uint32_t* out = packed + i * stride * pairs * words;
     for (int t = 0; t < tile.count; ++t) {
       const float* xt = x + int64_t{tile.first + t} * cols;
@@ -213,7 +203,7 @@ GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a,
     for (int64_t j0 = 0; j0 < pairs; j0 += kc_step) {
       const int64_t kc = std::min(kc_step, pairs - j0);
       for (int64_t i = 0; i < tiles; ++i) {
-        const TokenTile tile = TileOf(n, i);
+        const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
         const uint32_t* xt = packed_x + (i * pairs + j0) * stride * words;
         float* yt = y + int64_t{tile.first} * ldy;
         int64_t p = jc;

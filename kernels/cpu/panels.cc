@@ -120,19 +120,9 @@ GQA_AVX2 void RunTile(int nt, const uint16_t* panel, int64_t kc, const float* x,
   }
 }
 
-// Token tile i of n: as few tiles as possible, of even sizes (16 tokens:
-// 6 + 5 + 5, not 6 + 6 + 4), since a small tile has fewer FMAs per weight load.
-struct TokenTile {
-  int first, count;
-};
-TokenTile TileOf(int n, int64_t i) {
-  const int tiles = (n + kMaxTokens - 1) / kMaxTokens, base = n / tiles, extra = n % tiles;
-  return {int(i) * base + std::min(int(i), extra), base + (i < extra ? 1 : 0)};
-}
-
 }  // namespace
 
-int64_t PanelTokenTiles(int n) { return (n + kMaxTokens - 1) / kMaxTokens; }
+int64_t PanelTokenTiles(int n) { return NumTokenTiles(n, kMaxTokens); }
 
 int PanelTokenStride(int n) { return n == 1 ? 1 : kMaxTokens; }
 
@@ -141,7 +131,7 @@ size_t PanelPackedFloats(int n, int64_t cols) { return size_t(PanelTokenTiles(n)
 void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end) {
   const int stride = PanelTokenStride(n);
   for (int64_t i = tile_begin; i < tile_end; ++i) {
-    const TokenTile tile = TileOf(n, i);
+    const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
     float* out = packed + i * stride * cols;
     for (int t = 0; t < tile.count; ++t) {
       const float* xt = x + int64_t{tile.first + t} * cols;
@@ -220,7 +210,7 @@ GQA_AVX2 void PanelMatMul(const float* packed_x, int n, const MatrixView& w, con
       const int64_t kc = std::min(kc_step, w.cols - k0);
       const uint16_t* here = panel + k0 * kPanelRows;
       for (int64_t i = 0; i < tiles; ++i) {
-        const TokenTile tile = TileOf(n, i);
+        const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
         const uint16_t* next = i == 0 ? here + kPrefetch * kPanelRows : here + kc * kPanelRows;
         RunTile(tile.count, here, kc, packed_x + (i * w.cols + k0) * stride, stride,
                 sums.data() + int64_t{tile.first} * kPanelRows, k0 > 0, next);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/simd.h"
 
 namespace gqa::cpu {
 namespace {
@@ -20,8 +21,6 @@ int32_t ArgMaxKeyScalar(const float* v, int vocab) {
   for (int i = 1; i < vocab; ++i) best = std::max(best, Key(v[i], i));
   return KeyToken(best);
 }
-
-#define GQA_AVX2 __attribute__((target("avx2,fma")))
 
 // The same token as ArgMaxKeyScalar in two vector passes: the largest logit
 // (NaN counted as -inf), then the first position holding it (-0 and 0 are

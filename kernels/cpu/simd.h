@@ -1,15 +1,32 @@
-// AVX2 pieces shared by the CPU matrix kernels (matmul.cc, gemm.cc).
+// Target attributes of the CPU kernels' vector paths, and pieces shared by
+// the matrix kernels (matmul.cc, gemm.cc, panels.cc, pair_panels.cc). Code under
+// GQA_AVX2 runs only where HasAvx2() holds, under GQA_AVX512BF16 only where
+// IsaAvailable(Isa::kAvx512Bf16) does.
 #pragma once
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/common.h"
 
 #define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define GQA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 namespace gqa::cpu {
+
+// Token tile i when n tokens are cut into as few tiles of at most
+// max_tokens as possible, of even sizes (16 tokens by 6: 6 + 5 + 5, not
+// 6 + 6 + 4), since a small tile has fewer multiply-adds per weight load.
+struct TokenTile {
+  int first, count;
+};
+inline int64_t NumTokenTiles(int n, int max_tokens) { return (n + max_tokens - 1) / max_tokens; }
+inline TokenTile TokenTileOf(int n, int64_t i, int max_tokens) {
+  const int tiles = int(NumTokenTiles(n, max_tokens)), base = n / tiles, extra = n % tiles;
+  return {int(i) * base + std::min(int(i), extra), base + (i < extra ? 1 : 0)};
+}
 
 // Eight stored elements (f32, f16 or bf16) from base + i, as f32.
 template <DType D>
