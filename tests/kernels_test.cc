@@ -178,7 +178,7 @@ TEST_P(MatMulTest, StridedColumnSliceIsAView) {
 // accumulation) of the exact product.
 TEST(MatMulIsaTest, EveryAvailablePathMatchesFloat64) {
   int ran = 0;
-  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512Bf16}) {
+  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512, cpu::Isa::kAvx512Bf16}) {
     if (!cpu::IsaAvailable(isa)) {
       std::printf("note: %s is not available on this CPU: its path is not tested here\n", cpu::IsaName(isa));
       continue;
@@ -286,24 +286,30 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
 // odd (a half-empty last pair) and leaving the split runs a tail, a strided
 // column slice as the source; against float64 (of the activations as the
 // ISA multiplies them), a row range bit-identical to the whole product,
-// every element readable back (LoadRow), pair panels with split and with
-// rounded activations; and for the active ISA, through
+// every element readable back (LoadRow), pair panels with f32 activations
+// (AVX-512F) and with split and rounded ones (AVX-512 BF16); and for the
+// active ISA, through
 // CpuBackend::ImportWeightMatrix and MatMul, bit-identical for 1, 2 and 3
 // threads.
 TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
   int ran = 0;
-  for (cpu::Isa isa : {cpu::Isa::kAvx2, cpu::Isa::kAvx512Bf16}) {
+  for (cpu::Isa isa : {cpu::Isa::kAvx2, cpu::Isa::kAvx512, cpu::Isa::kAvx512Bf16}) {
     const MatrixLayout layout = cpu::WeightPanelLayout(isa, DType::kBF16);
     if (layout == MatrixLayout::kRowMajor) {
       std::printf("note: %s is not available on this CPU: its weight panels are not tested here\n", cpu::IsaName(isa));
       continue;
     }
     ++ran;
-    // Pair panels take split (default) or rounded activations.
-    std::vector<cpu::Bf16Activations> modes = {cpu::Bf16Activations::kSplit};
-    if (layout == MatrixLayout::kBf16PairPanels16) modes.push_back(cpu::Bf16Activations::kRounded);
+    // Pair panels take f32 activations on AVX-512F, and split or rounded
+    // ones too on AVX-512 BF16 (the mode is ignored elsewhere).
+    std::vector<cpu::Bf16Activations> modes = {cpu::Bf16Activations::kF32};
+    if (isa == cpu::Isa::kAvx512Bf16) {
+      modes.push_back(cpu::Bf16Activations::kSplit);
+      modes.push_back(cpu::Bf16Activations::kRounded);
+    }
     for (cpu::Bf16Activations mode : modes) {
       const bool rounded = mode == cpu::Bf16Activations::kRounded;
+      const char* mode_name = rounded ? " rounded " : mode == cpu::Bf16Activations::kSplit ? " split " : " ";
       Rng rng(23);
       constexpr int kFirstPanelRows = cpu::kPanelRows;
       for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {79, 64}, {203, 77}}) {
@@ -311,7 +317,7 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
         StoredMatrix stored = Store(rng.Floats(size_t(rows) * stored_cols, 0.5f), rows, stored_cols, DType::kBF16);
         const MatrixView host = stored.view.ColSlice(c0, cols);
         const auto exact = [&](int r, int k) { return stored.exact[size_t(r) * stored_cols + c0 + k]; };
-        const std::string shape = absl::StrCat(cpu::IsaName(isa), rounded ? " rounded " : " ", rows, "x", cols);
+        const std::string shape = absl::StrCat(cpu::IsaName(isa), mode_name, rows, "x", cols);
         CpuBackend packer(1);
         absl::StatusOr<DeviceBuffer> buf = packer.Allocate(cpu::PanelBytes(layout, rows, cols));
         ASSERT_TRUE(buf.ok()) << buf.status();
@@ -331,7 +337,8 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
           const float* b = n % 2 ? bias.data() : nullptr;
           std::vector<float> y(size_t(n) * rows);
           cpu::MatMulRowsWith(isa, mode, x.data(), n, w, b, y.data(), 0, rows);
-          std::vector<float> xr = ActivationsAsComputed(isa, DType::kBF16, x);
+          std::vector<float> xr = x;
+          if (mode == cpu::Bf16Activations::kSplit) xr = ActivationsAsComputed(isa, DType::kBF16, x);
           if (rounded) {
             for (size_t i = 0; i < x.size(); ++i) xr[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
           }
@@ -363,11 +370,17 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
           biases.push_back(bias);
           ys.push_back(y);
         }
-        if (isa != cpu::ActiveIsa()) continue;
+        // The backend runs the active ISA's modes: rounded or split on
+        // AVX-512 BF16, f32 below.
+        if (isa != cpu::ActiveIsa() || cpu::PairActivationsFor(isa, cpu::Bf16Activations::kSplit) != mode &&
+                                            cpu::PairActivationsFor(isa, cpu::Bf16Activations::kRounded) != mode) {
+          continue;
+        }
         for (int threads : {1, 2, 3}) {
           CpuBackend backend(threads);
           backend.set_weight_panels(true);
           backend.set_bf16_activations(rounded);
+          if (layout == MatrixLayout::kBf16PairPanels16) ASSERT_EQ(backend.PairActivations(), mode) << shape;
           MatrixView imported;
           absl::StatusOr<DeviceBuffer> ibuf = backend.ImportWeightMatrix(host, &imported);
           ASSERT_TRUE(ibuf.ok()) << ibuf.status();

@@ -34,13 +34,30 @@ double Element(const TensorInfo& t, int64_t i) {
   return sign * std::ldexp(1.0 + mant / 1024.0, exp - 15);
 }
 
-// y[r] = sum_k W[r, k] x[k] (+ b[r])
+// x rounded to the nearest bf16 (ties to even), by way of the nearest float.
+double RoundToBf16(double x) {
+  const float f = static_cast<float>(x);
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7F800000u) == 0x7F800000u) return f;  // inf, nan
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  bits &= 0xFFFF0000u;
+  float r;
+  std::memcpy(&r, &bits, 4);
+  return r;
+}
+
+// y[r] = sum_k W[r, k] x[k] (+ b[r]), x first rounded to bf16 if `round`.
 std::vector<double> Apply(const std::vector<double>& w, const std::vector<double>& b, const double* x,
-                          int rows, int cols) {
+                          int rows, int cols, bool round = false) {
+  std::vector<double> xr(x, x + cols);
+  if (round) {
+    for (double& e : xr) e = RoundToBf16(e);
+  }
   std::vector<double> y(rows);
   for (int r = 0; r < rows; ++r) {
     double s = b.empty() ? 0.0 : b[r];
-    for (int k = 0; k < cols; ++k) s += w[size_t(r) * cols + k] * x[k];
+    for (int k = 0; k < cols; ++k) s += w[size_t(r) * cols + k] * xr[k];
     y[r] = s;
   }
   return y;
@@ -57,7 +74,7 @@ std::vector<double> RmsNorm(const double* x, const std::vector<double>& w, int n
 
 }  // namespace
 
-absl::StatusOr<ReferenceModel> ReferenceModel::Load(const std::string& dir) {
+absl::StatusOr<ReferenceModel> ReferenceModel::Load(const std::string& dir, bool bf16_linear_inputs) {
   std::ifstream in(dir + "/config.json");
   if (!in) return absl::NotFoundError(dir + "/config.json");
   const nlohmann::json c = nlohmann::json::parse(in);
@@ -108,10 +125,18 @@ absl::StatusOr<ReferenceModel> ReferenceModel::Load(const std::string& dir) {
   auto maybe = [&](const std::string& name, Mat* out) -> absl::Status {
     return ckpt->Contains(name) ? read(name, out) : absl::OkStatus();
   };
+  auto stored_bf16 = [&](const std::string& name) -> absl::StatusOr<bool> {
+    ASSIGN_OR_RETURN(const TensorInfo* t, ckpt->Find(name));
+    return t->dtype_name == "BF16";
+  };
   RETURN_IF_ERROR(read("model.embed_tokens.weight", &m.embed_));
   RETURN_IF_ERROR(read("model.norm.weight", &m.final_norm_));
   const bool tied = c.value("tie_word_embeddings", false);
   RETURN_IF_ERROR(read(tied ? "model.embed_tokens.weight" : "lm_head.weight", &m.lm_head_));
+  if (bf16_linear_inputs) {
+    ASSIGN_OR_RETURN(m.round_head_, stored_bf16(tied ? "model.embed_tokens.weight" : "lm_head.weight"));
+    ASSIGN_OR_RETURN(m.round_layers_, stored_bf16("model.layers.0.self_attn.q_proj.weight"));
+  }
   for (int l = 0; l < int(c["num_hidden_layers"]); ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     Layer L;
@@ -156,9 +181,9 @@ std::vector<double> ReferenceModel::LastLogits(const std::vector<int>& tokens) c
     std::vector<std::vector<double>> q(n), k(n), v(n);
     for (int t = 0; t < n; ++t) {
       const std::vector<double> h = RmsNorm(x[t].data(), L.in_norm, H, eps_);
-      q[t] = Apply(L.wq, L.bq, h.data(), heads_ * hd, H);
-      k[t] = Apply(L.wk, L.bk, h.data(), kv_heads_ * hd, H);
-      v[t] = Apply(L.wv, L.bv, h.data(), kv_heads_ * hd, H);
+      q[t] = Apply(L.wq, L.bq, h.data(), heads_ * hd, H, round_layers_);
+      k[t] = Apply(L.wk, L.bk, h.data(), kv_heads_ * hd, H, round_layers_);
+      v[t] = Apply(L.wv, L.bv, h.data(), kv_heads_ * hd, H, round_layers_);
       rope(q[t], heads_, t);
       rope(k[t], kv_heads_, t);
     }
@@ -181,18 +206,18 @@ std::vector<double> ReferenceModel::LastLogits(const std::vector<int>& tokens) c
           for (int i = 0; i < hd; ++i) attn[h * hd + i] += p[j - start] / sum * v[j][g * hd + i];
         }
       }
-      const std::vector<double> o = Apply(L.wo, L.bo, attn.data(), H, heads_ * hd);
+      const std::vector<double> o = Apply(L.wo, L.bo, attn.data(), H, heads_ * hd, round_layers_);
       for (int i = 0; i < H; ++i) x[t][i] += o[i];
       const std::vector<double> h2 = RmsNorm(x[t].data(), L.post_norm, H, eps_);
-      std::vector<double> g = Apply(L.wg, L.bg, h2.data(), inter_, H);
-      const std::vector<double> u = Apply(L.wu, L.bu, h2.data(), inter_, H);
+      std::vector<double> g = Apply(L.wg, L.bg, h2.data(), inter_, H, round_layers_);
+      const std::vector<double> u = Apply(L.wu, L.bu, h2.data(), inter_, H, round_layers_);
       for (int i = 0; i < inter_; ++i) g[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
-      const std::vector<double> d = Apply(L.wd, L.bd, g.data(), H, inter_);
+      const std::vector<double> d = Apply(L.wd, L.bd, g.data(), H, inter_, round_layers_);
       for (int i = 0; i < H; ++i) x[t][i] += d[i];
     }
   }
   const std::vector<double> last = RmsNorm(x[n - 1].data(), final_norm_, H, eps_);
-  return Apply(lm_head_, {}, last.data(), vocab_, H);
+  return Apply(lm_head_, {}, last.data(), vocab_, H, round_head_);
 }
 
 std::vector<int> ReferenceModel::Greedy(std::vector<int> prompt, int n) const {

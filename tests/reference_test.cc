@@ -3,6 +3,7 @@
 // across architectures, head layouts, dtypes and options.
 #include <cmath>
 
+#include "kernels/cpu/cpu_kernels.h"
 #include "tests/reference_model.h"
 #include "tests/test_util.h"
 #include "tools/synthetic_model.h"
@@ -14,14 +15,19 @@ namespace {
 using testing::FixturePath;
 using testing::ReferenceModel;
 
+// The engine's logits after each prompt within `tol` (relative; absolute for
+// values below 1) of the reference's, and the same greedy tokens. kBf16:
+// both round the inputs of products over bf16 weights to bf16.
 void ExpectEngineMatchesReference(const std::string& dir, const std::vector<std::vector<int>>& prompts,
-                                  int new_tokens) {
-  auto ref = ReferenceModel::Load(dir);
+                                  int new_tokens, CpuActivations activations = CpuActivations::kF32,
+                                  double tol = 1e-4) {
+  auto ref = ReferenceModel::Load(dir, activations == CpuActivations::kBf16);
   ASSERT_TRUE(ref.ok()) << ref.status();
   ExecutorOptions eo;
   eo.threads_per_rank = 2;
   eo.num_kv_blocks = 16;
   eo.block_size = 4;
+  eo.cpu_activations = activations;
   auto ex = Executor::Open(dir, eo);
   ASSERT_TRUE(ex.ok()) << ex.status();
   for (const std::vector<int>& prompt : prompts) {
@@ -36,7 +42,8 @@ void ExpectEngineMatchesReference(const std::string& dir, const std::vector<std:
     for (size_t i = 0; i < logits.size(); ++i) {
       worst = std::max(worst, std::abs(r->prompt_last_logits[i] - logits[i]) / std::max(1.0, std::abs(logits[i])));
     }
-    EXPECT_LE(worst, 1e-4) << dir << " prompt of " << prompt.size();
+    EXPECT_LE(worst, tol) << dir << " prompt of " << prompt.size();
+    if (activations == CpuActivations::kBf16) std::printf("note: %s, prompt of %zu: logits within %.2g of the reference\n", dir.c_str(), prompt.size(), worst);
     EXPECT_EQ(r->tokens, ref->Greedy(prompt, new_tokens)) << dir << " prompt of " << prompt.size();
   }
 }
@@ -47,6 +54,43 @@ TEST(ReferenceTest, TransformersCheckpoints) {
                         "llama3_rope", "mistral_sliding", "llama_sharded", "llama_attn_bias"}) {
     ExpectEngineMatchesReference(FixturePath(std::string("golden/") + c), {{5}, {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}},
                                  10);
+  }
+}
+
+// Activations rounded to bf16 (the CPU backend's default for bf16 weights
+// on AVX-512 BF16) against the reference rounding the same product inputs:
+// what is left is f32 against float64 arithmetic, and the occasional
+// activation that lands on the other side of a bf16 rounding boundary.
+TEST(ReferenceTest, Bf16ActivationsMatchARoundingReference) {
+  if (cpu::ActiveIsa() != cpu::Isa::kAvx512Bf16) {
+    GTEST_SKIP() << "the active ISA is " << cpu::IsaName(cpu::ActiveIsa())
+                 << ": activations are rounded to bf16 on AVX-512 BF16 only";
+  }
+  // The rounding is visible: the two references differ by far more than
+  // the tolerance below.
+  const std::string golden = FixturePath("golden/llama_bf16");
+  auto exact = ReferenceModel::Load(golden), rounding = ReferenceModel::Load(golden, true);
+  ASSERT_TRUE(exact.ok() && rounding.ok());
+  const std::vector<double> a = exact->LastLogits({7, 8, 9}), b = rounding->LastLogits({7, 8, 9});
+  double apart = 0;
+  for (size_t i = 0; i < a.size(); ++i) apart = std::max(apart, std::abs(a[i] - b[i]) / std::max(1.0, std::abs(a[i])));
+  EXPECT_GT(apart, 1e-3);
+  // Measured: within 1.6e-7 on every case here.
+  ExpectEngineMatchesReference(golden, {{5}, {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}}, 10, CpuActivations::kBf16,
+                               1e-5);
+  for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
+    SyntheticModelSpec spec;
+    spec.arch = arch;
+    spec.dtype = DType::kBF16;
+    spec.vocab = 97;
+    spec.hidden = 48;
+    spec.heads = 6;
+    spec.kv_heads = 2;
+    spec.intermediate = 77;
+    spec.layers = 3;
+    const std::string dir = testing::TempDir("model");
+    ASSERT_OK(WriteSyntheticModel(spec, dir, 1));
+    ExpectEngineMatchesReference(dir, {{3}, {4, 9, 1, 7, 30, 2, 5, 11, 13}}, 12, CpuActivations::kBf16, 1e-5);
   }
 }
 

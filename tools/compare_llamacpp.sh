@@ -2,7 +2,7 @@
 # Side-by-side CPU benchmark against llama.cpp on one random-weight model.
 #
 #   tools/compare_llamacpp.sh LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128]
-#                             [--batches 16,32] [--out DIR] [--skip-build] [--bf16-activations]
+#                             [--batches 16,32] [--out DIR] [--skip-build] [--f32-activations]
 #
 # Builds llama.cpp from the checkout (its own default, native CPU flags, into
 # CHECKOUT/build-gqa-compare), writes one Llama-3.2-1B-shaped BF16 model with
@@ -16,16 +16,18 @@
 # timed samples; the same figures put llama.cpp's decode on the roofline.
 # Results: DIR/rounds.jsonl (every run) and DIR/summary.md (medians, best,
 # ratios), printed at the end. Nothing of llama.cpp enters this repository.
-# --bf16-activations also runs gqa-bench with GQA_CPU_BF16_ACTIVATIONS=1
-# (activations rounded to bf16 in the products over bf16 weights, llama.cpp's
-# numerics; AVX-512 BF16 only) beside each default run, as rows of their own.
+# gqa-bench runs with its defaults: on AVX-512 BF16, activations rounded to
+# bf16 in the products over bf16 weights (llama.cpp's numerics).
+# --f32-activations also runs it with GQA_CPU_BF16_ACTIVATIONS=0 (activations
+# split into two bf16 parts, within 2^-16 of f32; AVX-512 BF16 only) beside
+# each default run, as rows of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
-[[ $# -ge 1 && -d "$1" ]] || { echo "usage: $0 LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128] [--batches 16,32] [--out DIR] [--skip-build] [--bf16-activations]" >&2; exit 2; }
+[[ $# -ge 1 && -d "$1" ]] || { echo "usage: $0 LLAMA_CPP_CHECKOUT [--rounds R] [--threads T] [--head-dim 64|128] [--batches 16,32] [--out DIR] [--skip-build] [--f32-activations]" >&2; exit 2; }
 LLAMA=$(cd "$1" && pwd); shift
-ROUNDS=3 THREADS=2 HEAD_DIM=64 BATCHES=16,32 OUT=$ROOT/compare-out SKIP_BUILD=0 BF16ACT=0
+ROUNDS=3 THREADS=2 HEAD_DIM=64 BATCHES=16,32 OUT=$ROOT/compare-out SKIP_BUILD=0 F32ACT=0
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -34,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --batches) BATCHES=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --skip-build) SKIP_BUILD=1; shift ;;
-    --bf16-activations) BF16ACT=1; shift ;;
+    --f32-activations) F32ACT=1; shift ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -78,12 +80,12 @@ cat "$OUT/machine.txt"
 
 ROUNDS_FILE=$OUT/rounds.jsonl
 : > "$ROUNDS_FILE"
-ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line; with --bf16-activations a second
-         # run with rounded activations as KIND-bf16act
+ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line; with --f32-activations a second
+         # run with split (f32) activations as KIND-f32act
   ours_run "$@"
-  if [[ $BF16ACT == 1 ]]; then
+  if [[ $F32ACT == 1 ]]; then
     local kind=$1; shift
-    GQA_CPU_BF16_ACTIVATIONS=1 ours_run "$kind-bf16act" "$@"
+    GQA_CPU_BF16_ACTIVATIONS=0 ours_run "$kind-f32act" "$@"
   fi
 }
 ours_run() {
@@ -144,10 +146,10 @@ def best_llama(kind):
 lines = [open(sys.argv[3]).read().strip(), "",
          "| work | gqa-serve median (best) tok/s | llama.cpp median (best) tok/s | ratio of medians |", "|---|---|---|---|"]
 kinds = [("decode", "batch-1 decode (tg)", "decode"), ("prefill", "prefill pp512", "prefill")]
-kinds += [(k, f"batched decode B={k[5:]} (S_TG, -fa)", "decode") for k in sorted({r["kind"] for r in rows if r["kind"].startswith("batch") and not r["kind"].endswith("-bf16act")}, key=lambda k: int(k[5:]))]
-kinds += [(k + "-bf16act", l + ", gqa with bf16 activations", key) for k, l, key in kinds]
+kinds += [(k, f"batched decode B={k[5:]} (S_TG, -fa)", "decode") for k in sorted({r["kind"] for r in rows if r["kind"].startswith("batch") and not r["kind"].endswith("-f32act")}, key=lambda k: int(k[5:]))]
+kinds += [(k + "-f32act", l + ", gqa with f32 activations", key) for k, l, key in kinds]
 for kind, label, key in kinds:
-    g, l = series("gqa", kind, key), best_llama(kind.replace("-bf16act", ""))
+    g, l = series("gqa", kind, key), best_llama(kind.replace("-f32act", ""))
     if not g or not l:
         continue
     gm, lm = statistics.median(g), statistics.median(l)

@@ -112,10 +112,10 @@ void AddEngineFlags(Flags& f) {
   f.AddBool("mlock", "lock the model's files in RAM at start-up (reads them in whole first), so that the kernel "
             "cannot evict idle weights; needs a locked-memory limit (ulimit -l) above the checkpoint's size or "
             "CAP_IPC_LOCK");
-  f.AddBool("cpu-bf16-activations", "CPU with AVX-512 BF16, bf16 weights: round activations to one bf16 in the "
-            "matrix products, as llama.cpp does: up to twice the prefill and batched-decode throughput, logits "
-            "within about 1.5e-2 (relative) of the default, which splits each activation into two bf16 parts "
-            "(within 2^-16 of f32); no effect elsewhere");
+  f.Add("cpu-activations", "auto", "CPU backend, bf16 weights on a CPU with AVX-512 BF16: how activations enter "
+        "the matrix products. bf16: rounded to one bf16, as llama.cpp does; f32: split into two bf16 parts (within "
+        "2^-16 of f32), half the prefill and batched-decode throughput, logits about 1.5e-2 (relative) closer to "
+        "an f32 computation; auto: bf16. Other CPUs and dtypes compute in f32 whatever this says");
   f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
         "the job ends (rank 0 fails the requests in flight and exits non-zero)");
 }
@@ -138,7 +138,14 @@ absl::StatusOr<ExecutorFromFlagsResult> ExecutorFromFlags(const Flags& f, MpiJob
   ExecutorOptions eo;
   eo.mpi = mpi;
   eo.mlock = f.GetBool("mlock");
-  eo.cpu_bf16_activations = f.GetBool("cpu-bf16-activations");
+  const std::string activations = f.Get("cpu-activations");
+  if (activations == "bf16") {
+    eo.cpu_activations = CpuActivations::kBf16;
+  } else if (activations == "f32") {
+    eo.cpu_activations = CpuActivations::kF32;
+  } else if (activations != "auto") {
+    return absl::InvalidArgumentError("--cpu-activations must be auto, bf16 or f32");
+  }
   ASSIGN_OR_RETURN(int64_t tp, f.GetInt("tp"));
   // Under mpirun the job's size is the TP degree unless --tp says otherwise
   // (then the executor refuses the mismatch).

@@ -54,8 +54,8 @@ absl::Status RunMatMulBench(const Flags& f) {
   const MatrixView stored{wbytes.data(), dtype, rows, cols, cols};
   MatrixView imported;
   ASSIGN_OR_RETURN(DeviceBuffer imported_buf, backend.ImportWeightMatrix(stored, &imported));
-  // Pair panels (AVX-512 BF16) are timed with split activations (the
-  // default) and rounded ones (GQA_CPU_BF16_ACTIVATIONS=1).
+  // Pair panels (AVX-512 BF16) are timed with rounded activations (the
+  // default) and split ones (GQA_CPU_BF16_ACTIVATIONS=0).
   // Where gqa-bench was built with oneDNN (libdnnl-dev), its bf16 matmul
   // is timed beside them on the same stored weights.
   struct Layout {
@@ -67,8 +67,8 @@ absl::Status RunMatMulBench(const Flags& f) {
   std::vector<Layout> layouts = {{"row-major", stored}};
   if (imported.layout == MatrixLayout::kBf16Panels16) layouts.push_back({"panels", imported});
   if (imported.layout == MatrixLayout::kBf16PairPanels16) {
-    layouts.push_back({"pair-panels", imported});
-    layouts.push_back({"pair-panels/bf16-act", imported, true});
+    layouts.push_back({"pair-panels", imported, true});
+    layouts.push_back({"pair-panels/f32-act", imported, false});
   }
   const int max_n = *std::max_element(tokens.begin(), tokens.end());
   std::vector<float> x(size_t(max_n) * cols), y(size_t(max_n) * rows);

@@ -202,8 +202,8 @@ absl::Status Executor::SetUpRank(int r) {
   RETURN_IF_ERROR(group_->InitRank(r));  // GuardedSetUpRank aborts the group on failure
   w.backend = group_->backend(r);
   RETURN_IF_ERROR(w.backend->MakeCurrent());
-  if (auto* cpu = dynamic_cast<CpuBackend*>(w.backend); cpu != nullptr && options_.cpu_bf16_activations) {
-    cpu->set_bf16_activations(true);
+  if (auto* cpu = dynamic_cast<CpuBackend*>(w.backend); cpu != nullptr && options_.cpu_activations != CpuActivations::kAuto) {
+    cpu->set_bf16_activations(options_.cpu_activations == CpuActivations::kBf16);
   }
   ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r), options_.load_counter));
   const int max_blocks = config_.max_position_embeddings / options_.block_size + 1;

@@ -22,6 +22,8 @@
 
 namespace gqa {
 
+enum class CpuActivations { kAuto, kBf16, kF32 };
+
 struct ExecutorOptions {
   DeviceKind device = DeviceKind::kCpu;
   int tp = 1;                 // tensor-parallel ranks (simulated devices on the CPU)
@@ -50,11 +52,13 @@ struct ExecutorOptions {
   // load (bf16 panels), the lock is then narrowed to the memory the ranks
   // read: the repacked copies and the views still into the mapping.
   bool mlock = false;
-  // CPU backend, bf16 weights on AVX-512 BF16: round activations to one
-  // bf16 in the matrix products, as llama.cpp does (half the arithmetic of
-  // the exact hi + lo split; logits move by about 1.5e-2 relative). Other
-  // ISAs and dtypes ignore it. GQA_CPU_BF16_ACTIVATIONS=1 sets it too.
-  bool cpu_bf16_activations = false;
+  // CPU backend, bf16 weights on AVX-512 BF16: activations rounded to one
+  // bf16 in the matrix products (kBf16, as llama.cpp does) or split into two
+  // (kF32: within 2^-16 of f32, twice the arithmetic; logits about 1.5e-2
+  // relative closer to an f32 computation). kAuto leaves the backend's
+  // default: kBf16, or GQA_CPU_BF16_ACTIVATIONS=0 / 1. Other ISAs and dtypes
+  // compute in f32 either way.
+  CpuActivations cpu_activations = CpuActivations::kAuto;
   // One rank per process: this process runs rank mpi->rank() of an MPI job
   // of tp = mpi->size() ranks. Null: every rank is a thread of this process.
   MpiJob* mpi = nullptr;

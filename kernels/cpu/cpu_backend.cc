@@ -35,7 +35,12 @@ CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {
   const char* env = std::getenv("GQA_CPU_WEIGHT_PANELS");
   weight_panels_ = env == nullptr || std::string(env) != "0";
   const char* act = std::getenv("GQA_CPU_BF16_ACTIVATIONS");
-  bf16_activations_ = act != nullptr && std::string(act) == "1";
+  bf16_activations_ = act == nullptr || std::string(act) != "0";
+}
+
+cpu::Bf16Activations CpuBackend::PairActivations() const {
+  return cpu::PairActivationsFor(cpu::ActiveIsa(),
+                                 bf16_activations_ ? cpu::Bf16Activations::kRounded : cpu::Bf16Activations::kSplit);
 }
 
 std::string CpuBackend::Name() const {
@@ -44,8 +49,11 @@ std::string CpuBackend::Name() const {
   const MatrixLayout layout = weight_panels_ ? cpu::WeightPanelLayout(isa, DType::kBF16) : MatrixLayout::kRowMajor;
   const char* bf16 = layout == MatrixLayout::kBf16Panels16 ? "bf16 weights in 16-row panels"
                      : layout == MatrixLayout::kRowMajor   ? "bf16 weights row-major"
-                     : bf16_activations_                   ? "bf16 weights in pair panels, activations rounded to bf16"
-                                                           : "bf16 weights in pair panels, activations split hi + lo";
+                     : PairActivations() == cpu::Bf16Activations::kRounded
+                         ? "bf16 weights in pair panels, activations rounded to bf16"
+                     : PairActivations() == cpu::Bf16Activations::kSplit
+                         ? "bf16 weights in pair panels, activations split hi + lo"
+                         : "bf16 weights in pair panels widened to f32, activations f32";
   return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(isa), ", ", bf16, ")");
 }
 
@@ -121,7 +129,7 @@ void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float*
     // bf16 pair panels (AVX-512 BF16) at every token count: activations
     // split and packed by all threads, then each thread multiplies its
     // whole panels against them.
-    const cpu::Bf16Activations a = bf16_activations_ ? cpu::Bf16Activations::kRounded : cpu::Bf16Activations::kSplit;
+    const cpu::Bf16Activations a = PairActivations();
     packed_pairs_.resize(cpu::PairPackedWords(n, w.cols, a));
     ParallelIfLarge(cpu::PairTokenTiles(n), int64_t{n} * w.cols * 8, [&](int64_t b, int64_t e) {
       cpu::PackPairTokens(x, n, w.cols, a, packed_pairs_.data(), b, e);

@@ -14,17 +14,23 @@ namespace gqa::cpu {
 bool HasAvx2();
 
 // The instruction sets the matrix products are written for, chosen at run
-// time: AVX2 is the portable path; AVX-512 BF16 adds vdpbf16ps for bf16
-// weights (activations split into two bf16 parts, within 2^-16 of f32).
-enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512Bf16 = 2 };
+// time: AVX2 is the portable path; AVX-512F multiplies bf16 weights in pair
+// panels by f32 activations with 16-lane FMAs; AVX-512 BF16 adds vdpbf16ps
+// for them (activations rounded to bf16, or split into two bf16 parts).
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 const char* IsaName(Isa isa);
 bool IsaAvailable(Isa isa);
 // The best available, chosen once (GQA_CPU_ISA may lower it).
 Isa ActiveIsa();
 
-// How products over bf16 pair panels (AVX-512 BF16) take f32 activations
-// (PackPairTokens below).
-enum class Bf16Activations { kSplit, kRounded };
+// How products over bf16 pair panels take f32 activations (PackPairTokens
+// below): kF32 as they are, each weight widened to f32 for an FMA (AVX-512F
+// or better); kSplit as hi = bf16(x) and lo = bf16(x - hi), two vdpbf16ps
+// (within 2^-16 of f32); kRounded as bf16(x), one vdpbf16ps, as llama.cpp
+// does. The last two need AVX-512 BF16.
+enum class Bf16Activations { kF32, kSplit, kRounded };
+// The mode `isa` runs: `a` where it can, else kF32.
+Bf16Activations PairActivationsFor(Isa isa, Bf16Activations a);
 
 // Scalar conversions of one stored element to f32.
 float LoadElement(const void* data, DType dtype, int64_t index);
@@ -68,9 +74,9 @@ void GemmRows(const float* packed_x, int n, const MatrixView& w, const float* bi
 //    GEMM into its f32 panels without a transpose from there (PanelToF32).
 //    gqa-bench --mode matmul: in place ahead at 16-64 tokens, about even at
 //    128, the GEMM ahead in 512-token prefill.
-//  - AVX-512 BF16: MatrixLayout::kBf16PairPanels16 (pair_panels.cc), column
-//    pairs for vdpbf16ps, read in place by PairPanelMatMul at every token
-//    count.
+//  - AVX-512F and AVX-512 BF16: MatrixLayout::kBf16PairPanels16
+//    (pair_panels.cc), column pairs for vdpbf16ps (or widened to f32 for
+//    FMAs), read in place by PairPanelMatMul at every token count.
 constexpr int kPanelRows = 16;
 constexpr int kPanelGemmMinTokens = 128;
 MatrixLayout WeightPanelLayout(Isa isa, DType dtype);
@@ -95,14 +101,13 @@ size_t PanelPackedFloats(int n, int64_t cols);
 void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t tile_begin, int64_t tile_end);
 void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float* bias, float* y,
                  int64_t panel_begin, int64_t panel_end);
-// Pair panels (AVX-512 BF16 only): activations packed in token tiles of up
-// to 12 ([tile][pair][token][word], 32-bit words: a bf16 pair each) by
-// PackPairTokens over tiles [0, PairTokenTiles(n)), into
-// PairPackedWords(n, cols, a) words; PairPanelMatMul then multiplies any
-// range of panels against them. The activations are either split into
-// bf16 hi + lo (two words, within 2^-16 of f32: the default) or rounded to
-// one bf16 (one word, half the arithmetic: llama.cpp's numerics for bf16
-// weights; logits move by about 1.5e-2 relative).
+// Pair panels (AVX-512F or better): activations packed in token tiles of up
+// to 12 ([tile][pair][token][word], 32-bit words) by PackPairTokens over
+// tiles [0, PairTokenTiles(n)), into PairPackedWords(n, cols, a) words;
+// PairPanelMatMul then multiplies any range of panels against them. The
+// words per pair: kF32 two floats (x[2j], x[2j + 1]); kSplit two bf16 pairs
+// (hi, lo); kRounded one bf16 pair (half the arithmetic: llama.cpp's
+// numerics for bf16 weights; logits move by about 1.5e-2 relative).
 int64_t PairTokenTiles(int n);
 int PairTokenStride(int n);
 size_t PairPackedWords(int n, int64_t cols, Bf16Activations a);

@@ -178,6 +178,8 @@ GQA_AVX512BF16 void MatMulRowsBf16Dot(const float* x, int n, const MatrixView& w
   }
 }
 
+bool CpuHasAvx512F() { return __builtin_cpu_supports("avx512f"); }
+
 bool CpuHasAvx512Bf16() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
@@ -200,6 +202,7 @@ const char* IsaName(Isa isa) {
   switch (isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
     case Isa::kAvx512Bf16: return "avx512-bf16";
   }
   return "?";
@@ -209,19 +212,23 @@ bool IsaAvailable(Isa isa) {
   switch (isa) {
     case Isa::kScalar: return true;
     case Isa::kAvx2: return HasAvx2();
+    case Isa::kAvx512: return HasAvx2() && CpuHasAvx512F();
     case Isa::kAvx512Bf16: return HasAvx2() && CpuHasAvx512Bf16();
   }
   return false;
 }
 
 Isa ActiveIsa() {
-  // The best the CPU has, chosen once; GQA_CPU_ISA=scalar|avx2|avx512-bf16
-  // asks for a lower one (benchmarks, tests). An unknown or unavailable
-  // name is ignored.
+  // The best the CPU has, chosen once; GQA_CPU_ISA=scalar|avx2|avx512|
+  // avx512-bf16 asks for a lower one (benchmarks, tests). An unknown or
+  // unavailable name is ignored.
   static const Isa isa = [] {
-    Isa best = IsaAvailable(Isa::kAvx512Bf16) ? Isa::kAvx512Bf16 : HasAvx2() ? Isa::kAvx2 : Isa::kScalar;
+    Isa best = Isa::kScalar;
+    for (Isa i : {Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
+      if (IsaAvailable(i)) best = i;
+    }
     if (const char* want = std::getenv("GQA_CPU_ISA"); want != nullptr) {
-      for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512Bf16}) {
+      for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16}) {
         if (std::strcmp(want, IsaName(i)) == 0 && IsaAvailable(i) && int(i) <= int(best)) best = i;
       }
     }
@@ -248,6 +255,7 @@ void MatMulRowsWith(Isa isa, Bf16Activations a, const float* x, int n, const Mat
               "a product over weight panels covers whole panels");
   }
   if (w.layout == MatrixLayout::kBf16PairPanels16) {
+    a = PairActivationsFor(isa, a);
     thread_local std::vector<uint32_t> packed;
     packed.resize(PairPackedWords(n, w.cols, a));
     PackPairTokens(x, n, w.cols, a, packed.data(), 0, PairTokenTiles(n));

@@ -1,6 +1,7 @@
-// bf16 weights repacked once, at import, for CPUs with AVX-512 BF16, whose
-// vdpbf16ps multiplies pairs of bf16 values and adds both products to one
-// f32 lane. A panel holds kPanelRows = 16 consecutive rows; its columns are
+// bf16 weights repacked once, at import, for CPUs with AVX-512: with
+// AVX-512 BF16, vdpbf16ps multiplies pairs of bf16 values and adds both
+// products to one f32 lane; with AVX-512F alone, each pair is widened to two
+// f32 vectors (a shift and a mask) for two FMAs. A panel holds kPanelRows = 16 consecutive rows; its columns are
 // taken two at a time, 32 bf16 values (64 bytes) per column pair:
 //
 //   panel p, pair j:  u16[2r] = w[16p + r, 2j],  u16[2r + 1] = w[16p + r, 2j + 1]   (r < 16)
@@ -13,13 +14,16 @@
 // last pair are zero. The repacked matrix takes the stored bf16's memory
 // (plus at most 15 zero rows and one zero column).
 //
-// By default activations stay f32 in value: each is split once per product
-// into hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x,
-// and each weight pair is multiplied by both (the numerics of matmul.cc's
-// row-major vdpbf16ps tiles). They are packed per token tile of up to 12 as
-// [pair][token][hi, lo], one 32-bit broadcast each. Bf16Activations::kRounded
-// (--cpu-bf16-activations) keeps hi alone, as llama.cpp does: half the
-// vdpbf16ps, and the bf16 golden model's logits move by about 1.5e-2.
+// Activations are packed per token tile of up to 12 as [pair][token][word],
+// one 32-bit broadcast per word. By default on AVX-512 BF16
+// (Bf16Activations::kRounded) a word is the pair (bf16(x[2j]), bf16(x[2j+1])),
+// as llama.cpp does: the bf16 golden model's logits move by about 1.5e-2.
+// --cpu-activations f32 there (kSplit) splits each activation into
+// hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x, and
+// multiplies each weight pair by both: twice the vdpbf16ps. On AVX-512F
+// alone (kF32) the words are x[2j] and x[2j + 1] themselves, and the widened
+// weights take one FMA each: the same count of 16-lane operations as the
+// split, exact products.
 //
 // The register tile is 2 panels (32 rows) x up to 12 tokens: 24 accumulators,
 // two weight loads and 24 broadcasts per 48 vdpbf16ps (12 and 24 rounded). One token (decode)
@@ -65,6 +69,26 @@ enum LoSums {
   kSameSum = 1,  // hi and lo products into one sum
   kOwnSum = 2,   // lo products in sums of their own (more chains for few tokens)
 };
+
+// Writes (or with `accumulate` adds) a tile's sums to y: acc[r][t] (plus
+// second[r * T + t] with kSecond) to y[t * ldy + 16 r + i], rows of the last
+// panel from `live` on left alone.
+template <int R, int T, bool kSecond, int L>
+GQA_AVX512 inline void StoreTile(const __m512 (&acc)[R][T], const __m512 (&second)[L], float* y, int64_t ldy,
+                                 int live, bool accumulate) {
+#pragma GCC unroll 12
+  for (int t = 0; t < T; ++t) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      __m512 v = acc[r][t];
+      if constexpr (kSecond) v = _mm512_add_ps(v, second[r * T + t]);
+      const __mmask16 m = r == R - 1 ? __mmask16((1u << live) - 1) : __mmask16(0xFFFF);
+      float* o = y + t * ldy + r * kPanelRows;
+      if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v);
+      _mm512_mask_storeu_ps(o, m, v);
+    }
+  }
+}
 
 // y[t * ldy + 16 r + i] (+)= sum over `pairs` column pairs of panel r (R
 // panels, panel_u16 apart) times token t's packed activations
@@ -113,32 +137,81 @@ GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t p
       }
     }
   }
+  StoreTile<R, T, kSplitLo>(acc, lo_acc, y, ldy, live, accumulate);
+}
+
+// The same product for f32 activations (x[(j * stride + t) * 2 + {0, 1}] =
+// x[2j], x[2j + 1] of token t) on AVX-512F: the pair's two bf16 halves
+// widened to f32 (shift, mask), one FMA each. kOwn keeps the odd columns'
+// products in sums of their own (more chains for one token).
+template <int R, int T, bool kOwn>
+GQA_AVX512 void PairTileF32(const uint16_t* panel, int64_t panel_u16, int64_t pairs, const uint32_t* x, int stride,
+                            float* y, int64_t ldy, int live, bool accumulate, int64_t ahead) {
+  static_assert(R * T * (kOwn ? 2 : 1) <= 24, "at most 24 accumulators");
+  constexpr int L = kOwn ? R * T : 1;
+  __m512 acc[R][T], odd_acc[L];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 12
-  for (int t = 0; t < T; ++t) {
+    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < L; ++i) odd_acc[i] = _mm512_setzero_ps();
+  const __m512i high_halves = _mm512_set1_epi32(int(0xFFFF0000u));
+  for (int64_t j = 0; j < pairs; ++j) {
+    __m512 even[R], odd[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      __m512 v = acc[r][t];
-      if constexpr (kSplitLo) v = _mm512_add_ps(v, lo_acc[r * T + t]);
-      const __mmask16 m = r == R - 1 ? __mmask16((1u << live) - 1) : __mmask16(0xFFFF);
-      float* o = y + t * ldy + r * kPanelRows;
-      if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), v);
-      _mm512_mask_storeu_ps(o, m, v);
+      const __m512i wv = _mm512_load_si512(panel + r * panel_u16 + j * kPairU16);
+      if (ahead > 0) _mm_prefetch(reinterpret_cast<const char*>(panel + r * panel_u16 + (j + ahead) * kPairU16), _MM_HINT_T0);
+      even[r] = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(__mmask16(0xFFFF), wv, 16));  // maskz: as in PackPairTokensBf16
+      odd[r] = _mm512_castsi512_ps(_mm512_and_si512(wv, high_halves));
+    }
+    const float* xj = reinterpret_cast<const float*>(x + j * stride * 2);
+#pragma GCC unroll 12
+    for (int t = 0; t < T; ++t) {
+      const __m512 xe = _mm512_set1_ps(xj[2 * t]), xo = _mm512_set1_ps(xj[2 * t + 1]);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        acc[r][t] = _mm512_fmadd_ps(even[r], xe, acc[r][t]);
+        if constexpr (kOwn) {
+          odd_acc[r * T + t] = _mm512_fmadd_ps(odd[r], xo, odd_acc[r * T + t]);
+        } else {
+          acc[r][t] = _mm512_fmadd_ps(odd[r], xo, acc[r][t]);
+        }
+      }
     }
   }
+  StoreTile<R, T, kOwn>(acc, odd_acc, y, ldy, live, accumulate);
 }
 
 using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int, float*, int64_t, int, bool, int64_t);
 
-template <int R, int kLo, int... Ts>
-constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
-  return {&PairTile<R, Ts + 1, kLo>...};
+// The tile for activations `M` (a Bf16Activations), R panels by T tokens;
+// kOne: the second products in sums of their own (one token).
+template <int M, int R, int T, bool kOne>
+constexpr TileFn TileFor() {
+  if constexpr (M == int(Bf16Activations::kF32)) {
+    return &PairTileF32<R, T, kOne>;
+  } else if constexpr (M == int(Bf16Activations::kSplit)) {
+    return &PairTile<R, T, kOne ? kOwnSum : kSameSum>;
+  } else {
+    return &PairTile<R, T, kNoLo>;
+  }
 }
-template <int R, int kLo>
-constexpr std::array<TileFn, kMaxTokens> kTileRow = TileTable<R, kLo>(std::make_integer_sequence<int, kMaxTokens>());
-// kTiles[rounded][r - 1][t - 1]: r panels (1 or 2) by t tokens (1 to 12),
-// split (hi and lo into one sum) or rounded activations.
-constexpr std::array<TileFn, kMaxTokens> kTiles[2][2] = {{kTileRow<1, kSameSum>, kTileRow<2, kSameSum>},
-                                                         {kTileRow<1, kNoLo>, kTileRow<2, kNoLo>}};
+template <int M, int R, int... Ts>
+constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
+  return {TileFor<M, R, Ts + 1, false>()...};
+}
+template <int M, int R>
+constexpr std::array<TileFn, kMaxTokens> kTileRow = TileTable<M, R>(std::make_integer_sequence<int, kMaxTokens>());
+// kTiles[a][r - 1][t - 1]: activations a, r panels (1 or 2) by t tokens (1 to 12).
+constexpr std::array<TileFn, kMaxTokens> kTiles[3][2] = {
+    {kTileRow<0, 1>, kTileRow<0, 2>}, {kTileRow<1, 1>, kTileRow<1, 2>}, {kTileRow<2, 1>, kTileRow<2, 2>}};
+// kDecodeTiles[a]: one token, four panels at once and one.
+constexpr TileFn kDecodeTiles[3][2] = {{TileFor<0, 4, 1, true>(), TileFor<0, 1, 1, true>()},
+                                       {TileFor<1, 4, 1, true>(), TileFor<1, 1, 1, true>()},
+                                       {TileFor<2, 4, 1, true>(), TileFor<2, 1, 1, true>()}};
 
 int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kRounded ? 1 : 2; }
 
@@ -152,8 +225,12 @@ size_t PairPackedWords(int n, int64_t cols, Bf16Activations a) {
   return size_t(PairTokenTiles(n)) * PairTokenStride(n) * size_t(PairsOf(cols)) * WordsPerPair(a);
 }
 
-GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed,
-                                   int64_t tile_begin, int64_t tile_end) {
+namespace {
+
+// kSplit and kRounded: each token's activations as bf16 pairs (hi, and lo
+// for kSplit), 16 columns at a time.
+GQA_AVX512BF16 void PackPairTokensBf16(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed,
+                                       int64_t tile_begin, int64_t tile_end) {
   const int stride = PairTokenStride(n), words = WordsPerPair(a);
   const int64_t pairs = PairsOf(cols);
   thread_local std::vector<uint32_t> hi, lo;  // one token's pairs (bf16 of columns 2j, 2j + 1)
@@ -168,7 +245,8 @@ GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Acti
         const __mmask16 m = cols - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - k)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(m, xt + k);
         const __m256bh h = _mm512_cvtneps_pbh(v);
-        const __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+        const __mmask16 all = 0xFFFF;  // maskz forms: GCC 12 warns about the unmasked ones' undefined source
+        const __m512 hf = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, (__m256i)h), 16));
         const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hf));
         // 16 columns are 8 pairs; masked-off columns were loaded as zero.
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + k / 2), (__m256i)h);
@@ -186,14 +264,37 @@ GQA_AVX512BF16 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Acti
   }
 }
 
-GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a, int n, const MatrixView& w,
-                                    const float* bias, float* y, int64_t panel_begin, int64_t panel_end) {
+}  // namespace
+
+void PackPairTokens(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed, int64_t tile_begin,
+                    int64_t tile_end) {
+  if (a != Bf16Activations::kF32) return PackPairTokensBf16(x, n, cols, a, packed, tile_begin, tile_end);
+  const int stride = PairTokenStride(n);
+  const int64_t pairs = PairsOf(cols);
+  for (int64_t i = tile_begin; i < tile_end; ++i) {
+    const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
+    float* out = reinterpret_cast<float*>(packed + i * stride * pairs * 2);
+    for (int t = 0; t < tile.count; ++t) {
+      const float* xt = x + int64_t{tile.first + t} * cols;
+      for (int64_t k = 0; k < cols; ++k) out[((k / 2) * stride + t) * 2 + (k & 1)] = xt[k];
+      if (cols % 2) out[((pairs - 1) * stride + t) * 2 + 1] = 0.0f;
+    }
+  }
+}
+
+Bf16Activations PairActivationsFor(Isa isa, Bf16Activations a) {
+  return isa == Isa::kAvx512Bf16 && IsaAvailable(isa) ? a : Bf16Activations::kF32;
+}
+
+void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a, int n, const MatrixView& w, const float* bias,
+                     float* y, int64_t panel_begin, int64_t panel_end) {
   GQA_CHECK(w.layout == MatrixLayout::kBf16PairPanels16, "PairPanelMatMul reads a matrix of bf16 pair panels");
+  GQA_CHECK(a == Bf16Activations::kF32 ? IsaAvailable(Isa::kAvx512) : IsaAvailable(Isa::kAvx512Bf16),
+            "pair panels need AVX-512F (f32 activations) or AVX-512 BF16 (bf16 ones)");
   const uint16_t* base = static_cast<const uint16_t*>(w.data);
   const int64_t pairs = PairsOf(w.cols), panel_u16 = pairs * kPairU16, ldy = w.rows;
   const int64_t tiles = PairTokenTiles(n);
   const int stride = PairTokenStride(n), words = WordsPerPair(a);
-  const bool rounded = a == Bf16Activations::kRounded;
   const int64_t kc_step = tiles > 1 ? kKcPairs : pairs;
   const auto live_of = [&](int64_t last_panel) {
     return int(std::min<int64_t>(kPanelRows, w.rows - last_panel * kPanelRows));
@@ -208,9 +309,8 @@ GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a,
         float* yt = y + int64_t{tile.first} * ldy;
         int64_t p = jc;
         if (n == 1) {
-          // Four panels at once; split activations keep their lo sums apart.
-          const TileFn four = rounded ? &PairTile<4, 1, kNoLo> : &PairTile<4, 1, kOwnSum>;
-          const TileFn one = rounded ? &PairTile<1, 1, kNoLo> : &PairTile<1, 1, kOwnSum>;
+          // Four panels at once; second products (lo, odd columns) in sums of their own.
+          const TileFn four = kDecodeTiles[int(a)][0], one = kDecodeTiles[int(a)][1];
           for (; p + 4 <= je; p += 4) {
             four(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride, yt + p * kPanelRows, ldy,
                  live_of(p + 3), j0 > 0, kAhead);
@@ -223,7 +323,7 @@ GQA_AVX512BF16 void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a,
         }
         for (; p < je; p += 2) {
           const int r = int(std::min<int64_t>(2, je - p));
-          kTiles[rounded][r - 1][tile.count - 1](base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
+          kTiles[int(a)][r - 1][tile.count - 1](base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride,
                                         yt + p * kPanelRows, ldy, live_of(p + r - 1), j0 > 0, i == 0 ? kAhead : 0);
         }
       }

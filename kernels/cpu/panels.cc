@@ -143,7 +143,7 @@ void PackPanelTokens(const float* x, int n, int64_t cols, float* packed, int64_t
 MatrixLayout WeightPanelLayout(Isa isa, DType dtype) {
   if (dtype != DType::kBF16 || !IsaAvailable(isa)) return MatrixLayout::kRowMajor;
   if (isa == Isa::kAvx2) return MatrixLayout::kBf16Panels16;
-  if (isa == Isa::kAvx512Bf16) return MatrixLayout::kBf16PairPanels16;
+  if (isa == Isa::kAvx512 || isa == Isa::kAvx512Bf16) return MatrixLayout::kBf16PairPanels16;
   return MatrixLayout::kRowMajor;
 }
 

@@ -1,6 +1,7 @@
 // Target attributes of the CPU kernels' vector paths, and pieces shared by
 // the matrix kernels (matmul.cc, gemm.cc, panels.cc, pair_panels.cc). Code under
-// GQA_AVX2 runs only where HasAvx2() holds, under GQA_AVX512BF16 only where
+// GQA_AVX2 runs only where HasAvx2() holds, under GQA_AVX512 only where
+// IsaAvailable(Isa::kAvx512) does, under GQA_AVX512BF16 only where
 // IsaAvailable(Isa::kAvx512Bf16) does.
 #pragma once
 
@@ -12,6 +13,7 @@
 #include "kernels/common.h"
 
 #define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define GQA_AVX512 __attribute__((target("avx512f")))
 #define GQA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 namespace gqa::cpu {
