@@ -66,7 +66,7 @@ TEST_P(GoldenTest, MatchesTransformers) {
   ExecutorOptions eo;
   eo.threads_per_rank = 2;
   eo.num_kv_blocks = 8;
-  // Activations in f32 (split into two bf16 parts on AVX-512 BF16): the
+  // Activations in f32 (weights widened to f32 on AVX-512 BF16 too): the
   // default there rounds them to one bf16 (GoldenBf16Activations below).
   eo.cpu_activations = CpuActivations::kF32;
   auto ex = Executor::Open(dir, eo);

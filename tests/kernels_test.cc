@@ -287,8 +287,7 @@ TEST(GemmTest, BlockedProductMatchesFloat64AndIgnoresThreadCount) {
 // column slice as the source; against float64 (of the activations as the
 // ISA multiplies them), a row range bit-identical to the whole product,
 // every element readable back (LoadRow), pair panels with f32 activations
-// (AVX-512F) and with split and rounded ones (AVX-512 BF16); and for the
-// active ISA, through
+// and (AVX-512 BF16) rounded ones; and for the active ISA, through
 // CpuBackend::ImportWeightMatrix and MatMul, bit-identical for 1, 2 and 3
 // threads.
 TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
@@ -300,16 +299,13 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
       continue;
     }
     ++ran;
-    // Pair panels take f32 activations on AVX-512F, and split or rounded
-    // ones too on AVX-512 BF16 (the mode is ignored elsewhere).
+    // Pair panels take f32 activations, and rounded ones too on AVX-512
+    // BF16 (the mode is ignored elsewhere).
     std::vector<cpu::Bf16Activations> modes = {cpu::Bf16Activations::kF32};
-    if (isa == cpu::Isa::kAvx512Bf16) {
-      modes.push_back(cpu::Bf16Activations::kSplit);
-      modes.push_back(cpu::Bf16Activations::kRounded);
-    }
+    if (isa == cpu::Isa::kAvx512Bf16) modes.push_back(cpu::Bf16Activations::kRounded);
     for (cpu::Bf16Activations mode : modes) {
       const bool rounded = mode == cpu::Bf16Activations::kRounded;
-      const char* mode_name = rounded ? " rounded " : mode == cpu::Bf16Activations::kSplit ? " split " : " ";
+      const char* mode_name = rounded ? " rounded " : " ";
       Rng rng(23);
       constexpr int kFirstPanelRows = cpu::kPanelRows;
       for (auto [rows, cols] : {std::pair{1, 1}, {16, 8}, {17, 3}, {37, 255}, {64, 1030}, {79, 64}, {203, 77}}) {
@@ -338,7 +334,6 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
           std::vector<float> y(size_t(n) * rows);
           cpu::MatMulRowsWith(isa, mode, x.data(), n, w, b, y.data(), 0, rows);
           std::vector<float> xr = x;
-          if (mode == cpu::Bf16Activations::kSplit) xr = ActivationsAsComputed(isa, DType::kBF16, x);
           if (rounded) {
             for (size_t i = 0; i < x.size(); ++i) xr[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
           }
@@ -370,12 +365,7 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
           biases.push_back(bias);
           ys.push_back(y);
         }
-        // The backend runs the active ISA's modes: rounded or split on
-        // AVX-512 BF16, f32 below.
-        if (isa != cpu::ActiveIsa() || cpu::PairActivationsFor(isa, cpu::Bf16Activations::kSplit) != mode &&
-                                            cpu::PairActivationsFor(isa, cpu::Bf16Activations::kRounded) != mode) {
-          continue;
-        }
+        if (isa != cpu::ActiveIsa()) continue;
         for (int threads : {1, 2, 3}) {
           CpuBackend backend(threads);
           backend.set_weight_panels(true);

@@ -18,9 +18,9 @@
 # ratios), printed at the end. Nothing of llama.cpp enters this repository.
 # gqa-bench runs with its defaults: on AVX-512 BF16, activations rounded to
 # bf16 in the products over bf16 weights (llama.cpp's numerics).
-# --f32-activations also runs it with GQA_CPU_BF16_ACTIVATIONS=0 (activations
-# split into two bf16 parts, within 2^-16 of f32; AVX-512 BF16 only) beside
-# each default run, as rows of their own.
+# --f32-activations also runs it with GQA_CPU_BF16_ACTIVATIONS=0 (f32
+# activations, the weights widened for FMAs; AVX-512 BF16 only) beside each
+# default run, as rows of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -81,7 +81,7 @@ cat "$OUT/machine.txt"
 ROUNDS_FILE=$OUT/rounds.jsonl
 : > "$ROUNDS_FILE"
 ours() {  # ours KIND ARGS...: one gqa-bench run, its JSON as one line; with --f32-activations a second
-         # run with split (f32) activations as KIND-f32act
+         # run with f32 activations as KIND-f32act
   ours_run "$@"
   if [[ $F32ACT == 1 ]]; then
     local kind=$1; shift

@@ -113,8 +113,8 @@ void AddEngineFlags(Flags& f) {
             "cannot evict idle weights; needs a locked-memory limit (ulimit -l) above the checkpoint's size or "
             "CAP_IPC_LOCK");
   f.Add("cpu-activations", "auto", "CPU backend, bf16 weights on a CPU with AVX-512 BF16: how activations enter "
-        "the matrix products. bf16: rounded to one bf16, as llama.cpp does; f32: split into two bf16 parts (within "
-        "2^-16 of f32), half the prefill and batched-decode throughput, logits about 1.5e-2 (relative) closer to "
+        "the matrix products. bf16: rounded to one bf16, as llama.cpp does; f32: kept f32 (the weights widened for "
+        "FMAs), half the prefill and batched-decode throughput, logits about 1.5e-2 (relative) closer to "
         "an f32 computation; auto: bf16. Other CPUs and dtypes compute in f32 whatever this says");
   f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
         "the job ends (rank 0 fails the requests in flight and exits non-zero)");

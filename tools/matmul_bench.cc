@@ -55,7 +55,7 @@ absl::Status RunMatMulBench(const Flags& f) {
   MatrixView imported;
   ASSIGN_OR_RETURN(DeviceBuffer imported_buf, backend.ImportWeightMatrix(stored, &imported));
   // Pair panels (AVX-512 BF16) are timed with rounded activations (the
-  // default) and split ones (GQA_CPU_BF16_ACTIVATIONS=0).
+  // default) and f32 ones (GQA_CPU_BF16_ACTIVATIONS=0).
   // Where gqa-bench was built with oneDNN (libdnnl-dev), its bf16 matmul
   // is timed beside them on the same stored weights.
   struct Layout {
@@ -130,8 +130,10 @@ absl::Status RunMatMulBench(const Flags& f) {
       }
     }
     for (size_t l = 0; l < layouts.size(); ++l) {
-      const bool gemm = !layouts[l].run && cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
-                        (layouts[l].view.layout == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
+      const MatrixLayout lay = layouts[l].view.layout;
+      const bool gemm = !layouts[l].run && lay != MatrixLayout::kBf16PairPanels16 &&
+                        cpu::UseGemm(cpu::ActiveIsa(), n, dtype) &&
+                        (lay == MatrixLayout::kRowMajor || n >= cpu::kPanelGemmMinTokens);
       const double med = Median(gflops[l]), best = *std::max_element(gflops[l].begin(), gflops[l].end());
       const double weight_gbps = med / (2.0 * n) * double(DTypeSize(dtype));  // weight bytes streamed per second
       out.push_back({{"tokens", n}, {"rows", rows}, {"cols", cols}, {"dtype", dtype_name},

@@ -53,8 +53,8 @@ struct ExecutorOptions {
   // read: the repacked copies and the views still into the mapping.
   bool mlock = false;
   // CPU backend, bf16 weights on AVX-512 BF16: activations rounded to one
-  // bf16 in the matrix products (kBf16, as llama.cpp does) or split into two
-  // (kF32: within 2^-16 of f32, twice the arithmetic; logits about 1.5e-2
+  // bf16 in the matrix products (kBf16, as llama.cpp does) or kept f32 with
+  // the weights widened (kF32: twice the arithmetic; logits about 1.5e-2
   // relative closer to an f32 computation). kAuto leaves the backend's
   // default: kBf16, or GQA_CPU_BF16_ACTIVATIONS=0 / 1. Other ISAs and dtypes
   // compute in f32 either way.

@@ -40,7 +40,7 @@ CpuBackend::CpuBackend(int num_threads) : pool_(num_threads) {
 
 cpu::Bf16Activations CpuBackend::PairActivations() const {
   return cpu::PairActivationsFor(cpu::ActiveIsa(),
-                                 bf16_activations_ ? cpu::Bf16Activations::kRounded : cpu::Bf16Activations::kSplit);
+                                 bf16_activations_ ? cpu::Bf16Activations::kRounded : cpu::Bf16Activations::kF32);
 }
 
 std::string CpuBackend::Name() const {
@@ -51,8 +51,6 @@ std::string CpuBackend::Name() const {
                      : layout == MatrixLayout::kRowMajor   ? "bf16 weights row-major"
                      : PairActivations() == cpu::Bf16Activations::kRounded
                          ? "bf16 weights in pair panels, activations rounded to bf16"
-                     : PairActivations() == cpu::Bf16Activations::kSplit
-                         ? "bf16 weights in pair panels, activations split hi + lo"
                          : "bf16 weights in pair panels widened to f32, activations f32";
   return absl::StrCat("cpu(", pool_.size(), " threads, ", cpu::IsaName(isa), ", ", bf16, ")");
 }
@@ -127,7 +125,7 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
   if (w.layout == MatrixLayout::kBf16PairPanels16) {
     // bf16 pair panels (AVX-512 BF16) at every token count: activations
-    // split and packed by all threads, then each thread multiplies its
+    // packed by all threads, then each thread multiplies its
     // whole panels against them.
     const cpu::Bf16Activations a = PairActivations();
     packed_pairs_.resize(cpu::PairPackedWords(n, w.cols, a));

@@ -28,16 +28,15 @@ class CpuBackend final : public Backend {
   absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) override;
   void set_weight_panels(bool on) { weight_panels_ = on; }
   bool weight_panels() const { return weight_panels_; }
-  // Products over bf16 pair panels (AVX-512 BF16) round the activations to
+  // Products over bf16 pair panels on AVX-512 BF16 round the activations to
   // one bf16, as llama.cpp does, unless set_bf16_activations(false) or
-  // GQA_CPU_BF16_ACTIVATIONS=0: then each is split into hi + lo bf16 parts
-  // (within 2^-16 of f32, twice the arithmetic; logits about 1.5e-2
-  // relative closer to an f32 computation). Other layouts and ISAs compute
-  // in f32 either way.
+  // GQA_CPU_BF16_ACTIVATIONS=0: then they stay f32 and the weights are
+  // widened for FMAs (twice the arithmetic; logits about 1.5e-2 relative
+  // closer to an f32 computation). Other ISAs compute in f32 either way.
   void set_bf16_activations(bool on) { bf16_activations_ = on; }
   bool bf16_activations() const { return bf16_activations_; }
-  // What products over pair panels do with activations here: rounded or
-  // split (AVX-512 BF16, as set above) or f32 (AVX-512F).
+  // What products over pair panels do with activations here: rounded
+  // (AVX-512 BF16, as set above) or f32.
   cpu::Bf16Activations PairActivations() const;
   void CopyToDevice(void* dst, const void* src, size_t bytes) override;
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
@@ -70,7 +69,7 @@ class CpuBackend final : public Backend {
   bool weight_panels_ = true;
   bool bf16_activations_ = true;
   std::vector<float> packed_x_;            // MatMul's packed activations (several tokens)
-  std::vector<uint32_t> packed_pairs_;     // MatMul's split and packed activations for pair panels
+  std::vector<uint32_t> packed_pairs_;     // MatMul's packed activations for pair panels
   std::vector<float> attention_partials_;  // Attention's per-chunk partial results
 };
 

@@ -16,7 +16,7 @@ bool HasAvx2();
 // The instruction sets the matrix products are written for, chosen at run
 // time: AVX2 is the portable path; AVX-512F multiplies bf16 weights in pair
 // panels by f32 activations with 16-lane FMAs; AVX-512 BF16 adds vdpbf16ps
-// for them (activations rounded to bf16, or split into two bf16 parts).
+// for them (activations rounded to bf16).
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
 const char* IsaName(Isa isa);
 bool IsaAvailable(Isa isa);
@@ -25,10 +25,9 @@ Isa ActiveIsa();
 
 // How products over bf16 pair panels take f32 activations (PackPairTokens
 // below): kF32 as they are, each weight widened to f32 for an FMA (AVX-512F
-// or better); kSplit as hi = bf16(x) and lo = bf16(x - hi), two vdpbf16ps
-// (within 2^-16 of f32); kRounded as bf16(x), one vdpbf16ps, as llama.cpp
-// does. The last two need AVX-512 BF16.
-enum class Bf16Activations { kF32, kSplit, kRounded };
+// or better); kRounded as bf16(x), one vdpbf16ps per weight pair, as
+// llama.cpp does (AVX-512 BF16).
+enum class Bf16Activations { kF32, kRounded };
 // The mode `isa` runs: `a` where it can, else kF32.
 Bf16Activations PairActivationsFor(Isa isa, Bf16Activations a);
 
@@ -105,9 +104,9 @@ void PanelMatMul(const float* packed_x, int n, const MatrixView& w, const float*
 // to 12 ([tile][pair][token][word], 32-bit words) by PackPairTokens over
 // tiles [0, PairTokenTiles(n)), into PairPackedWords(n, cols, a) words;
 // PairPanelMatMul then multiplies any range of panels against them. The
-// words per pair: kF32 two floats (x[2j], x[2j + 1]); kSplit two bf16 pairs
-// (hi, lo); kRounded one bf16 pair (half the arithmetic: llama.cpp's
-// numerics for bf16 weights; logits move by about 1.5e-2 relative).
+// words per pair: kF32 two floats (x[2j], x[2j + 1]); kRounded one bf16 pair
+// (half the arithmetic: llama.cpp's numerics for bf16 weights; logits move
+// by about 1.5e-2 relative).
 int64_t PairTokenTiles(int n);
 int PairTokenStride(int n);
 size_t PairPackedWords(int n, int64_t cols, Bf16Activations a);

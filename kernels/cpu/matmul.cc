@@ -244,7 +244,7 @@ void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, f
 
 void MatMulRowsWith(Isa isa, const float* x, int n, const MatrixView& w, const float* bias, float* y,
                     int64_t row_begin, int64_t row_end) {
-  MatMulRowsWith(isa, Bf16Activations::kSplit, x, n, w, bias, y, row_begin, row_end);
+  MatMulRowsWith(isa, Bf16Activations::kF32, x, n, w, bias, y, row_begin, row_end);
 }
 
 void MatMulRowsWith(Isa isa, Bf16Activations a, const float* x, int n, const MatrixView& w, const float* bias,

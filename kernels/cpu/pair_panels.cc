@@ -1,8 +1,9 @@
 // bf16 weights repacked once, at import, for CPUs with AVX-512: with
 // AVX-512 BF16, vdpbf16ps multiplies pairs of bf16 values and adds both
 // products to one f32 lane; with AVX-512F alone, each pair is widened to two
-// f32 vectors (a shift and a mask) for two FMAs. A panel holds kPanelRows = 16 consecutive rows; its columns are
-// taken two at a time, 32 bf16 values (64 bytes) per column pair:
+// f32 vectors (a shift and a mask) for two FMAs. A panel holds kPanelRows =
+// 16 consecutive rows; its columns are taken two at a time, 32 bf16 values
+// (64 bytes) per column pair:
 //
 //   panel p, pair j:  u16[2r] = w[16p + r, 2j],  u16[2r + 1] = w[16p + r, 2j + 1]   (r < 16)
 //
@@ -16,19 +17,20 @@
 //
 // Activations are packed per token tile of up to 12 as [pair][token][word],
 // one 32-bit broadcast per word. By default on AVX-512 BF16
-// (Bf16Activations::kRounded) a word is the pair (bf16(x[2j]), bf16(x[2j+1])),
-// as llama.cpp does: the bf16 golden model's logits move by about 1.5e-2.
-// --cpu-activations f32 there (kSplit) splits each activation into
-// hi = bf16(x) and lo = bf16(x - hi), whose sum is within 2^-16 of x, and
-// multiplies each weight pair by both: twice the vdpbf16ps. On AVX-512F
-// alone (kF32) the words are x[2j] and x[2j + 1] themselves, and the widened
-// weights take one FMA each: the same count of 16-lane operations as the
-// split, exact products.
+// (Bf16Activations::kRounded) the word is the pair (bf16(x[2j]),
+// bf16(x[2j + 1])), one vdpbf16ps per weight pair and token, as llama.cpp
+// does: the bf16 golden model's logits move by about 1.5e-2. With f32
+// activations (kF32: AVX-512F, or --cpu-activations f32) the words are
+// x[2j] and x[2j + 1] themselves, and the pair's halves, widened to f32, take
+// one FMA each: twice the 16-lane operations, exact products. (An earlier
+// split of each activation into two bf16 parts for two vdpbf16ps ran at the
+// same speed as the FMAs, within 2^-16 of f32; it was dropped for them.)
 //
 // The register tile is 2 panels (32 rows) x up to 12 tokens: 24 accumulators,
-// two weight loads and 24 broadcasts per 48 vdpbf16ps (12 and 24 rounded). One token (decode)
-// is bound by memory, not by arithmetic: it takes 4 panels at once (four
-// streams) with separate hi and lo sums (eight chains). Several token tiles
+// two weight loads and 12 broadcasts per 24 vdpbf16ps (24 and 48 FMAs for
+// f32). One token (decode) is bound by memory, not by arithmetic: it takes 4
+// panels at once (four streams), with the odd columns' FMAs in sums of their
+// own (eight chains). Several token tiles
 // share each pass of 128 column pairs over a block of 8 panels (64 KB, held
 // in L2); the first tile brings the pass from memory, prefetching 64 pairs
 // ahead, and the others find it in cache.
@@ -63,13 +65,6 @@ constexpr int64_t kAhead = 64;
 
 int64_t PairsOf(int64_t cols) { return (cols + 1) / 2; }
 
-// How a tile meets the lo halves of split activations.
-enum LoSums {
-  kNoLo = 0,     // rounded activations: one word per token and pair
-  kSameSum = 1,  // hi and lo products into one sum
-  kOwnSum = 2,   // lo products in sums of their own (more chains for few tokens)
-};
-
 // Writes (or with `accumulate` adds) a tile's sums to y: acc[r][t] (plus
 // second[r * T + t] with kSecond) to y[t * ldy + 16 r + i], rows of the last
 // panel from `live` on left alone.
@@ -92,25 +87,19 @@ GQA_AVX512 inline void StoreTile(const __m512 (&acc)[R][T], const __m512 (&secon
 
 // y[t * ldy + 16 r + i] (+)= sum over `pairs` column pairs of panel r (R
 // panels, panel_u16 apart) times token t's packed activations
-// (x[(j * stride + t) * W + {0, 1}] = hi, lo of pair j, W = 2; W = 1 and hi
-// only for kNoLo), for t < T; rows of the last panel from `live` on are not
-// written. With `ahead` > 0, each weight line is prefetched that many pairs
-// before it is read.
-template <int R, int T, int kLo>
+// (x[j * stride + t] = the bf16 pair j), for t < T; rows of the last panel
+// from `live` on are not written. With `ahead` > 0, each weight line is
+// prefetched that many pairs before it is read.
+template <int R, int T>
 GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t pairs, const uint32_t* x, int stride,
                              float* y, int64_t ldy, int live, bool accumulate, int64_t ahead) {
-  constexpr bool kSplitLo = kLo == kOwnSum;
-  constexpr int W = kLo == kNoLo ? 1 : 2;
-  static_assert(R * T * (kSplitLo ? 2 : 1) <= 24, "at most 24 accumulators");
-  constexpr int L = kSplitLo ? R * T : 1;
-  __m512 acc[R][T], lo_acc[L];
+  static_assert(R * T <= 24, "at most 24 accumulators");
+  __m512 acc[R][T], none[1];
 #pragma GCC unroll 4
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 12
     for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_ps();
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < L; ++i) lo_acc[i] = _mm512_setzero_ps();
   for (int64_t j = 0; j < pairs; ++j) {
     __m512bh wv[R];
 #pragma GCC unroll 4
@@ -118,26 +107,15 @@ GQA_AVX512BF16 void PairTile(const uint16_t* panel, int64_t panel_u16, int64_t p
       wv[r] = (__m512bh)_mm512_load_si512(panel + r * panel_u16 + j * kPairU16);
       if (ahead > 0) _mm_prefetch(reinterpret_cast<const char*>(panel + r * panel_u16 + (j + ahead) * kPairU16), _MM_HINT_T0);
     }
-    const uint32_t* xj = x + j * stride * W;
+    const uint32_t* xj = x + j * stride;
 #pragma GCC unroll 12
     for (int t = 0; t < T; ++t) {
-      const __m512bh hi = (__m512bh)_mm512_set1_epi32(int(xj[W * t]));
+      const __m512bh xt = (__m512bh)_mm512_set1_epi32(int(xj[t]));
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], hi);
-      if constexpr (kLo != kNoLo) {
-        const __m512bh lo = (__m512bh)_mm512_set1_epi32(int(xj[W * t + 1]));
-#pragma GCC unroll 4
-        for (int r = 0; r < R; ++r) {
-          if constexpr (kSplitLo) {
-            lo_acc[r * T + t] = _mm512_dpbf16_ps(lo_acc[r * T + t], wv[r], lo);
-          } else {
-            acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], lo);
-          }
-        }
-      }
+      for (int r = 0; r < R; ++r) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xt);
     }
   }
-  StoreTile<R, T, kSplitLo>(acc, lo_acc, y, ldy, live, accumulate);
+  StoreTile<R, T, false>(acc, none, y, ldy, live, accumulate);
 }
 
 // The same product for f32 activations (x[(j * stride + t) * 2 + {0, 1}] =
@@ -188,15 +166,13 @@ GQA_AVX512 void PairTileF32(const uint16_t* panel, int64_t panel_u16, int64_t pa
 using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int, float*, int64_t, int, bool, int64_t);
 
 // The tile for activations `M` (a Bf16Activations), R panels by T tokens;
-// kOne: the second products in sums of their own (one token).
+// kOne: the odd columns' f32 products in sums of their own (one token).
 template <int M, int R, int T, bool kOne>
 constexpr TileFn TileFor() {
   if constexpr (M == int(Bf16Activations::kF32)) {
     return &PairTileF32<R, T, kOne>;
-  } else if constexpr (M == int(Bf16Activations::kSplit)) {
-    return &PairTile<R, T, kOne ? kOwnSum : kSameSum>;
   } else {
-    return &PairTile<R, T, kNoLo>;
+    return &PairTile<R, T>;
   }
 }
 template <int M, int R, int... Ts>
@@ -206,14 +182,13 @@ constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int,
 template <int M, int R>
 constexpr std::array<TileFn, kMaxTokens> kTileRow = TileTable<M, R>(std::make_integer_sequence<int, kMaxTokens>());
 // kTiles[a][r - 1][t - 1]: activations a, r panels (1 or 2) by t tokens (1 to 12).
-constexpr std::array<TileFn, kMaxTokens> kTiles[3][2] = {
-    {kTileRow<0, 1>, kTileRow<0, 2>}, {kTileRow<1, 1>, kTileRow<1, 2>}, {kTileRow<2, 1>, kTileRow<2, 2>}};
+constexpr std::array<TileFn, kMaxTokens> kTiles[2][2] = {{kTileRow<0, 1>, kTileRow<0, 2>},
+                                                         {kTileRow<1, 1>, kTileRow<1, 2>}};
 // kDecodeTiles[a]: one token, four panels at once and one.
-constexpr TileFn kDecodeTiles[3][2] = {{TileFor<0, 4, 1, true>(), TileFor<0, 1, 1, true>()},
-                                       {TileFor<1, 4, 1, true>(), TileFor<1, 1, 1, true>()},
-                                       {TileFor<2, 4, 1, true>(), TileFor<2, 1, 1, true>()}};
+constexpr TileFn kDecodeTiles[2][2] = {{TileFor<0, 4, 1, true>(), TileFor<0, 1, 1, true>()},
+                                       {TileFor<1, 4, 1, true>(), TileFor<1, 1, 1, true>()}};
 
-int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kRounded ? 1 : 2; }
+int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kF32 ? 2 : 1; }
 
 }  // namespace
 
@@ -227,39 +202,25 @@ size_t PairPackedWords(int n, int64_t cols, Bf16Activations a) {
 
 namespace {
 
-// kSplit and kRounded: each token's activations as bf16 pairs (hi, and lo
-// for kSplit), 16 columns at a time.
-GQA_AVX512BF16 void PackPairTokensBf16(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed,
-                                       int64_t tile_begin, int64_t tile_end) {
-  const int stride = PairTokenStride(n), words = WordsPerPair(a);
+// kRounded: each token's activations as bf16 pairs, 16 columns at a time.
+GQA_AVX512BF16 void PackPairTokensBf16(const float* x, int n, int64_t cols, uint32_t* packed, int64_t tile_begin,
+                                       int64_t tile_end) {
+  const int stride = PairTokenStride(n);
   const int64_t pairs = PairsOf(cols);
-  thread_local std::vector<uint32_t> hi, lo;  // one token's pairs (bf16 of columns 2j, 2j + 1)
-  hi.resize(size_t(pairs) + 8);
-  lo.resize(size_t(pairs) + 8);
+  thread_local std::vector<uint32_t> pair;  // one token's pairs (bf16 of columns 2j, 2j + 1)
+  pair.resize(size_t(pairs) + 8);
   for (int64_t i = tile_begin; i < tile_end; ++i) {
     const TokenTile tile = TokenTileOf(n, i, kMaxTokens);
-    uint32_t* out = packed + i * stride * pairs * words;
+    uint32_t* out = packed + i * stride * pairs;
     for (int t = 0; t < tile.count; ++t) {
       const float* xt = x + int64_t{tile.first + t} * cols;
       for (int64_t k = 0; k < cols; k += 16) {
+        // 16 columns are 8 pairs; masked-off columns are loaded as zero.
         const __mmask16 m = cols - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (cols - k)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(m, xt + k);
-        const __m256bh h = _mm512_cvtneps_pbh(v);
-        const __mmask16 all = 0xFFFF;  // maskz forms: GCC 12 warns about the unmasked ones' undefined source
-        const __m512 hf = _mm512_castsi512_ps(_mm512_maskz_slli_epi32(all, _mm512_maskz_cvtepu16_epi32(all, (__m256i)h), 16));
-        const __m256bh l = _mm512_cvtneps_pbh(_mm512_sub_ps(v, hf));
-        // 16 columns are 8 pairs; masked-off columns were loaded as zero.
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(hi.data() + k / 2), (__m256i)h);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(lo.data() + k / 2), (__m256i)l);
+        const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, xt + k));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pair.data() + k / 2), (__m256i)h);
       }
-      if (words == 1) {
-        for (int64_t j = 0; j < pairs; ++j) out[j * stride + t] = hi[j];
-      } else {
-        for (int64_t j = 0; j < pairs; ++j) {
-          out[(j * stride + t) * 2] = hi[j];
-          out[(j * stride + t) * 2 + 1] = lo[j];
-        }
-      }
+      for (int64_t j = 0; j < pairs; ++j) out[j * stride + t] = pair[j];
     }
   }
 }
@@ -268,7 +229,7 @@ GQA_AVX512BF16 void PackPairTokensBf16(const float* x, int n, int64_t cols, Bf16
 
 void PackPairTokens(const float* x, int n, int64_t cols, Bf16Activations a, uint32_t* packed, int64_t tile_begin,
                     int64_t tile_end) {
-  if (a != Bf16Activations::kF32) return PackPairTokensBf16(x, n, cols, a, packed, tile_begin, tile_end);
+  if (a == Bf16Activations::kRounded) return PackPairTokensBf16(x, n, cols, packed, tile_begin, tile_end);
   const int stride = PairTokenStride(n);
   const int64_t pairs = PairsOf(cols);
   for (int64_t i = tile_begin; i < tile_end; ++i) {
@@ -309,7 +270,7 @@ void PairPanelMatMul(const uint32_t* packed_x, Bf16Activations a, int n, const M
         float* yt = y + int64_t{tile.first} * ldy;
         int64_t p = jc;
         if (n == 1) {
-          // Four panels at once; second products (lo, odd columns) in sums of their own.
+          // Four panels at once.
           const TileFn four = kDecodeTiles[int(a)][0], one = kDecodeTiles[int(a)][1];
           for (; p + 4 <= je; p += 4) {
             four(base + p * panel_u16 + j0 * kPairU16, panel_u16, kc, xt, stride, yt + p * kPanelRows, ldy,
