@@ -158,6 +158,28 @@ TEST(SampleOpTest, LogprobsOfTheRawLogits) {
   EXPECT_NEAR(o.top_logprobs[2], 1.7 - std::log(z), 1e-6);
 }
 
+// A vocabulary-sized row (logits from -100 to 20, some -inf, a tail past
+// the vector width): the log-probabilities within 1e-6 of a float64
+// log-sum-exp; a NaN anywhere makes them NaN.
+TEST(SampleOpTest, LogprobsOfAVocabularyRowMatchFloat64) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> d(-100.0f, 20.0f);
+  std::vector<float> logits(50021);
+  for (float& l : logits) l = rng() % 50 == 0 ? -INFINITY : d(rng);
+  SamplingRow p;
+  p.num_top_logprobs = 2;
+  const SampleOutput o = RunSample(Cpu(), OneRow(logits, p, {}))[0];
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  double z = 0;
+  for (float l : logits) z += std::exp(double(l) - mx);
+  const double log_z = mx + std::log(z);
+  EXPECT_NEAR(o.logprob, logits[o.token] - log_z, 1e-6);
+  ASSERT_EQ(o.num_top, 2);
+  EXPECT_NEAR(o.top_logprobs[1], logits[o.top_tokens[1]] - log_z, 1e-6);
+  logits[777] = std::nanf("");
+  EXPECT_TRUE(std::isnan(RunSample(Cpu(), OneRow(logits, p, {}))[0].logprob));
+}
+
 TEST(SampleOpTest, FiltersKeepTheStatedTokens) {
   // Softmax of kLogits at temperature 1, by rank: 1, 3, 5, 0, 7, 4, 2, 6.
   std::vector<double> prob(8);
