@@ -140,10 +140,26 @@ TEST(CliTest, MakeModelIsDeterministicAndLoads) {
   EXPECT_EQ(Json::parse(r.lines[0])["token_ids"].size(), 4u);
 }
 
+// Both CPU activation modes through the program (they differ only on
+// AVX-512 BF16): transformers' greedy tokens for the bf16 checkpoint.
+TEST(CliTest, CpuActivationModesKeepTransformersTokens) {
+  const Json e = Expected("llama_bf16");
+  for (const char* mode : {"auto", "bf16", "f32"}) {
+    const ProgramRun r = Execute("gqa-generate --model " + testing::FixturePath("golden/llama_bf16") +
+                                 " --cpu-activations " + mode + " --prompt-ids " + Ids(e["prompts"][2]) +
+                                 " --max-new-tokens 16 --temperature 0 --ignore-eos --output json");
+    ASSERT_EQ(r.status, 0) << mode;
+    ASSERT_EQ(r.lines.size(), 1u);
+    EXPECT_EQ(Json::parse(r.lines[0])["token_ids"], e["greedy_tokens"][2]) << mode;
+  }
+}
+
 TEST(CliTest, BadInvocationsExitNonZeroWithAMessage) {
   EXPECT_NE(Execute("gqa-generate --model /nonexistent --prompt-ids 1").status, 0);
   EXPECT_NE(Execute("gqa-generate --model " + testing::FixturePath("golden/llama_gqa") + " --prompt-ids 1 --tp 9").status, 0);
   EXPECT_NE(Execute("gqa-generate --bogus-flag").status, 0);
+  EXPECT_NE(Execute("gqa-generate --model " + testing::FixturePath("golden/llama_bf16") +
+                    " --prompt-ids 1 --cpu-activations fp8").status, 0);
   EXPECT_NE(Execute("gqa-plan --config " + testing::FixturePath("configs/llama3_8b.json") + " --tp 33").status, 0);
 }
 
