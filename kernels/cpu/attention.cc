@@ -31,16 +31,27 @@ GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// NH query heads at once: each 8-float piece of the K row is loaded once
-// for all of them. Per head: one 8-lane accumulator over the dimension,
-// then a fixed horizontal sum, then the scalar tail.
-template <int NH>
-GQA_AVX2 void DotHeadsBlock(const float* q, int hd, const float* k, float scale, float* scores, int64_t stride) {
+// One element of a cache row (f32 or bf16) as f32.
+template <DType D>
+inline float RowElement(const void* row, int i) {
+  if constexpr (D == DType::kF32) {
+    return static_cast<const float*>(row)[i];
+  } else {
+    return Bf16ToFloat(static_cast<const uint16_t*>(row)[i]);
+  }
+}
+
+// NH query heads at once: each 8-element piece of the K row (f32, or bf16
+// widened in registers) is loaded once for all of them. Per head: one
+// 8-lane accumulator over the dimension, then a fixed horizontal sum, then
+// the scalar tail.
+template <int NH, DType D>
+GQA_AVX2 void DotHeadsBlock(const float* q, int hd, const void* k, float scale, float* scores, int64_t stride) {
   __m256 acc[NH];
   for (int h = 0; h < NH; ++h) acc[h] = _mm256_setzero_ps();
   int i = 0;
   for (; i + 8 <= hd; i += 8) {
-    const __m256 kv = _mm256_loadu_ps(k + i);
+    const __m256 kv = Load8<D>(k, i);
     for (int h = 0; h < NH; ++h) acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q + h * hd + i), kv, acc[h]);
   }
   for (int h = 0; h < NH; ++h) {
@@ -48,30 +59,32 @@ GQA_AVX2 void DotHeadsBlock(const float* q, int hd, const float* k, float scale,
     s = _mm_hadd_ps(s, s);
     s = _mm_hadd_ps(s, s);
     float r = _mm_cvtss_f32(s);
-    for (int j = i; j < hd; ++j) r += q[h * hd + j] * k[j];
+    for (int j = i; j < hd; ++j) r += q[h * hd + j] * RowElement<D>(k, j);
     scores[h * stride] = r * scale;
   }
 }
 
-GQA_AVX2 void DotHeadsAvx2(const float* q, int heads, int hd, const float* k, float scale, float* scores,
+template <DType D>
+GQA_AVX2 void DotHeadsAvx2(const float* q, int heads, int hd, const void* k, float scale, float* scores,
                            int64_t stride) {
   int h = 0;
-  for (; h + 4 <= heads; h += 4) DotHeadsBlock<4>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+  for (; h + 4 <= heads; h += 4) DotHeadsBlock<4, D>(q + h * hd, hd, k, scale, scores + h * stride, stride);
   switch (heads - h) {
-    case 3: return DotHeadsBlock<3>(q + h * hd, hd, k, scale, scores + h * stride, stride);
-    case 2: return DotHeadsBlock<2>(q + h * hd, hd, k, scale, scores + h * stride, stride);
-    case 1: return DotHeadsBlock<1>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+    case 3: return DotHeadsBlock<3, D>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+    case 2: return DotHeadsBlock<2, D>(q + h * hd, hd, k, scale, scores + h * stride, stride);
+    case 1: return DotHeadsBlock<1, D>(q + h * hd, hd, k, scale, scores + h * stride, stride);
   }
 }
 
 // out_h += w[h * w_stride] * v for h < heads (out_h = out + h * out_stride):
-// each 8-float piece of the V row loaded once for all heads; per element the
-// same FMA as AxpyAvx2.
-GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const float* v, int hd, float* out,
+// each 8-element piece of the V row (f32, or bf16 widened in registers)
+// loaded once for all heads; per element the same FMA as AxpyAvx2.
+template <DType D>
+GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const void* v, int hd, float* out,
                             int64_t out_stride) {
   int i = 0;
   for (; i + 8 <= hd; i += 8) {
-    const __m256 vv = _mm256_loadu_ps(v + i);
+    const __m256 vv = Load8<D>(v, i);
     for (int h = 0; h < heads; ++h) {
       float* o = out + h * out_stride + i;
       _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(w[h * w_stride]), vv, _mm256_loadu_ps(o)));
@@ -79,23 +92,33 @@ GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const f
   }
   for (int h = 0; h < heads; ++h) {
     const float a = w[h * w_stride];
-    for (int j = i; j < hd; ++j) out[h * out_stride + j] += a * v[j];
+    for (int j = i; j < hd; ++j) out[h * out_stride + j] += a * RowElement<D>(v, j);
   }
 }
 
-void DotHeads(const float* q, int heads, int hd, const float* k, float scale, float* scores, int64_t stride) {
-  if (HasAvx2()) return DotHeadsAvx2(q, heads, hd, k, scale, scores, stride);
+// Scores of `heads` query heads against one K row of the cache (`kd`: f32 or
+// bf16).
+void DotHeads(const float* q, int heads, int hd, const void* k, DType kd, float scale, float* scores,
+              int64_t stride) {
+  if (HasAvx2()) {
+    return kd == DType::kF32 ? DotHeadsAvx2<DType::kF32>(q, heads, hd, k, scale, scores, stride)
+                             : DotHeadsAvx2<DType::kBF16>(q, heads, hd, k, scale, scores, stride);
+  }
   for (int h = 0; h < heads; ++h) {
     float r = 0.0f;
-    for (int i = 0; i < hd; ++i) r += q[h * hd + i] * k[i];
+    for (int i = 0; i < hd; ++i) r += q[h * hd + i] * LoadElement(k, kd, i);
     scores[h * stride] = r * scale;
   }
 }
 
-void AxpyHeads(const float* w, int64_t w_stride, int heads, const float* v, int hd, float* out, int64_t out_stride) {
-  if (HasAvx2()) return AxpyHeadsAvx2(w, w_stride, heads, v, hd, out, out_stride);
+void AxpyHeads(const float* w, int64_t w_stride, int heads, const void* v, DType vd, int hd, float* out,
+               int64_t out_stride) {
+  if (HasAvx2()) {
+    return vd == DType::kF32 ? AxpyHeadsAvx2<DType::kF32>(w, w_stride, heads, v, hd, out, out_stride)
+                             : AxpyHeadsAvx2<DType::kBF16>(w, w_stride, heads, v, hd, out, out_stride);
+  }
   for (int h = 0; h < heads; ++h)
-    for (int i = 0; i < hd; ++i) out[h * out_stride + i] += w[h * w_stride] * v[i];
+    for (int i = 0; i < hd; ++i) out[h * out_stride + i] += w[h * w_stride] * LoadElement(v, vd, i);
 }
 
 void Axpy(float alpha, const float* x, float* y, int n) {
@@ -103,27 +126,40 @@ void Axpy(float alpha, const float* x, float* y, int n) {
   for (int i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// bf16 to f32 is a 16-bit shift: eight at a time with AVX2.
-GQA_AVX2 void Bf16RowToFloatAvx2(const uint16_t* row, int n, float* out) {
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i)));
-    _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+// s[j] = exp(s[j] - m) for j < n, m no smaller than any s[j]; returns their
+// sum. AVX2: eight at a time (ExpNonPositive8; the last piece padded with
+// -inf, which gives 0), summed in eight f32 lanes, then in a fixed order.
+GQA_AVX2 float ExpShiftedSumAvx2(float* s, int n, float m) {
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = ExpNonPositive8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
   }
-  for (; i < n; ++i) out[i] = Bf16ToFloat(row[i]);
+  if (j < n) {
+    alignas(32) float tail[8];
+    std::fill(tail, tail + 8, -INFINITY);
+    std::copy(s + j, s + n, tail);
+    const __m256 e = ExpNonPositive8(_mm256_sub_ps(_mm256_load_ps(tail), vm));
+    _mm256_store_ps(tail, e);
+    std::copy(tail, tail + (n - j), s + j);
+    acc = _mm256_add_ps(acc, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
-// A cache row as f32: the row itself for an f32 cache, converted into
-// `scratch` (head_dim floats) for bf16.
-inline const float* CacheRow(const void* cache, DType dtype, int64_t offset, int hd, float* scratch) {
-  if (dtype == DType::kF32) return static_cast<const float*>(cache) + offset;
-  const uint16_t* row = static_cast<const uint16_t*>(cache) + offset;
-  if (HasAvx2()) {
-    Bf16RowToFloatAvx2(row, hd, scratch);
-  } else {
-    for (int i = 0; i < hd; ++i) scratch[i] = Bf16ToFloat(row[i]);
+float ExpShiftedSum(float* s, int n, float m) {
+  if (HasAvx2() && std::isfinite(m)) return ExpShiftedSumAvx2(s, n, m);
+  float sum = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - m);
+    sum += s[j];
   }
-  return scratch;
+  return sum;
 }
 
 }  // namespace
@@ -182,8 +218,10 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
   const int64_t row_stride = int64_t{layout.num_kv_heads} * hd;  // floats per cache slot
   const int64_t partial_floats = PartialFloats(shape);
   thread_local std::vector<float> scores;
-  thread_local std::vector<float> row_buf;
-  if (row_buf.size() < size_t(hd)) row_buf.resize(hd);
+  const DType kv_dtype = layout.dtype;
+  const auto cache_row = [&](const void* cache, int64_t offset) {
+    return static_cast<const char*>(cache) + offset * int64_t(DTypeSize(kv_dtype));
+  };
 
   for (int64_t item = item_begin; item < item_end; ++item) {
     const AttentionWork& work = plan.work[item];
@@ -218,18 +256,19 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     // A head's rows of consecutive positions lie row_stride apart (and a
     // block apart across blocks): the rows kRowsAhead positions on are
     // prefetched, which the hardware's stride detection leaves to latency.
-    const int64_t row_bytes = int64_t{hd} * int64_t(DTypeSize(layout.dtype));
+    const int64_t row_bytes = int64_t{hd} * int64_t(DTypeSize(kv_dtype));
     const auto prefetch = [&](const void* cache, int p) {
       if (p >= j0 + span) return;
-      const char* row = static_cast<const char*>(cache) + offset(p) * int64_t(DTypeSize(layout.dtype));
+      const char* row = cache_row(cache, offset(p));
       for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b);
     };
     // Scores: each K row once for every query head and token of the tile.
     for (int p = j0; p < j0 + span; ++p) {
       prefetch(k_cache, p + kRowsAhead);
-      const float* k_row = CacheRow(k_cache, layout.dtype, offset(p), hd, row_buf.data());
+      const void* k_row = cache_row(k_cache, offset(p));
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
-        DotHeads(q_row(i, 0), group, hd, k_row, shape.scale, scores.data() + size_t(i) * group * span + (p - j0), span);
+        DotHeads(q_row(i, 0), group, hd, k_row, kv_dtype, shape.scale, scores.data() + size_t(i) * group * span + (p - j0),
+                 span);
       }
     }
     // Softmax per (token, query head) over its own range (unnormalised for
@@ -240,11 +279,7 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
         float* s = scores.data() + (size_t(i) * group + h) * span;
         float m = s[a];
         for (int j = a + 1; j < b; ++j) m = std::max(m, s[j]);
-        float sum = 0.0f;
-        for (int j = a; j < b; ++j) {
-          s[j] = std::exp(s[j] - m);
-          sum += s[j];
-        }
+        const float sum = ExpShiftedSum(s + a, b - a, m);
         if (partial != nullptr) {
           partial[int64_t{h} * (hd + 2)] = m;
           partial[int64_t{h} * (hd + 2) + 1] = sum;
@@ -258,9 +293,9 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
     // Weighted sum: each V row once for every query head and token of the tile.
     for (int p = j0; p < j0 + span; ++p) {
       prefetch(v_cache, p + kRowsAhead);
-      const float* v_row = CacheRow(v_cache, layout.dtype, offset(p), hd, row_buf.data());
+      const void* v_row = cache_row(v_cache, offset(p));
       for (int i = first_seeing(p); i < end_seeing(p); ++i) {
-        AxpyHeads(scores.data() + size_t(i) * group * span + (p - j0), span, group, v_row, hd, out_row(i, 0),
+        AxpyHeads(scores.data() + size_t(i) * group * span + (p - j0), span, group, v_row, kv_dtype, hd, out_row(i, 0),
                   partial != nullptr ? hd + 2 : hd);
       }
     }

@@ -54,32 +54,14 @@ GQA_AVX2 int32_t ArgMaxKeyAvx2(const float* v, int vocab) {
 }
 
 // sum over i < n of exp(x[i] - mx), for a finite mx no smaller than any x:
-// exp in f32 (range reduction by ln 2 and Cephes' degree-5 polynomial, within
-// about 2 ulp; below e^-87.3 counted as 0), summed in f64 lanes. A NaN in x
-// makes the sum NaN, as the scalar sum's.
+// exp in f32 (ExpNonPositive8), summed in f64 lanes. A NaN in x makes the
+// sum NaN, as the scalar sum's.
 GQA_AVX2 double SumExpBelowMax(const float* x, int n, float mx) {
-  const __m256 vmx = _mm256_set1_ps(mx), floor_d = _mm256_set1_ps(-87.33654f);
-  const __m256 log2e = _mm256_set1_ps(1.44269504088896341f);
-  const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const float poly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                         4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+  const __m256 vmx = _mm256_set1_ps(mx);
   __m256d acc_lo = _mm256_setzero_pd(), acc_hi = _mm256_setzero_pd();
-  __m256 unordered = _mm256_setzero_ps();
   int i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + i), vmx);
-    unordered = _mm256_or_ps(unordered, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
-    const __m256 live = _mm256_cmp_ps(d, floor_d, _CMP_GE_OQ);  // false for -inf and NaN
-    const __m256 dc = _mm256_max_ps(d, floor_d);
-    const __m256 k = _mm256_round_ps(_mm256_mul_ps(dc, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 r = _mm256_fnmadd_ps(k, ln2_lo, _mm256_fnmadd_ps(k, ln2_hi, dc));
-    __m256 y = _mm256_set1_ps(poly[0]);
-    for (int c = 1; c < 6; ++c) y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(poly[c]));
-    y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, one));
-    // 2^k for k in [-126, 0]: the exponent field alone.
-    const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    const __m256 e = _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(pow2)), live);
+    const __m256 e = ExpNonPositive8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmx));
     acc_lo = _mm256_add_pd(acc_lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
     acc_hi = _mm256_add_pd(acc_hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
   }
@@ -87,7 +69,7 @@ GQA_AVX2 double SumExpBelowMax(const float* x, int n, float mx) {
   _mm256_store_pd(lanes, _mm256_add_pd(acc_lo, acc_hi));
   double sum = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   for (; i < n; ++i) sum += std::exp(double(x[i]) - mx);
-  return _mm256_movemask_ps(unordered) != 0 ? double(NAN) : sum;
+  return sum;
 }
 
 int32_t ArgMaxKey(const float* v, int vocab) {

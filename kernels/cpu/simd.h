@@ -45,4 +45,29 @@ GQA_AVX2 inline __m256 Load8(const void* base, int64_t i) {
   }
 }
 
+// exp(d) for d <= 0 (a value minus the maximum it was taken from), eight
+// lanes: range reduction by ln 2 and Cephes' degree-5 polynomial, within
+// about 2 ulp of the true value; below e^-87.3 (f32's normal range) it is 0,
+// and a NaN stays NaN.
+GQA_AVX2 inline __m256 ExpNonPositive8(__m256 d) {
+  const __m256 floor_d = _mm256_set1_ps(-87.33654f);
+  // max(floor, d) keeps a NaN d (the second operand) and lifts -inf.
+  const __m256 dc = _mm256_max_ps(floor_d, d);
+  const __m256 k = _mm256_round_ps(_mm256_mul_ps(dc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f),
+                                    _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), dc));
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // 2^k for k in [-126, 0]: the exponent field alone.
+  const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
+  const __m256 e = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2));
+  return _mm256_andnot_ps(_mm256_cmp_ps(d, floor_d, _CMP_LT_OQ), e);
+}
+
 }  // namespace gqa::cpu
