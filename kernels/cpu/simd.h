@@ -1,5 +1,6 @@
 // Target attributes of the CPU kernels' vector paths, and pieces shared by
-// the matrix kernels (matmul.cc, gemm.cc, panels.cc, pair_panels.cc). Code under
+// the kernels (matmul.cc, gemm.cc, panels.cc, pair_panels.cc; the exp of
+// elementwise.cc, attention.cc and sampling.cc). Code under
 // GQA_AVX2 runs only where HasAvx2() holds, under GQA_AVX512 only where
 // IsaAvailable(Isa::kAvx512) does, under GQA_AVX512BF16 only where
 // IsaAvailable(Isa::kAvx512Bf16) does.
@@ -45,29 +46,33 @@ GQA_AVX2 inline __m256 Load8(const void* base, int64_t i) {
   }
 }
 
-// exp(d) for d <= 0 (a value minus the maximum it was taken from), eight
-// lanes: range reduction by ln 2 and Cephes' degree-5 polynomial, within
-// about 2 ulp of the true value; below e^-87.3 (f32's normal range) it is 0,
-// and a NaN stays NaN.
-GQA_AVX2 inline __m256 ExpNonPositive8(__m256 d) {
-  const __m256 floor_d = _mm256_set1_ps(-87.33654f);
-  // max(floor, d) keeps a NaN d (the second operand) and lifts -inf.
-  const __m256 dc = _mm256_max_ps(floor_d, d);
-  const __m256 k = _mm256_round_ps(_mm256_mul_ps(dc, _mm256_set1_ps(1.44269504088896341f)),
+// e^x for x in [-88, 88] (clamped outside): x = n ln2 + r, |r| <= ln2 / 2,
+// e^r by Cephes' degree-6 polynomial, 2^n through the exponent bits; within
+// 2 ulp of the correctly rounded value.
+GQA_AVX2 inline __m256 Exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f),
-                                    _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), dc));
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  // 2^k for k in [-126, 0]: the exponent field alone.
-  const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-  const __m256 e = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2));
-  return _mm256_andnot_ps(_mm256_cmp_ps(d, floor_d, _CMP_LT_OQ), e);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
+}
+
+
+// exp(d) for d <= 0 (a value minus the maximum it was taken from), eight
+// lanes, by Exp8; below e^-87.3 (f32's normal range) it is 0, and a NaN
+// stays NaN.
+GQA_AVX2 inline __m256 ExpNonPositive8(__m256 d) {
+  const __m256 e = _mm256_andnot_ps(_mm256_cmp_ps(d, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ), Exp8(d));
+  return _mm256_blendv_ps(e, d, _mm256_cmp_ps(d, d, _CMP_UNORD_Q));
 }
 
 }  // namespace gqa::cpu
