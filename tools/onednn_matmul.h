@@ -3,7 +3,7 @@
 // the engine never uses it). Weights bf16, stored [rows][cols] row-major as
 // in a checkpoint; activations f32, converted to bf16 by oneDNN on each call
 // (its bf16 matmul takes bf16 sources: the numerics of
-// --cpu-bf16-activations); output f32.
+// --cpu-activations bf16, the default on AVX-512 BF16); output f32.
 #pragma once
 
 #include <cstdint>
