@@ -29,8 +29,8 @@
 // The register tile is 2 panels (32 rows) x up to 12 tokens: 24 accumulators,
 // two weight loads and 12 broadcasts per 24 vdpbf16ps (24 and 48 FMAs for
 // f32). One token (decode) is bound by memory, not by arithmetic: it takes 4
-// panels at once (four streams), with the odd columns' FMAs in sums of their
-// own (eight chains). Several token tiles
+// panels at once (four streams; for f32 the odd columns' FMAs in sums of
+// their own, eight chains). Several token tiles
 // share each pass of 128 column pairs over a block of 8 panels (64 KB, held
 // in L2); the first tile brings the pass from memory, prefetching 64 pairs
 // ahead, and the others find it in cache.
