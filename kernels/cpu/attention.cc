@@ -96,6 +96,60 @@ GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const v
   }
 }
 
+// One token's weighted sum over many V rows (decode): out_h = sum over r <
+// n of w[h * w_stride + r] * row r, for NH heads. Sixteen dimensions at a
+// time, all NH heads' sums in registers across the rows (each sum is the
+// same FMA chain over the rows, in order, as AxpyHeadsAvx2's from zero).
+template <int NH, DType D>
+GQA_AVX2 void SumRowsBlock(const float* w, int64_t w_stride, const void* const* rows, int n, int hd, float* out,
+                           int64_t out_stride) {
+  int i = 0;
+  for (; i + 16 <= hd; i += 16) {
+    __m256 acc[NH][2];
+    for (int h = 0; h < NH; ++h) acc[h][0] = acc[h][1] = _mm256_setzero_ps();
+    for (int r = 0; r < n; ++r) {
+      const __m256 v0 = Load8<D>(rows[r], i), v1 = Load8<D>(rows[r], i + 8);
+      for (int h = 0; h < NH; ++h) {
+        const __m256 a = _mm256_broadcast_ss(w + h * w_stride + r);
+        acc[h][0] = _mm256_fmadd_ps(a, v0, acc[h][0]);
+        acc[h][1] = _mm256_fmadd_ps(a, v1, acc[h][1]);
+      }
+    }
+    for (int h = 0; h < NH; ++h) {
+      _mm256_storeu_ps(out + h * out_stride + i, acc[h][0]);
+      _mm256_storeu_ps(out + h * out_stride + i + 8, acc[h][1]);
+    }
+  }
+  for (; i + 8 <= hd; i += 8) {
+    __m256 acc[NH];
+    for (int h = 0; h < NH; ++h) acc[h] = _mm256_setzero_ps();
+    for (int r = 0; r < n; ++r) {
+      const __m256 v = Load8<D>(rows[r], i);
+      for (int h = 0; h < NH; ++h) acc[h] = _mm256_fmadd_ps(_mm256_broadcast_ss(w + h * w_stride + r), v, acc[h]);
+    }
+    for (int h = 0; h < NH; ++h) _mm256_storeu_ps(out + h * out_stride + i, acc[h]);
+  }
+  for (; i < hd; ++i) {
+    for (int h = 0; h < NH; ++h) {
+      float acc = 0.0f;
+      for (int r = 0; r < n; ++r) acc += w[h * w_stride + r] * RowElement<D>(rows[r], i);
+      out[h * out_stride + i] = acc;
+    }
+  }
+}
+
+template <DType D>
+GQA_AVX2 void SumRowsAvx2(const float* w, int64_t w_stride, int heads, const void* const* rows, int n, int hd,
+                          float* out, int64_t out_stride) {
+  int h = 0;
+  for (; h + 4 <= heads; h += 4) SumRowsBlock<4, D>(w + h * w_stride, w_stride, rows, n, hd, out + h * out_stride, out_stride);
+  switch (heads - h) {
+    case 3: return SumRowsBlock<3, D>(w + h * w_stride, w_stride, rows, n, hd, out + h * out_stride, out_stride);
+    case 2: return SumRowsBlock<2, D>(w + h * w_stride, w_stride, rows, n, hd, out + h * out_stride, out_stride);
+    case 1: return SumRowsBlock<1, D>(w + h * w_stride, w_stride, rows, n, hd, out + h * out_stride, out_stride);
+  }
+}
+
 // Scores of `heads` query heads against one K row of the cache (`kd`: f32 or
 // bf16).
 void DotHeads(const float* q, int heads, int hd, const void* k, DType kd, float scale, float* scores,
@@ -218,6 +272,7 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
   const int64_t row_stride = int64_t{layout.num_kv_heads} * hd;  // floats per cache slot
   const int64_t partial_floats = PartialFloats(shape);
   thread_local std::vector<float> scores;
+  thread_local std::vector<const void*> row_ptrs;
   const DType kv_dtype = layout.dtype;
   const auto cache_row = [&](const void* cache, int64_t offset) {
     return static_cast<const char*>(cache) + offset * int64_t(DTypeSize(kv_dtype));
@@ -290,7 +345,22 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
         std::fill(out_row(i, h), out_row(i, h) + hd, 0.0f);
       }
     }
-    // Weighted sum: each V row once for every query head and token of the tile.
+    // Weighted sum. One token (decode) with AVX2: all of its rows at once,
+    // the sums held in registers.
+    if (count == 1 && HasAvx2()) {
+      const int a = lo(0), b = std::min(p0 + 1, work.end);
+      row_ptrs.resize(std::max(0, b - a));
+      for (int p = a; p < b; ++p) row_ptrs[p - a] = cache_row(v_cache, offset(p));
+      float* o = out_row(0, 0);
+      const int64_t o_stride = partial != nullptr ? hd + 2 : hd;
+      if (kv_dtype == DType::kF32) {
+        SumRowsAvx2<DType::kF32>(scores.data() + (a - j0), span, group, row_ptrs.data(), b - a, hd, o, o_stride);
+      } else {
+        SumRowsAvx2<DType::kBF16>(scores.data() + (a - j0), span, group, row_ptrs.data(), b - a, hd, o, o_stride);
+      }
+      continue;
+    }
+    // Otherwise each V row once for every query head and token of the tile.
     for (int p = j0; p < j0 + span; ++p) {
       prefetch(v_cache, p + kRowsAhead);
       const void* v_row = cache_row(v_cache, offset(p));
