@@ -57,6 +57,19 @@ TEST(ReferenceTest, TransformersCheckpoints) {
   }
 }
 
+// The small synthetic shape every case here starts from, and the prompts
+// its cases run.
+SyntheticModelSpec SmallSpec() {
+  SyntheticModelSpec spec;
+  spec.vocab = 97;
+  spec.hidden = 48;
+  spec.heads = 6;
+  spec.kv_heads = 2;
+  spec.intermediate = 77;
+  return spec;
+}
+const std::vector<std::vector<int>> kSyntheticPrompts = {{3}, {4, 9, 1, 7, 30, 2, 5, 11, 13}};
+
 // Activations rounded to bf16 (the CPU backend's default for bf16 weights
 // on AVX-512 BF16) against the reference rounding the same product inputs:
 // what is left is f32 against float64 arithmetic, and the occasional
@@ -79,18 +92,13 @@ TEST(ReferenceTest, Bf16ActivationsMatchARoundingReference) {
   ExpectEngineMatchesReference(golden, {{5}, {7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}}, 10, CpuActivations::kBf16,
                                1e-5);
   for (Architecture arch : {Architecture::kLlama, Architecture::kQwen2}) {
-    SyntheticModelSpec spec;
+    SyntheticModelSpec spec = SmallSpec();
     spec.arch = arch;
     spec.dtype = DType::kBF16;
-    spec.vocab = 97;
-    spec.hidden = 48;
-    spec.heads = 6;
-    spec.kv_heads = 2;
-    spec.intermediate = 77;
     spec.layers = 3;
     const std::string dir = testing::TempDir("model");
     ASSERT_OK(WriteSyntheticModel(spec, dir, 1));
-    ExpectEngineMatchesReference(dir, {{3}, {4, 9, 1, 7, 30, 2, 5, 11, 13}}, 12, CpuActivations::kBf16, 1e-5);
+    ExpectEngineMatchesReference(dir, kSyntheticPrompts, 12, CpuActivations::kBf16, 1e-5);
   }
 }
 
@@ -106,7 +114,7 @@ TEST_P(SyntheticReferenceTest, EngineMatchesFloat64) {
   const SyntheticCase& c = GetParam();
   const std::string dir = testing::TempDir("model");
   ASSERT_OK(WriteSyntheticModel(c.spec, dir, c.shards));
-  ExpectEngineMatchesReference(dir, {{3}, {4, 9, 1, 7, 30, 2, 5, 11, 13}}, 12);
+  ExpectEngineMatchesReference(dir, kSyntheticPrompts, 12);
 }
 
 std::vector<SyntheticCase> Cases() {
@@ -114,11 +122,7 @@ std::vector<SyntheticCase> Cases() {
   auto add = [&](std::string name, auto mutate, int shards = 1) {
     SyntheticCase c;
     c.name = std::move(name);
-    c.spec.vocab = 97;
-    c.spec.hidden = 48;
-    c.spec.heads = 6;
-    c.spec.kv_heads = 2;
-    c.spec.intermediate = 77;
+    c.spec = SmallSpec();
     c.spec.seed = out.size() + 17;
     mutate(c.spec);
     c.shards = shards;

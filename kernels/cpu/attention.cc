@@ -31,16 +31,6 @@ GQA_AVX2 void AxpyAvx2(float alpha, const float* x, float* y, int n) {
   for (; i < n; ++i) y[i] += alpha * x[i];
 }
 
-// One element of a cache row (f32 or bf16) as f32.
-template <DType D>
-inline float RowElement(const void* row, int i) {
-  if constexpr (D == DType::kF32) {
-    return static_cast<const float*>(row)[i];
-  } else {
-    return Bf16ToFloat(static_cast<const uint16_t*>(row)[i]);
-  }
-}
-
 // NH query heads at once: each 8-element piece of the K row (f32, or bf16
 // widened in registers) is loaded once for all of them. Per head: one
 // 8-lane accumulator over the dimension, then a fixed horizontal sum, then
@@ -59,7 +49,7 @@ GQA_AVX2 void DotHeadsBlock(const float* q, int hd, const void* k, float scale, 
     s = _mm_hadd_ps(s, s);
     s = _mm_hadd_ps(s, s);
     float r = _mm_cvtss_f32(s);
-    for (int j = i; j < hd; ++j) r += q[h * hd + j] * RowElement<D>(k, j);
+    for (int j = i; j < hd; ++j) r += q[h * hd + j] * LoadElement(k, D, j);
     scores[h * stride] = r * scale;
   }
 }
@@ -92,7 +82,7 @@ GQA_AVX2 void AxpyHeadsAvx2(const float* w, int64_t w_stride, int heads, const v
   }
   for (int h = 0; h < heads; ++h) {
     const float a = w[h * w_stride];
-    for (int j = i; j < hd; ++j) out[h * out_stride + j] += a * RowElement<D>(v, j);
+    for (int j = i; j < hd; ++j) out[h * out_stride + j] += a * LoadElement(v, D, j);
   }
 }
 
@@ -132,7 +122,7 @@ GQA_AVX2 void SumRowsBlock(const float* w, int64_t w_stride, const void* const* 
   for (; i < hd; ++i) {
     for (int h = 0; h < NH; ++h) {
       float acc = 0.0f;
-      for (int r = 0; r < n; ++r) acc += w[h * w_stride + r] * RowElement<D>(rows[r], i);
+      for (int r = 0; r < n; ++r) acc += w[h * w_stride + r] * LoadElement(rows[r], D, i);
       out[h * out_stride + i] = acc;
     }
   }

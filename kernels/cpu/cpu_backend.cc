@@ -124,9 +124,9 @@ void CpuBackend::RmsNorm(const float* x, const float* weight, int n, int dim, fl
 
 void CpuBackend::MatMul(const float* x, int n, const MatrixView& w, const float* bias, float* y) {
   if (w.layout == MatrixLayout::kBf16PairPanels16) {
-    // bf16 pair panels (AVX-512 BF16) at every token count: activations
-    // packed by all threads, then each thread multiplies its
-    // whole panels against them.
+    // bf16 pair panels (AVX-512) at every token count: activations packed
+    // by all threads, then each thread multiplies its whole panels against
+    // them.
     const cpu::Bf16Activations a = PairActivations();
     packed_pairs_.resize(cpu::PairPackedWords(n, w.cols, a));
     ParallelIfLarge(cpu::PairTokenTiles(n), int64_t{n} * w.cols * 8, [&](int64_t b, int64_t e) {

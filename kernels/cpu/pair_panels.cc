@@ -167,26 +167,28 @@ using TileFn = void (*)(const uint16_t*, int64_t, int64_t, const uint32_t*, int,
 
 // The tile for activations `M` (a Bf16Activations), R panels by T tokens;
 // kOne: the odd columns' f32 products in sums of their own (one token).
-template <int M, int R, int T, bool kOne>
+template <Bf16Activations M, int R, int T, bool kOne>
 constexpr TileFn TileFor() {
-  if constexpr (M == int(Bf16Activations::kF32)) {
+  if constexpr (M == Bf16Activations::kF32) {
     return &PairTileF32<R, T, kOne>;
   } else {
     return &PairTile<R, T>;
   }
 }
-template <int M, int R, int... Ts>
+template <Bf16Activations M, int R, int... Ts>
 constexpr std::array<TileFn, sizeof...(Ts)> TileTable(std::integer_sequence<int, Ts...>) {
   return {TileFor<M, R, Ts + 1, false>()...};
 }
-template <int M, int R>
+template <Bf16Activations M, int R>
 constexpr std::array<TileFn, kMaxTokens> kTileRow = TileTable<M, R>(std::make_integer_sequence<int, kMaxTokens>());
+constexpr Bf16Activations kF32 = Bf16Activations::kF32, kRounded = Bf16Activations::kRounded;
 // kTiles[a][r - 1][t - 1]: activations a, r panels (1 or 2) by t tokens (1 to 12).
-constexpr std::array<TileFn, kMaxTokens> kTiles[2][2] = {{kTileRow<0, 1>, kTileRow<0, 2>},
-                                                         {kTileRow<1, 1>, kTileRow<1, 2>}};
+constexpr std::array<TileFn, kMaxTokens> kTiles[2][2] = {{kTileRow<kF32, 1>, kTileRow<kF32, 2>},
+                                                         {kTileRow<kRounded, 1>, kTileRow<kRounded, 2>}};
+static_assert(int(kF32) == 0 && int(kRounded) == 1, "kTiles and kDecodeTiles are indexed by the mode");
 // kDecodeTiles[a]: one token, four panels at once and one.
-constexpr TileFn kDecodeTiles[2][2] = {{TileFor<0, 4, 1, true>(), TileFor<0, 1, 1, true>()},
-                                       {TileFor<1, 4, 1, true>(), TileFor<1, 1, 1, true>()}};
+constexpr TileFn kDecodeTiles[2][2] = {{TileFor<kF32, 4, 1, true>(), TileFor<kF32, 1, 1, true>()},
+                                       {TileFor<kRounded, 4, 1, true>(), TileFor<kRounded, 1, 1, true>()}};
 
 int WordsPerPair(Bf16Activations a) { return a == Bf16Activations::kF32 ? 2 : 1; }
 

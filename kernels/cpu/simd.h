@@ -66,7 +66,6 @@ GQA_AVX2 inline __m256 Exp8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(scale));
 }
 
-
 // exp(d) for d <= 0 (a value minus the maximum it was taken from), eight
 // lanes, by Exp8; below e^-87.3 (f32's normal range) it is 0, and a NaN
 // stays NaN.
