@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Validates everything under deploy/ with real tools (tools/test.sh runs it
-# after ctest; it needs build/bin from tools/build.sh):
+# Validates everything under deploy/ with real tools (scripts/test.sh runs it
+# after ctest; it needs build/bin from scripts/build.sh):
 #   hadolint        deploy/Dockerfile, deploy/Dockerfile.cuda
 #   ShellCheck      deploy/*.sh
 #   kustomize       every overlay of deploy/k8s (kubectl kustomize), then
@@ -60,7 +60,7 @@ must_reject() {
 }
 
 for b in gqa-server gqa-plan gqa-make-model; do
-  [ -x "$bin/$b" ] || { echo "deploy/check.sh: $bin/$b missing: run tools/build.sh first"; exit 1; }
+  [ -x "$bin/$b" ] || { echo "deploy/check.sh: $bin/$b missing: run scripts/build.sh first"; exit 1; }
 done
 "$bin/gqa-server" --help > "$work/server-help.txt" 2>&1 || true
 grep -q -- '--shutdown-timeout' "$work/server-help.txt" || { echo "deploy/check.sh: gqa-server --help lists no flags"; exit 1; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the CPU image (deploy/build_image.sh makes it):
 #   deploy/smoke_test.sh [IMAGE]            (default gqa-server:cpu)
-# Makes the demo model (tools/demo.sh's shape and tokenizer) with the image's
+# Makes the demo model (scripts/demo.sh's shape and tokenizer) with the image's
 # own gqa-make-model, starts the image with it mounted read-only and an API
 # key and flags from the environment, waits for /health, sends a completion
 # over HTTP, checks the key is enforced, scrapes /metrics, runs a gRPC health

@@ -4,8 +4,8 @@
 // or rendered within the template engine's limits.
 #include "fuzz/fuzz_util.h"
 #include "nlohmann/json.hpp"
-#include "server/tokenizer/chat_template.h"
-#include "worker/json_depth.h"
+#include "tokenizer/chat_template.h"
+#include "base/json_depth.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view all = gqa::fuzz::AsText(data, size);

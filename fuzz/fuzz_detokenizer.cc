@@ -6,7 +6,7 @@
 
 #include "fuzz/fuzz_server.h"
 #include "fuzz/fuzz_util.h"
-#include "server/tokenizer/detokenizer.h"
+#include "tokenizer/detokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::unique_ptr<gqa::Tokenizer> tok = gqa::fuzz::LoadTokenizer();

@@ -2,7 +2,7 @@
 // converted as the gRPC service does, then the sampling checks.
 #include "fuzz/fuzz_util.h"
 #include "server/grpc_server.h"
-#include "server/sampler.h"
+#include "engine/sampler.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto r = gqa::DecodeGenerateRequest(std::string(gqa::fuzz::AsText(data, size)), 256);

@@ -7,8 +7,8 @@
 #include "fuzz/fuzz_server.h"
 #include "fuzz/fuzz_util.h"
 #include "server/http_request.h"
-#include "server/sampler.h"
-#include "worker/json_depth.h"
+#include "engine/sampler.h"
+#include "base/json_depth.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;

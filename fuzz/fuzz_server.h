@@ -5,9 +5,9 @@
 
 #include <memory>
 
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "server/frontend.h"
-#include "server/tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "worker/executor.h"
 
 namespace gqa::fuzz {

@@ -2,7 +2,7 @@
 // untrusted bytes: refused with a status, or a tokenizer that encodes and
 // decodes a fixed text without crashing.
 #include "fuzz/fuzz_util.h"
-#include "server/tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view all = gqa::fuzz::AsText(data, size);

@@ -34,6 +34,12 @@ void Backend::ConcatColumns(const float* src, int parts, int64_t part_stride, co
   }
 }
 
+size_t Backend::MatrixBytes(const MatrixView& m) const {
+  GQA_CHECK(m.layout == MatrixLayout::kRowMajor, "a layout of another backend");
+  if (m.rows == 0 || m.cols == 0) return 0;
+  return size_t((m.rows - 1) * m.row_stride + m.cols) * DTypeSize(m.dtype);
+}
+
 MatrixView MatrixView::RowSlice(int64_t begin, int64_t count) const {
   GQA_CHECK(layout == MatrixLayout::kRowMajor, "only a row-major matrix can be sliced");
   GQA_CHECK(begin >= 0 && count >= 0 && begin + count <= rows, "row slice out of range");

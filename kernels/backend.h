@@ -8,9 +8,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
-#include "kernels/common.h"
+#include "base/common.h"
+#include "kernels/dtype.h"
 #include "kernels/op_types.h"
 #include "kernels/sampling_types.h"
 
@@ -40,6 +42,26 @@ class DeviceBuffer {
   std::function<void(void*)> release_;
 };
 
+// One step's attention plan: made by Backend::PlanAttention once per step,
+// read by every layer's Attention. What it holds is the backend's own (work
+// items on the CPU; decode items, prefill tiles and split buffers on a GPU);
+// only the backend that made it may read it.
+class AttentionPlan {
+ public:
+  virtual ~AttentionPlan() = default;
+  int num_tokens() const { return num_tokens_; }
+  const void* owner() const { return owner_; }
+
+ protected:
+  AttentionPlan(const void* owner, int num_tokens) : owner_(owner), num_tokens_(num_tokens) {}
+
+ private:
+  const void* owner_;
+  int num_tokens_;
+};
+
+class GraphCapture;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -61,6 +83,9 @@ class Backend {
   virtual absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) {
     return ImportHostMatrix(host, device);
   }
+  // The bytes a matrix of this backend reads from its first element, in
+  // whatever layout ImportWeightMatrix chose. Default: row-major only.
+  virtual size_t MatrixBytes(const MatrixView& m) const;
   virtual void CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyToHost(void* dst, const void* src, size_t bytes) = 0;
   virtual void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) = 0;
@@ -87,49 +112,31 @@ class Backend {
                                  DType dtype) const {
     return KvCacheLayout{num_blocks, block_size, num_kv_heads, head_dim, dtype, false};
   }
-  // Uploads the host-side step metadata (count ints, built once per step and
-  // read by every layer) to `device`. A GPU stages it through pinned memory
-  // so that it is one asynchronous copy.
   // Sizes the attention work buffers once, for steps of up to max_tokens
   // tokens and max_seqs sequences of this shape.
   virtual absl::Status ReserveAttention(int max_tokens, int max_seqs, const AttentionShape& shape) {
     return absl::OkStatus();
   }
   // Plans this step's attention from the host copies of its token arrays
-  // (which sequence, which position), once per step before any layer: a GPU
-  // groups tokens into decode items and prefill tiles here (FlashInfer's
-  // plan/run) and uploads the plan; every layer's Attention then reuses it.
-  virtual void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
-                             const AttentionShape& shape, const KvCacheLayout& layout) {}
+  // (which sequence, which position), once per step before any layer:
+  // tokens are grouped into decode items (split along long contexts) and
+  // prefill tiles, FlashInfer's plan/run. Every layer's Attention then takes
+  // the plan. A GPU uploads it here, so a plan is valid until the backend's
+  // next PlanAttention.
+  virtual std::unique_ptr<AttentionPlan> PlanAttention(const int32_t* token_seq, const int32_t* token_pos,
+                                                       int num_tokens, const AttentionShape& shape,
+                                                       const KvCacheLayout& layout) = 0;
+  // Uploads the host-side step metadata (count ints, built once per step and
+  // read by every layer) to `device`. A GPU stages it through pinned memory
+  // so that it is one asynchronous copy.
   virtual void UploadStep(const int32_t* host, size_t count, int32_t* device) {
     CopyToDevice(device, host, count * sizeof(int32_t));
   }
 
-  // ---- graphs of decode steps (CUDA graphs; see docs/cuda.md) ----
-  // Whether the ops enqueued between BeginCapture and EndCapture can be
-  // recorded and replayed. The CPU backend cannot (it runs ops at once).
-  virtual bool SupportsGraphs() const { return false; }
-  // The attention plan of a decode-only step padded to `bucket` tokens, in
-  // place of PlanAttention: launch shapes depend on the bucket only (item i
-  // is token i; splits are derived on the device from the positions of
-  // UploadStep), so that a graph captured with it stays valid for every step
-  // of the bucket. Padded tokens have position -1 and slot -1: they attend to
-  // nothing and write no K/V.
-  virtual void PlanPaddedDecode(int bucket, const AttentionShape& shape, const KvCacheLayout& layout) {}
-  // From BeginCapture to EndCapture ops are recorded, not run (stream
-  // capture). EndCapture returns the graph's id for ReplayGraph, or why the
-  // capture failed (nothing ran either way; the error is not kept for the
-  // next Synchronize).
-  virtual absl::Status BeginCapture() { return absl::UnimplementedError("this backend has no graphs"); }
-  virtual absl::StatusOr<int> EndCapture() { return absl::UnimplementedError("this backend has no graphs"); }
-  // Enqueues the recorded ops again, with the arguments of capture time;
-  // their errors surface in the next Synchronize.
-  virtual void ReplayGraph(int graph) {}
-  virtual void DropGraphs() {}
-  // Runs fn in stream order: now, or, while capturing, at every replay.
-  // The interpreter's in-process stand-in for NCCL goes through this, so
-  // that its collectives are part of a replayed graph as NCCL's are on GPUs.
-  virtual absl::Status InStreamOrder(const std::function<absl::Status()>& fn) { return fn(); }
+  // ---- optional capabilities ----
+  // Recording and replaying steps (CUDA graphs), or null where the backend
+  // runs ops at once (the CPU).
+  virtual GraphCapture* graphs() { return nullptr; }
 
   // ---- ops (f32 activations; weights in their stored dtype) ----
   // out[i, :] = table[ids[i] - first_row, :] when that row is in the table
@@ -159,14 +166,47 @@ class Backend {
   // out[t, h * head_dim + i] = softmax(q_t,h . K / scale) V over the visible
   // positions of t's sequence, read through the block table. Each K/V row is
   // read once for all query heads of its group.
+  // `plan` is this step's, from PlanAttention (or GraphCapture's
+  // PlanPaddedDecode) of this backend.
   virtual void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
                          const void* k_cache, const void* v_cache, const AttentionShape& shape,
-                         float* out) = 0;
+                         const AttentionPlan& plan, float* out) = 0;
   // One token per row of logits [rows, vocab] (contiguous), chosen by the
   // rule of kernels/sampling_types.h: params [rows], the rows' penalty
   // entries, scratch [rows, vocab] floats, out [rows]. vocab <= 2^21.
   virtual void Sample(const float* logits, int rows, int vocab, const SamplingRow* params,
                       const PenaltyEntry* penalties, float* scratch, SampleOutput* out) = 0;
+};
+
+// Graphs of decode steps (CUDA graphs; see docs/cuda.md): the ops enqueued
+// between BeginCapture and EndCapture are recorded, then replayed with the
+// arguments of capture time. A capability of some backends
+// (Backend::graphs()).
+class GraphCapture {
+ public:
+  virtual ~GraphCapture() = default;
+  // The attention plan of a decode-only step padded to `bucket` tokens, in
+  // place of PlanAttention: launch shapes depend on the bucket only (item i
+  // is token i; splits are derived on the device from the positions of
+  // UploadStep), so that a graph captured with it stays valid for every step
+  // of the bucket. Padded tokens have position -1 and slot -1: they attend to
+  // nothing and write no K/V.
+  virtual std::unique_ptr<AttentionPlan> PlanPaddedDecode(int bucket, const AttentionShape& shape,
+                                                          const KvCacheLayout& layout) = 0;
+  // From BeginCapture to EndCapture ops are recorded, not run (stream
+  // capture). EndCapture returns the graph's id for ReplayGraph, or why the
+  // capture failed (nothing ran either way; the error is not kept for the
+  // next Synchronize).
+  virtual absl::Status BeginCapture() = 0;
+  virtual absl::StatusOr<int> EndCapture() = 0;
+  // Enqueues the recorded ops again, with the arguments of capture time;
+  // their errors surface in the next Synchronize.
+  virtual void ReplayGraph(int graph) = 0;
+  virtual void DropGraphs() = 0;
+  // Runs fn in stream order: now, or, while capturing, at every replay.
+  // The interpreter's in-process stand-in for NCCL goes through this, so
+  // that its collectives are part of a replayed graph as NCCL's are on GPUs.
+  virtual absl::Status InStreamOrder(const std::function<absl::Status()>& fn) = 0;
 };
 
 }  // namespace gqa

@@ -8,9 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "server/tokenizer/chat_template.h"
-#include "server/tokenizer/detokenizer.h"
-#include "server/tokenizer/stop_strings.h"
+#include "base/utf8.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/detokenizer.h"
+#include "tokenizer/stop_strings.h"
 
 namespace gqa {
 
@@ -53,15 +54,10 @@ std::string LogEscape(absl::string_view s, bool bare = false) {
       ++i;
     } else {
       // One UTF-8 sequence, or an escaped byte.
-      const int len = c >= 0xf0 && c < 0xf5 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c < 0xe0 ? 2 : 0;
-      bool ok = len > 0 && i + len <= s.size();
-      uint32_t cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-      for (int k = 1; ok && k < len; ++k) {
-        const unsigned char d = s[i + k];
-        ok = (d & 0xc0) == 0x80;
-        cp = (cp << 6) | (d & 0x3f);
-      }
-      ok = ok && !(len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) && !(len == 4 && (cp < 0x10000 || cp > 0x10ffff));
+      const int len = Utf8CharLen(std::string_view(s.data(), s.size()), i);
+      const bool ok = len > 0;
+      size_t next = i;
+      const uint32_t cp = ok ? NextCodePoint(std::string_view(s.data(), s.size()), &next) : 0;
       if (!ok) {
         out += absl::StrFormat("\\x%02x", c);
         ++i;

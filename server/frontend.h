@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "nlohmann/json.hpp"
-#include "server/engine.h"
+#include "engine/engine.h"
 #include "server/metrics.h"
-#include "server/tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace gqa {
 

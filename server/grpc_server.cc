@@ -10,31 +10,13 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "base/utf8.h"
 #include "gqa/v1/gqa.grpc.pb.h"
 
 namespace gqa {
 namespace {
 
 namespace pb = google::protobuf;
-
-bool IsUtf8(const std::string& s) {
-  for (size_t i = 0; i < s.size();) {
-    const unsigned char c = s[i];
-    const int len = c < 0x80 ? 1 : c >= 0xc2 && c < 0xe0 ? 2 : c >= 0xe0 && c < 0xf0 ? 3 : c >= 0xf0 && c < 0xf5 ? 4 : 0;
-    if (len == 0 || i + len > s.size()) return false;
-    uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char d = s[i + k];
-      if ((d & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 // Nested messages and groups a request may hold: the parser recurses once
 // per level (as JSON bodies are held to their own 64).

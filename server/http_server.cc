@@ -19,7 +19,7 @@
 #include "server/connection_loop.h"
 #include "server/http_connection.h"
 #include "server/http_request.h"
-#include "worker/json_depth.h"
+#include "base/json_depth.h"
 
 namespace gqa {
 namespace {

@@ -6,8 +6,8 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/synthetic_model.h"
-#include "worker/generate.h"
+#include "worker/synthetic_model.h"
+#include "engine/generate.h"
 
 namespace gqa {
 namespace {

@@ -5,12 +5,12 @@
 #include <cstring>
 #include <fstream>
 
-#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/dtype.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/convert.h"
-#include "tools/synthetic_model.h"
-#include "worker/generate.h"
+#include "worker/convert.h"
+#include "worker/synthetic_model.h"
+#include "engine/generate.h"
 
 namespace gqa {
 namespace {
@@ -58,7 +58,7 @@ std::vector<float> AsFloats(const TensorInfo& t) {
     } else {
       uint16_t h;
       std::memcpy(&h, p + 2 * i, 2);
-      v[i] = cpu::Bf16ToFloat(h);
+      v[i] = gqa::Bf16ToFloat(h);
     }
   }
   return v;

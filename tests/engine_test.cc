@@ -12,9 +12,10 @@
 #include <mutex>
 #include <random>
 
-#include "server/engine.h"
+#include "engine/engine.h"
+#include "tests/host_sampler.h"
 #include "tests/test_util.h"
-#include "tools/synthetic_model.h"
+#include "worker/synthetic_model.h"
 
 namespace gqa {
 namespace {
@@ -329,7 +330,7 @@ TEST_P(DeviceSamplingTest, MatchesHostSamplerOnTheSameLogits) {
     ASSERT_EQ(out.size(), 2u);
     ASSERT_EQ(logits.size(), 2u * vocab);
     for (int s = 0; s < 2; ++s) {
-      const SampledToken want = on_host[s].Sample(logits.data() + s * vocab, vocab, ctx[s], prompt_len[s]);
+      const SampledToken want = SampleOnHost(on_host[s], logits.data() + s * vocab, vocab, ctx[s], prompt_len[s]);
       const SampledToken got = Sampler::ToToken(out[s]);
       ASSERT_EQ(got.token, want.token) << "step " << step << ", sequence " << s;
       EXPECT_NEAR(got.logprob, want.logprob, 1e-4);

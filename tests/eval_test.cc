@@ -6,10 +6,10 @@
 
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/perplexity.h"
-#include "tools/synthetic_model.h"
+#include "engine/perplexity.h"
+#include "worker/synthetic_model.h"
 #ifdef GQA_HAVE_TOKENIZER
-#include "server/tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #endif
 
 namespace gqa {

@@ -7,7 +7,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "worker/generate.h"
+#include "engine/generate.h"
 
 namespace gqa {
 namespace {

@@ -46,9 +46,9 @@ StoredMatrix Store(const std::vector<float>& values, int64_t rows, int64_t cols,
       std::memcpy(m.bytes.data() + 4 * i, &values[i], 4);
       m.exact[i] = values[i];
     } else {
-      const uint16_t h = dtype == DType::kBF16 ? cpu::FloatToBf16(values[i]) : cpu::FloatToF16(values[i]);
+      const uint16_t h = dtype == DType::kBF16 ? gqa::FloatToBf16(values[i]) : gqa::FloatToF16(values[i]);
       std::memcpy(m.bytes.data() + 2 * i, &h, 2);
-      m.exact[i] = dtype == DType::kBF16 ? cpu::Bf16ToFloat(h) : cpu::F16ToFloat(h);
+      m.exact[i] = dtype == DType::kBF16 ? gqa::Bf16ToFloat(h) : gqa::F16ToFloat(h);
     }
   }
   m.view = MatrixView{m.bytes.data(), dtype, rows, cols, cols};
@@ -71,26 +71,26 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
 }
 
 TEST(ConvertTest, KnownValues) {
-  EXPECT_EQ(cpu::FloatToBf16(1.0f), 0x3f80);
-  EXPECT_EQ(cpu::FloatToF16(1.0f), 0x3c00);
-  EXPECT_EQ(cpu::FloatToF16(65504.0f), 0x7bff);
-  EXPECT_EQ(cpu::FloatToF16(1e6f), 0x7c00);
-  EXPECT_EQ(cpu::FloatToF16(-2.0f), 0xc000);
-  EXPECT_EQ(cpu::FloatToF16(5.960464477539063e-08f), 0x0001);  // smallest subnormal
-  EXPECT_FLOAT_EQ(cpu::F16ToFloat(0x0001), 5.960464477539063e-08f);
-  EXPECT_FLOAT_EQ(cpu::F16ToFloat(0x3555), 0.333251953125f);
-  EXPECT_FLOAT_EQ(cpu::Bf16ToFloat(0xc040), -3.0f);
+  EXPECT_EQ(gqa::FloatToBf16(1.0f), 0x3f80);
+  EXPECT_EQ(gqa::FloatToF16(1.0f), 0x3c00);
+  EXPECT_EQ(gqa::FloatToF16(65504.0f), 0x7bff);
+  EXPECT_EQ(gqa::FloatToF16(1e6f), 0x7c00);
+  EXPECT_EQ(gqa::FloatToF16(-2.0f), 0xc000);
+  EXPECT_EQ(gqa::FloatToF16(5.960464477539063e-08f), 0x0001);  // smallest subnormal
+  EXPECT_FLOAT_EQ(gqa::F16ToFloat(0x0001), 5.960464477539063e-08f);
+  EXPECT_FLOAT_EQ(gqa::F16ToFloat(0x3555), 0.333251953125f);
+  EXPECT_FLOAT_EQ(gqa::Bf16ToFloat(0xc040), -3.0f);
   // Round to nearest even: 1 + 2^-8 lies halfway between two bf16 values.
-  EXPECT_EQ(cpu::FloatToBf16(1.00390625f), 0x3f80);
-  EXPECT_EQ(cpu::FloatToBf16(1.01171875f), 0x3f82);
+  EXPECT_EQ(gqa::FloatToBf16(1.00390625f), 0x3f80);
+  EXPECT_EQ(gqa::FloatToBf16(1.01171875f), 0x3f82);
 }
 
 TEST(ConvertTest, F16RoundTripsEveryValue) {
   for (uint32_t h = 0; h < 0x10000; ++h) {
     const uint16_t v = static_cast<uint16_t>(h);
-    const float f = cpu::F16ToFloat(v);
+    const float f = gqa::F16ToFloat(v);
     if (std::isnan(f)) continue;
-    ASSERT_EQ(cpu::FloatToF16(f), v) << std::hex << h;
+    ASSERT_EQ(gqa::FloatToF16(f), v) << std::hex << h;
   }
 }
 
@@ -114,8 +114,8 @@ std::vector<float> ActivationsAsComputed(cpu::Isa isa, DType dtype, const std::v
   if (isa != cpu::Isa::kAvx512Bf16 || dtype != DType::kBF16) return x;
   std::vector<float> r(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
-    const float hi = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
-    r[i] = hi + cpu::Bf16ToFloat(cpu::FloatToBf16(x[i] - hi));
+    const float hi = gqa::Bf16ToFloat(gqa::FloatToBf16(x[i]));
+    r[i] = hi + gqa::Bf16ToFloat(gqa::FloatToBf16(x[i] - hi));
   }
   return r;
 }
@@ -335,7 +335,7 @@ TEST(PanelTest, RepackedBf16MatchesFloat64AndIgnoresThreadCount) {
           cpu::MatMulRowsWith(isa, mode, x.data(), n, w, b, y.data(), 0, rows);
           std::vector<float> xr = x;
           if (rounded) {
-            for (size_t i = 0; i < x.size(); ++i) xr[i] = cpu::Bf16ToFloat(cpu::FloatToBf16(x[i]));
+            for (size_t i = 0; i < x.size(); ++i) xr[i] = gqa::Bf16ToFloat(gqa::FloatToBf16(x[i]));
           }
           std::vector<double> want(y.size());
           for (int t = 0; t < n; ++t) {
@@ -544,8 +544,8 @@ void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_hea
     keys[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
     vals[s] = rng.Floats(size_t(seq_lens[s]) * local_kv * hd);
     if (kv_dtype == DType::kBF16) {  // the reference sees what the cache holds
-      for (float& x : keys[s]) x = cpu::Bf16ToFloat(cpu::FloatToBf16(x));
-      for (float& x : vals[s]) x = cpu::Bf16ToFloat(cpu::FloatToBf16(x));
+      for (float& x : keys[s]) x = gqa::Bf16ToFloat(gqa::FloatToBf16(x));
+      for (float& x : vals[s]) x = gqa::Bf16ToFloat(gqa::FloatToBf16(x));
     }
     for (int p = 0; p < seq_lens[s]; ++p) {
       const int64_t slot = int64_t(tables[s * max_blocks + p / block_size]) * block_size + p % block_size;
@@ -581,7 +581,8 @@ void RunAttentionCase(const AttentionCase& c, int q_head_offset, int local_q_hea
   shape.sliding_window = c.window;
   const std::vector<float> q = rng.Floats(size_t(n) * local_q_heads * hd);
   std::vector<float> out(q.size());
-  backend.Attention(q.data(), meta, layout, k_cache.data(), v_cache.data(), shape, out.data());
+  const std::unique_ptr<AttentionPlan> plan = backend.PlanAttention(token_seq.data(), token_pos.data(), n, shape, layout);
+  backend.Attention(q.data(), meta, layout, k_cache.data(), v_cache.data(), shape, *plan, out.data());
 
   std::vector<double> want(out.size());
   for (int t = 0; t < n; ++t) {

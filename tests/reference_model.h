@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common.h"
+#include "base/common.h"
 
 namespace gqa::testing {
 

@@ -6,8 +6,8 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "tests/reference_model.h"
 #include "tests/test_util.h"
-#include "tools/synthetic_model.h"
-#include "worker/generate.h"
+#include "worker/synthetic_model.h"
+#include "engine/generate.h"
 
 namespace gqa {
 namespace {

@@ -8,7 +8,8 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "server/sampler.h"
+#include "engine/sampler.h"
+#include "tests/host_sampler.h"
 #include "tests/test_util.h"
 
 namespace gqa {
@@ -46,7 +47,7 @@ using DrawFn = std::function<std::vector<int32_t>(const std::vector<float>&, con
 std::vector<int32_t> DrawOnHost(const std::vector<float>& logits, const SamplingParams& p, int draws) {
   Sampler s(p, 0);
   std::vector<int32_t> tokens;
-  for (int i = 0; i < draws; ++i) tokens.push_back(s.Sample(logits.data(), int(logits.size()), {}, 0).token);
+  for (int i = 0; i < draws; ++i) tokens.push_back(SampleOnHost(s, logits.data(), int(logits.size()), {}, 0).token);
   return tokens;
 }
 
@@ -155,7 +156,7 @@ TEST(SamplerTest, SameSeedSameTokens) {
   p.seed = 5;
   Sampler a(p, 0), b(p, 1);
   for (int i = 0; i < 100; ++i) {
-    EXPECT_EQ(a.Sample(kLogits.data(), 8, {}, 0).token, b.Sample(kLogits.data(), 8, {}, 0).token);
+    EXPECT_EQ(SampleOnHost(a, kLogits.data(), 8, {}, 0).token, SampleOnHost(b, kLogits.data(), 8, {}, 0).token);
   }
 }
 
@@ -165,24 +166,24 @@ TEST(SamplerTest, PenaltiesByHand) {
   // Token 1 (2.5) wins; repetition penalty 2 on a context holding 1 halves it
   // to 1.25, so token 3 (2.0) wins.
   p.repetition_penalty = 2.0;
-  EXPECT_EQ(Sampler(p, 0).Sample(kLogits.data(), 8, {1}, 1).token, 3);
+  EXPECT_EQ(SampleOnHost(Sampler(p, 0), kLogits.data(), 8, {1}, 1).token, 3);
   // Negative logits are multiplied: token 2 (-0.5) becomes -1.0; the max is unchanged.
-  EXPECT_EQ(Sampler(p, 0).Sample(kLogits.data(), 8, {2}, 1).token, 1);
+  EXPECT_EQ(SampleOnHost(Sampler(p, 0), kLogits.data(), 8, {2}, 1).token, 1);
   // Frequency 0.3 x 2 occurrences + presence 0.1 in the output lowers token 1
   // to 1.8: token 3 wins. In the prompt only, it is not penalised.
   p = SamplingParams();
   p.temperature = 0;
   p.frequency_penalty = 0.3;
   p.presence_penalty = 0.1;
-  EXPECT_EQ(Sampler(p, 0).Sample(kLogits.data(), 8, {0, 1, 1}, 1).token, 3);
-  EXPECT_EQ(Sampler(p, 0).Sample(kLogits.data(), 8, {1, 1, 0}, 2).token, 1);
+  EXPECT_EQ(SampleOnHost(Sampler(p, 0), kLogits.data(), 8, {0, 1, 1}, 1).token, 3);
+  EXPECT_EQ(SampleOnHost(Sampler(p, 0), kLogits.data(), 8, {1, 1, 0}, 2).token, 1);
 }
 
 TEST(SamplerTest, Logprobs) {
   SamplingParams p;
   p.temperature = 0;
   p.logprobs = 3;
-  const SampledToken t = Sampler(p, 0).Sample(kLogits.data(), 8, {}, 0);
+  const SampledToken t = SampleOnHost(Sampler(p, 0), kLogits.data(), 8, {}, 0);
   double z = 0;
   for (float l : kLogits) z += std::exp(double(l));
   EXPECT_NEAR(t.logprob, 2.5 - std::log(z), 1e-5);

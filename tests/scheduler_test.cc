@@ -3,7 +3,7 @@
 #include <random>
 #include <set>
 
-#include "server/scheduler.h"
+#include "engine/scheduler.h"
 #include "tests/test_util.h"
 
 namespace gqa {

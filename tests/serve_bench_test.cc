@@ -11,10 +11,10 @@
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_util.h"
-#include "tools/serve_client.h"
-#include "tools/serve_stats.h"
-#include "tools/server_process.h"
-#include "tools/synthetic_model.h"
+#include "bench/serve_client.h"
+#include "bench/serve_stats.h"
+#include "bench/server_process.h"
+#include "worker/synthetic_model.h"
 
 namespace gqa {
 namespace {

@@ -30,7 +30,7 @@
 #include "server/grpc_server.h"
 #include "server/http_server.h"
 #include "tests/test_util.h"
-#include "tools/synthetic_model.h"
+#include "worker/synthetic_model.h"
 
 namespace gqa {
 namespace {

@@ -11,7 +11,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "kernels/common.h"
+#include "base/common.h"
 
 namespace gqa::testing {
 

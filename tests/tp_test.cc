@@ -3,8 +3,8 @@
 // rank is reported, not hung on.
 #include "absl/strings/str_cat.h"
 #include "tests/test_util.h"
-#include "tools/synthetic_model.h"
-#include "worker/generate.h"
+#include "worker/synthetic_model.h"
+#include "engine/generate.h"
 
 namespace gqa {
 namespace {

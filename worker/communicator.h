@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "kernels/common.h"
+#include "base/common.h"
 
 namespace gqa {
 

@@ -6,7 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "worker/json_depth.h"
+#include "base/json_depth.h"
 
 namespace gqa {
 namespace {

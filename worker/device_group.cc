@@ -32,39 +32,41 @@ namespace {
 // every replay runs them again, as NCCL kernels in a CUDA graph do.
 class StreamOrderedCommunicator final : public Communicator {
  public:
-  StreamOrderedCommunicator(Communicator* inner, Backend* backend) : inner_(inner), backend_(backend) {}
+  StreamOrderedCommunicator(Communicator* inner, GraphCapture* graphs) : inner_(inner), graphs_(graphs) {}
   int rank() const override { return inner_->rank(); }
   int size() const override { return inner_->size(); }
   absl::Status AllReduceSum(float* data, int64_t count) override {
-    return backend_->InStreamOrder([c = inner_, data, count] { return c->AllReduceSum(data, count); });
+    return graphs_->InStreamOrder([c = inner_, data, count] { return c->AllReduceSum(data, count); });
   }
   absl::Status AllGather(const float* send, int64_t count, float* recv) override {
-    return backend_->InStreamOrder([c = inner_, send, count, recv] { return c->AllGather(send, count, recv); });
+    return graphs_->InStreamOrder([c = inner_, send, count, recv] { return c->AllGather(send, count, recv); });
   }
   absl::Status Broadcast(void* data, int64_t bytes, int root) override {
-    return backend_->InStreamOrder([c = inner_, data, bytes, root] { return c->Broadcast(data, bytes, root); });
+    return graphs_->InStreamOrder([c = inner_, data, bytes, root] { return c->Broadcast(data, bytes, root); });
   }
   absl::Status Barrier() override { return inner_->Barrier(); }
 
  private:
   Communicator* inner_;
-  Backend* backend_;
+  GraphCapture* graphs_;
 };
 
 // Ranks that share host memory: CPU backends or the interpreter's, with the
 // in-process collectives.
 class InProcessDeviceGroup final : public DeviceGroup {
  public:
-  InProcessDeviceGroup(DeviceKind kind, int size, int threads_per_rank)
-      : DeviceGroup(kind, size), threads_per_rank_(threads_per_rank), group_(size), backends_(size), ordered_(size) {}
+  InProcessDeviceGroup(DeviceKind kind, int size, const DeviceOptions& options)
+      : DeviceGroup(kind, size), options_(options), group_(size), backends_(size), ordered_(size) {}
 
   absl::Status InitRank(int rank) override {
     if (kind() == DeviceKind::kCpu) {
-      backends_[rank] = std::make_unique<CpuBackend>(threads_per_rank_);
+      backends_[rank] = CreateCpuBackend(options_);
       return absl::OkStatus();
     }
     ASSIGN_OR_RETURN(backends_[rank], cuda_sim::CreateBackend(rank));
-    ordered_[rank] = std::make_unique<StreamOrderedCommunicator>(group_.rank(rank), backends_[rank].get());
+    GraphCapture* graphs = backends_[rank]->graphs();
+    if (graphs == nullptr) return absl::InternalError("the interpreter's backend has no graphs");
+    ordered_[rank] = std::make_unique<StreamOrderedCommunicator>(group_.rank(rank), graphs);
     return absl::OkStatus();
   }
   Backend* backend(int rank) override { return backends_[rank].get(); }
@@ -78,7 +80,7 @@ class InProcessDeviceGroup final : public DeviceGroup {
   }
 
  private:
-  int threads_per_rank_;
+  DeviceOptions options_;
   InProcessGroup group_;
   std::vector<std::unique_ptr<Backend>> backends_;
   std::vector<std::unique_ptr<Communicator>> ordered_;  // cuda-sim: collectives in stream order
@@ -86,12 +88,21 @@ class InProcessDeviceGroup final : public DeviceGroup {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DeviceGroup>> DeviceGroup::Create(DeviceKind kind, int size, int threads_per_rank) {
+std::unique_ptr<Backend> CreateCpuBackend(const DeviceOptions& options) {
+  auto cpu = std::make_unique<CpuBackend>(options.threads_per_rank);
+  if (options.cpu_activations != CpuActivations::kAuto) {
+    cpu->set_bf16_activations(options.cpu_activations == CpuActivations::kBf16);
+  }
+  return cpu;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceGroup>> DeviceGroup::Create(DeviceKind kind, int size,
+                                                                 const DeviceOptions& options) {
   if (size < 1) return absl::InvalidArgumentError("a device group needs at least one rank");
   switch (kind) {
     case DeviceKind::kCpu:
     case DeviceKind::kCudaSim:
-      return std::unique_ptr<DeviceGroup>(new InProcessDeviceGroup(kind, size, threads_per_rank));
+      return std::unique_ptr<DeviceGroup>(new InProcessDeviceGroup(kind, size, options));
     case DeviceKind::kCuda:
 #if defined(GQA_WITH_CUDA)
       return CreateNcclDeviceGroup(size);

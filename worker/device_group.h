@@ -19,9 +19,24 @@ enum class DeviceKind { kCpu, kCuda, kCudaSim };
 absl::StatusOr<DeviceKind> ParseDeviceKind(absl::string_view name);  // "cpu", "cuda", "cuda-sim"
 const char* DeviceKindName(DeviceKind kind);
 
+// CPU backend, bf16 weights on AVX-512 BF16: activations rounded to one
+// bf16 in the matrix products (kBf16, as llama.cpp does) or kept f32 with
+// the weights widened (kF32). kAuto leaves the backend's default: kBf16, or
+// GQA_CPU_BF16_ACTIVATIONS=0 / 1.
+enum class CpuActivations { kAuto, kBf16, kF32 };
+
+// How a group makes its backends; what a kind does not use it ignores.
+struct DeviceOptions {
+  int threads_per_rank = 1;  // CPU: threads of each rank's pool
+  CpuActivations cpu_activations = CpuActivations::kAuto;
+};
+
+// A CPU backend made as `options` say (the CPU device groups' backends).
+std::unique_ptr<Backend> CreateCpuBackend(const DeviceOptions& options);
+
 class DeviceGroup {
  public:
-  static absl::StatusOr<std::unique_ptr<DeviceGroup>> Create(DeviceKind kind, int size, int threads_per_rank);
+  static absl::StatusOr<std::unique_ptr<DeviceGroup>> Create(DeviceKind kind, int size, const DeviceOptions& options);
   virtual ~DeviceGroup() = default;
 
   int size() const { return size_; }
@@ -54,7 +69,8 @@ class DeviceGroup {
 class MpiJob;
 // The rank of an MPI job that runs in this process (see worker/mpi_job.h):
 // backend(r) and comm(r) exist only for r = job->rank(). Built with MPI only.
-absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateMpiDeviceGroup(DeviceKind kind, MpiJob* job, int threads_per_rank);
+absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateMpiDeviceGroup(DeviceKind kind, MpiJob* job,
+                                                                   const DeviceOptions& options);
 
 #if defined(GQA_WITH_CUDA)
 // One GPU per rank (rank r on device r % visible devices) with NCCL.

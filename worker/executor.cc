@@ -5,10 +5,16 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_backend.h"
-#include "kernels/cpu/cpu_kernels.h"
 
 namespace gqa {
+namespace {
+DeviceOptions DeviceOptionsOf(const ExecutorOptions& o) {
+  DeviceOptions d;
+  d.threads_per_rank = o.threads_per_rank;
+  d.cpu_activations = o.cpu_activations;
+  return d;
+}
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Executor>> Executor::Open(const std::string& dir, const ExecutorOptions& options) {
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig((std::filesystem::path(dir) / "config.json").string()));
@@ -45,7 +51,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::Create(const ModelConfig& co
 
 absl::Status Executor::CreateThreaded() {
   const int tp = options_.tp;
-  ASSIGN_OR_RETURN(group_, DeviceGroup::Create(options_.device, tp, options_.threads_per_rank));
+  ASSIGN_OR_RETURN(group_, DeviceGroup::Create(options_.device, tp, DeviceOptionsOf(options_)));
   for (int r = 0; r < tp; ++r) {
     workers_.push_back(std::make_unique<Worker>());
     workers_.back()->rank = r;
@@ -121,7 +127,7 @@ absl::Status Executor::CreateMpi() {
   }
   RETURN_IF_ERROR(AgreeAll(job, agree, "to match rank 0's model and flags"));
 
-  ASSIGN_OR_RETURN(group_, CreateMpiDeviceGroup(options_.device, job, options_.threads_per_rank));
+  ASSIGN_OR_RETURN(group_, CreateMpiDeviceGroup(options_.device, job, DeviceOptionsOf(options_)));
   workers_.push_back(std::make_unique<Worker>());
   workers_[0]->rank = job->rank();
   absl::Status st;
@@ -138,35 +144,26 @@ absl::Status Executor::CreateMpi() {
 }
 #endif
 
-namespace {
-// The bytes a matrix view reads, from its first element.
-size_t ViewBytes(const MatrixView& m) {
-  if (m.rows == 0 || m.cols == 0) return 0;
-  if (m.layout != MatrixLayout::kRowMajor) return cpu::PanelBytes(m.layout, m.rows, m.cols);
-  return size_t((m.rows - 1) * m.row_stride + m.cols) * DTypeSize(m.dtype);
-}
-}  // namespace
-
 absl::Status Executor::NarrowLockToWeights() {
   if (options_.device != DeviceKind::kCpu) return absl::OkStatus();
-  std::vector<const MatrixView*> views;
+  std::vector<std::pair<const Backend*, const MatrixView*>> views;
   bool repacked = false;
   for (const auto& w : workers_) {
     const ModelWeights& mw = w->model->weights();
-    views.push_back(&mw.embedding);
-    views.push_back(&mw.lm_head.w);
+    views.push_back({w->backend, &mw.embedding});
+    views.push_back({w->backend, &mw.lm_head.w});
     for (const LayerWeights& l : mw.layers) {
-      for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) views.push_back(&lin->w);
+      for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) views.push_back({w->backend, &lin->w});
     }
   }
-  for (const MatrixView* v : views) repacked |= v->layout != MatrixLayout::kRowMajor;
+  for (const auto& [backend, v] : views) repacked |= v->layout != MatrixLayout::kRowMajor;
   if (!repacked) return absl::OkStatus();  // the locked checkpoint is what the ranks read
   // The checkpoint's pages behind repacked matrices are no longer read:
   // locking them too would hold those weights twice.
   checkpoint_->UnlockInMemory();
   locked_bytes_ = 0;
-  for (const MatrixView* v : views) {
-    const size_t bytes = ViewBytes(*v);
+  for (const auto& [backend, v] : views) {
+    const size_t bytes = backend->MatrixBytes(*v);
     RETURN_IF_ERROR(LockMemory(v->data, bytes, "weights"));
     locked_bytes_ += int64_t(bytes);
   }
@@ -202,9 +199,6 @@ absl::Status Executor::SetUpRank(int r) {
   RETURN_IF_ERROR(group_->InitRank(r));  // GuardedSetUpRank aborts the group on failure
   w.backend = group_->backend(r);
   RETURN_IF_ERROR(w.backend->MakeCurrent());
-  if (auto* cpu = dynamic_cast<CpuBackend*>(w.backend); cpu != nullptr && options_.cpu_activations != CpuActivations::kAuto) {
-    cpu->set_bf16_activations(options_.cpu_activations == CpuActivations::kBf16);
-  }
   ASSIGN_OR_RETURN(w.model, Model::Load(config_, *checkpoint_, plan_, w.backend, group_->comm(r), options_.load_counter));
   const int max_blocks = config_.max_position_embeddings / options_.block_size + 1;
   int penalties = options_.max_step_penalty_entries;
@@ -224,11 +218,6 @@ absl::Status Executor::SetUpRank(int r) {
   ASSIGN_OR_RETURN(KvCache cache, KvCache::Create(w.backend, config_.num_layers, layout));
   w.cache = std::make_unique<KvCache>(std::move(cache));
   return absl::OkStatus();
-}
-
-ThreadPool* Executor::rank0_pool() {
-  auto* cpu = dynamic_cast<CpuBackend*>(workers_[0]->backend);
-  return cpu == nullptr ? nullptr : cpu->pool();
 }
 
 Executor::~Executor() {

@@ -15,14 +15,11 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/cpu/thread_pool.h"
 #include "worker/device_group.h"
 #include "worker/model.h"
 #include "worker/mpi_job.h"
 
 namespace gqa {
-
-enum class CpuActivations { kAuto, kBf16, kF32 };
 
 struct ExecutorOptions {
   DeviceKind device = DeviceKind::kCpu;
@@ -102,9 +99,6 @@ class Executor {
   std::string BackendName() const { return workers_[0]->backend->Name(); }
   // Bytes of weights locked in RAM (0 without options.mlock).
   int64_t LockedWeightBytes() const { return locked_bytes_; }
-  Backend* rank0_backend() { return workers_[0]->backend; }
-  // Rank 0's thread pool on the CPU backend; null on other devices.
-  ThreadPool* rank0_pool();
 
   // Makes `rank` fail its next step with `error` before running it.
   void InjectFaultForTesting(int rank, absl::Status error);

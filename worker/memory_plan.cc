@@ -5,6 +5,10 @@
 
 namespace gqa {
 
+int64_t KvBytesPerToken(const ModelConfig& c, int64_t kv_heads, int kv_elem_bytes) {
+  return 2 * int64_t{c.num_layers} * kv_heads * c.head_dim * kv_elem_bytes;
+}
+
 absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, int tp, int weight_elem_bytes, int kv_elem_bytes) {
   MemoryPlan mp;
   ASSIGN_OR_RETURN(mp.plan, MakeShardPlan(c.num_q_heads, c.num_kv_heads, tp, c.intermediate_size, c.vocab_size));
@@ -22,7 +26,7 @@ absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, int tp, int weight_e
     if (c.mlp_bias) layer += (2 * mlp + h) * f32;
     const int64_t vocab = int64_t{s.vocab_size()} * h * w;
     r.weight_bytes = c.num_layers * layer + vocab * (c.tie_word_embeddings ? 1 : 2) + h * f32;
-    r.kv_bytes_per_token = 2 * int64_t{c.num_layers} * kv * kv_elem_bytes;
+    r.kv_bytes_per_token = KvBytesPerToken(c, s.num_kv_heads(), kv_elem_bytes);
     mp.ranks.push_back(r);
   }
   return mp;

@@ -20,6 +20,10 @@ struct MemoryPlan {
   std::vector<RankMemory> ranks;
 };
 
+// K and V of every layer for `kv_heads` KV heads, per token: the one formula
+// of KV bytes (gqa-plan, and the KV cache the engine builder sizes).
+int64_t KvBytesPerToken(const ModelConfig& c, int64_t kv_heads, int kv_elem_bytes);
+
 absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, int tp, int weight_elem_bytes, int kv_elem_bytes);
 
 struct Capacity {

@@ -183,7 +183,7 @@ absl::Status Model::ReserveWorkspace(int n, int seqs, int blocks_per_seq, int ma
 
 void Model::EnableDecodeGraphs(int max_batch) {
   graph_max_batch_ = 0;
-  if (max_batch <= 0 || !backend_->SupportsGraphs()) return;
+  if (max_batch <= 0 || backend_->graphs() == nullptr) return;
   // A bucket must fit the workspace: its tokens, its logits rows and its
   // block tables (one row per token).
   const int limit = std::min({max_batch, ws_.tokens, ws_.logits, ws_.seqs});
@@ -284,7 +284,7 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
   if (graph_max_batch_ > 0 &&
       (cache.k(0) != graph_cache_ || comm_->generation() != graph_comm_generation_)) {
     // Graphs name the cache and the communicators they were captured with.
-    backend_->DropGraphs();
+    backend_->graphs()->DropGraphs();
     graphs_.clear();
     graph_cache_ = cache.k(0);
     graph_comm_generation_ = comm_->generation();
@@ -294,18 +294,17 @@ absl::Status Model::Forward(const StepBatch& b, const KvCache& cache, const Step
   std::vector<int32_t> meta;
   const StepDims dims = PackStep(b, sampling, bucket, &meta);
   backend_->UploadStep(meta.data(), meta.size(), ws_.meta.as<int32_t>());
-  if (bucket > 0) {
-    backend_->PlanPaddedDecode(bucket, Shape(), cache.layout());
-  } else {
-    backend_->PlanAttention(b.token_seq.data(), b.positions.data(), b.num_tokens(), Shape(), cache.layout());
-  }
+  // This step's attention plan, read by every layer.
+  step_plan_ = bucket > 0 ? backend_->graphs()->PlanPaddedDecode(bucket, Shape(), cache.layout())
+                          : backend_->PlanAttention(b.token_seq.data(), b.positions.data(), b.num_tokens(), Shape(),
+                                                    cache.layout());
 
   const float* rows = nullptr;
   if (bucket > 0) {
     const GraphKey key{bucket, dims.blocks_per_seq, sampling != nullptr};
     const auto it = graphs_.find(key);
     if (it != graphs_.end() && it->second >= 0) {
-      backend_->ReplayGraph(it->second);
+      backend_->graphs()->ReplayGraph(it->second);
       rows = comm_->size() > 1 ? ws_.rows.as<float>() : ws_.logits_out.as<float>();
       ++graph_stats_.replayed;
     } else {
@@ -340,12 +339,12 @@ absl::Status Model::CaptureGraph(const GraphKey& key, const StepDims& dims, cons
   const bool sampling = std::get<2>(key);
   // The step's own errors fail the step; a capture's only the capture.
   RETURN_IF_ERROR(backend_->Synchronize());
-  absl::Status st = backend_->BeginCapture();
+  absl::Status st = backend_->graphs()->BeginCapture();
   int id = -1;
   if (st.ok()) {
     const float* rows = nullptr;
     const absl::Status enq = EnqueueStep(dims, cache, sampling, &rows);
-    absl::StatusOr<int> graph = backend_->EndCapture();
+    absl::StatusOr<int> graph = backend_->graphs()->EndCapture();
     st = !enq.ok() ? enq : graph.status();
     if (st.ok()) id = *graph;
   }
@@ -415,7 +414,7 @@ absl::Status Model::EnqueueStep(const StepDims& dims, const KvCache& cache, bool
     backend_->Rope(q, n, nq, hd, int64_t{nq} * hd, am.token_pos, inv_freq);
     backend_->Rope(k, n, nkv, hd, int64_t{nkv} * hd, am.token_pos, inv_freq);
     backend_->WriteKv(k, v, am, cache.layout(), cache.k(l), cache.v(l));
-    backend_->Attention(q, am, cache.layout(), cache.k(l), cache.v(l), shape, attn);
+    backend_->Attention(q, am, cache.layout(), cache.k(l), cache.v(l), shape, *step_plan_, attn);
     backend_->MatMul(attn, n, w.o.w, w.o.bias, proj);
     RETURN_IF_ERROR(comm_->AllReduceSum(proj, int64_t{n} * hidden));
     backend_->Add(x, proj, int64_t{n} * hidden);

@@ -49,7 +49,7 @@ class Model {
   // (bucket, block-table width, with/without sampling) and replayed
   // afterwards. Other steps, and keys whose capture failed, run op by op.
   // max_batch is rounded down to a power of two within the workspace; 0
-  // turns graphs off. Needs a backend whose SupportsGraphs() is true (else a
+  // turns graphs off. Needs a backend whose graphs() is not null (else a
   // no-op). Every rank of the group must make the same call.
   void EnableDecodeGraphs(int max_batch);
   // The largest bucket (0: graphs off).
@@ -128,6 +128,7 @@ class Model {
   const void* graph_cache_ = nullptr;  // the KV cache the graphs were captured with
   uint64_t graph_comm_generation_ = 0;
   GraphStats graph_stats_;
+  std::unique_ptr<AttentionPlan> step_plan_;  // the step being run (Forward)
 };
 
 }  // namespace gqa

@@ -6,7 +6,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_backend.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "worker/device_group.h"
 #include "worker/mpi_job.h"
@@ -19,8 +18,8 @@ namespace {
 
 class MpiDeviceGroup final : public DeviceGroup {
  public:
-  MpiDeviceGroup(DeviceKind kind, MpiJob* job, int threads_per_rank)
-      : DeviceGroup(kind, job->size()), job_(job), threads_per_rank_(threads_per_rank) {}
+  MpiDeviceGroup(DeviceKind kind, MpiJob* job, const DeviceOptions& options)
+      : DeviceGroup(kind, job->size()), job_(job), options_(options) {}
 
   absl::Status InitRank(int rank) override {
     if (rank != job_->rank()) {
@@ -28,7 +27,7 @@ class MpiDeviceGroup final : public DeviceGroup {
     }
     switch (kind()) {
       case DeviceKind::kCpu:
-        backend_ = std::make_unique<CpuBackend>(threads_per_rank_);
+        backend_ = CreateCpuBackend(options_);
         comm_ = job_->comm();
         return absl::OkStatus();
       case DeviceKind::kCudaSim: {
@@ -93,7 +92,7 @@ class MpiDeviceGroup final : public DeviceGroup {
   }
 
   MpiJob* job_;
-  int threads_per_rank_;
+  DeviceOptions options_;
   std::unique_ptr<Backend> backend_;
   Communicator* comm_ = nullptr;
 #if defined(GQA_WITH_CUDA)
@@ -103,8 +102,9 @@ class MpiDeviceGroup final : public DeviceGroup {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateMpiDeviceGroup(DeviceKind kind, MpiJob* job, int threads_per_rank) {
-  return std::unique_ptr<DeviceGroup>(new MpiDeviceGroup(kind, job, threads_per_rank));
+absl::StatusOr<std::unique_ptr<DeviceGroup>> CreateMpiDeviceGroup(DeviceKind kind, MpiJob* job,
+                                                                   const DeviceOptions& options) {
+  return std::unique_ptr<DeviceGroup>(new MpiDeviceGroup(kind, job, options));
 }
 
 }  // namespace gqa

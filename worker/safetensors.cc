@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
-#include "worker/json_depth.h"
+#include "base/json_depth.h"
 
 namespace gqa {
 namespace {

@@ -9,7 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "kernels/common.h"
+#include "base/common.h"
+#include "kernels/dtype.h"
 
 namespace gqa {
 

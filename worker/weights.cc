@@ -1,7 +1,7 @@
 #include "worker/weights.h"
 
 #include "absl/strings/str_cat.h"
-#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/dtype.h"
 
 namespace gqa {
 namespace {
@@ -43,7 +43,7 @@ class Loader {
   absl::StatusOr<const float*> Vector(const std::string& name, int64_t size, int64_t begin, int64_t n) {
     ASSIGN_OR_RETURN(const TensorInfo* t, ckpt_.Get(name, {size}));
     std::vector<float> host(n);
-    for (int64_t i = 0; i < n; ++i) host[i] = cpu::LoadElement(t->data, *t->dtype, begin + i);
+    for (int64_t i = 0; i < n; ++i) host[i] = gqa::LoadElement(t->data, *t->dtype, begin + i);
     ASSIGN_OR_RETURN(DeviceBuffer buf, backend_->Allocate(n * sizeof(float)));
     backend_->CopyToDevice(buf.data(), host.data(), n * sizeof(float));
     RETURN_IF_ERROR(backend_->Synchronize());  // `host` dies here

@@ -225,8 +225,13 @@ std::vector<QueryTile> QueryTiles(const AttentionMeta& meta, int max_tokens) {
   return tiles;
 }
 
-AttentionPlan PlanAttention(const AttentionMeta& meta, const AttentionShape& shape) {
-  AttentionPlan plan;
+AttentionWorkList PlanAttentionWork(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                                    const AttentionShape& shape) {
+  AttentionMeta meta;  // the host arrays, as QueryTiles reads them
+  meta.num_tokens = num_tokens;
+  meta.token_seq = token_seq;
+  meta.token_pos = token_pos;
+  AttentionWorkList plan;
   plan.tiles = QueryTiles(meta, kQueryTile);
   const int64_t num_tiles = int64_t(plan.tiles.size());
   for (int64_t i = 0; i < num_tiles; ++i) {
@@ -254,7 +259,7 @@ AttentionPlan PlanAttention(const AttentionMeta& meta, const AttentionShape& sha
 }
 
 void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
-                        const void* v_cache, const AttentionShape& shape, const AttentionPlan& plan, float* out,
+                        const void* v_cache, const AttentionShape& shape, const AttentionWorkList& plan, float* out,
                         float* partials, int64_t item_begin, int64_t item_end) {
   const int hd = shape.head_dim;
   const int bs = layout.block_size;
@@ -362,7 +367,7 @@ void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCache
   }
 }
 
-void MergeAttentionChunks(const AttentionShape& shape, const AttentionPlan& plan, const float* partials, float* out,
+void MergeAttentionChunks(const AttentionShape& shape, const AttentionWorkList& plan, const float* partials, float* out,
                           int64_t merge_begin, int64_t merge_end) {
   const int hd = shape.head_dim;
   const int64_t partial_floats = PartialFloats(shape);

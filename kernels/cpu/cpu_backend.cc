@@ -74,6 +74,11 @@ absl::StatusOr<DeviceBuffer> CpuBackend::ImportHostMatrix(const MatrixView& host
   return DeviceBuffer();
 }
 
+size_t CpuBackend::MatrixBytes(const MatrixView& m) const {
+  if (m.layout == MatrixLayout::kRowMajor) return Backend::MatrixBytes(m);
+  return m.rows == 0 || m.cols == 0 ? 0 : cpu::PanelBytes(m.layout, m.rows, m.cols);
+}
+
 absl::StatusOr<DeviceBuffer> CpuBackend::ImportWeightMatrix(const MatrixView& host, MatrixView* device) {
   const MatrixLayout layout = cpu::WeightPanelLayout(cpu::ActiveIsa(), host.dtype);
   if (!weight_panels_ || layout == MatrixLayout::kRowMajor || host.layout != MatrixLayout::kRowMajor ||
@@ -220,18 +225,35 @@ void CpuBackend::WriteKv(const float* k, const float* v, const AttentionMeta& me
       uint16_t* kc = static_cast<uint16_t*>(k_cache) + slot * row;
       uint16_t* vc = static_cast<uint16_t*>(v_cache) + slot * row;
       for (int64_t i = 0; i < row; ++i) {
-        kc[i] = cpu::FloatToBf16(k[t * row + i]);
-        vc[i] = cpu::FloatToBf16(v[t * row + i]);
+        kc[i] = gqa::FloatToBf16(k[t * row + i]);
+        vc[i] = gqa::FloatToBf16(v[t * row + i]);
       }
     }
   }
 }
 
+namespace {
+struct CpuAttentionPlan final : AttentionPlan {
+  CpuAttentionPlan(const void* owner, int num_tokens) : AttentionPlan(owner, num_tokens) {}
+  cpu::AttentionWorkList work;
+};
+}  // namespace
+
+std::unique_ptr<AttentionPlan> CpuBackend::PlanAttention(const int32_t* token_seq, const int32_t* token_pos,
+                                                         int num_tokens, const AttentionShape& shape,
+                                                         const KvCacheLayout& layout) {
+  auto plan = std::make_unique<CpuAttentionPlan>(this, num_tokens);
+  plan->work = cpu::PlanAttentionWork(token_seq, token_pos, num_tokens, shape);
+  return plan;
+}
+
 void CpuBackend::Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                           const void* k_cache, const void* v_cache,
-                           const AttentionShape& shape, float* out) {
+                           const void* k_cache, const void* v_cache, const AttentionShape& shape,
+                           const AttentionPlan& step_plan, float* out) {
   GQA_CHECK(!layout.head_major, "the CPU backend's KV cache is token-major");
-  const cpu::AttentionPlan plan = cpu::PlanAttention(meta, shape);
+  GQA_CHECK(step_plan.owner() == this && step_plan.num_tokens() == meta.num_tokens,
+            "Attention needs this backend's plan of this step");
+  const cpu::AttentionWorkList& plan = static_cast<const CpuAttentionPlan&>(step_plan).work;
   attention_partials_.resize(size_t(plan.num_partials) * cpu::PartialFloats(shape));
   pool_.ParallelFor(int64_t(plan.work.size()), [&](int64_t b, int64_t e) {
     cpu::AttentionWorkItems(q, meta, layout, k_cache, v_cache, shape, plan, out, attention_partials_.data(), b, e);

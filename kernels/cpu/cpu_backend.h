@@ -26,6 +26,7 @@ class CpuBackend final : public Backend {
   // active ISA, unless GQA_CPU_WEIGHT_PANELS=0 or
   // set_weight_panels(false); anything else stays a view of the host memory.
   absl::StatusOr<DeviceBuffer> ImportWeightMatrix(const MatrixView& host, MatrixView* device) override;
+  size_t MatrixBytes(const MatrixView& m) const override;
   void set_weight_panels(bool on) { weight_panels_ = on; }
   bool weight_panels() const { return weight_panels_; }
   // Products over bf16 pair panels on AVX-512 BF16 round the activations to
@@ -43,6 +44,10 @@ class CpuBackend final : public Backend {
   void CopyDeviceToDevice(void* dst, const void* src, size_t bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
+  // Work items over (query tile, KV head, context chunk), made once per step.
+  std::unique_ptr<AttentionPlan> PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                                               const AttentionShape& shape, const KvCacheLayout& layout) override;
+
   void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n,
                  float* out) override;
   void RmsNorm(const float* x, const float* weight, int n, int dim, float eps,
@@ -56,7 +61,7 @@ class CpuBackend final : public Backend {
   void WriteKv(const float* k, const float* v, const AttentionMeta& meta,
                const KvCacheLayout& layout, void* k_cache, void* v_cache) override;
   void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout,
-                 const void* k_cache, const void* v_cache, const AttentionShape& shape,
+                 const void* k_cache, const void* v_cache, const AttentionShape& shape, const AttentionPlan& plan,
                  float* out) override;
   void Sample(const float* logits, int rows, int vocab, const SamplingRow* params, const PenaltyEntry* penalties,
               float* scratch, SampleOutput* out) override;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/dtype.h"
 #include "kernels/sampling_types.h"
 
 namespace gqa::cpu {
@@ -30,13 +31,6 @@ Isa ActiveIsa();
 enum class Bf16Activations { kF32, kRounded };
 // The mode `isa` runs: `a` where it can, else kF32.
 Bf16Activations PairActivationsFor(Isa isa, Bf16Activations a);
-
-// Scalar conversions of one stored element to f32.
-float LoadElement(const void* data, DType dtype, int64_t index);
-uint16_t FloatToBf16(float f);  // round to nearest even
-uint16_t FloatToF16(float f);   // round to nearest even
-float Bf16ToFloat(uint16_t h);
-float F16ToFloat(uint16_t h);
 
 // y[t, r] = dot(x[t, :], w[r, :]) (+ bias[r]) for t < n, r in [row_begin, row_end).
 void MatMulRows(const float* x, int n, const MatrixView& w, const float* bias, float* y,
@@ -154,21 +148,23 @@ struct AttentionMerge {
   int tile = 0, kv_head = 0;
   int first_partial = 0, num_chunks = 0;
 };
-struct AttentionPlan {
+struct AttentionWorkList {
   std::vector<QueryTile> tiles;
   std::vector<AttentionWork> work;
   std::vector<AttentionMerge> merges;
   int num_partials = 0;
 };
-AttentionPlan PlanAttention(const AttentionMeta& meta, const AttentionShape& shape);
+// One step's work items, from its host token arrays (sequence, position).
+AttentionWorkList PlanAttentionWork(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                                    const AttentionShape& shape);
 // Floats of one partial slot: (max, sum, output[head_dim]) per query head of a group.
 inline int64_t PartialFloats(const AttentionShape& shape) {
   return int64_t{shape.group_size} * (shape.head_dim + 2);
 }
 void AttentionWorkItems(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
-                        const void* v_cache, const AttentionShape& shape, const AttentionPlan& plan, float* out,
+                        const void* v_cache, const AttentionShape& shape, const AttentionWorkList& plan, float* out,
                         float* partials, int64_t item_begin, int64_t item_end);
-void MergeAttentionChunks(const AttentionShape& shape, const AttentionPlan& plan, const float* partials, float* out,
+void MergeAttentionChunks(const AttentionShape& shape, const AttentionWorkList& plan, const float* partials, float* out,
                           int64_t merge_begin, int64_t merge_end);
 
 // The greedy token of logits v[vocab]: the largest (NaN counted as -inf,

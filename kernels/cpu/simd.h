@@ -11,7 +11,8 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "kernels/common.h"
+#include "base/common.h"
+#include "kernels/dtype.h"
 
 #define GQA_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define GQA_AVX512 __attribute__((target("avx512f")))

@@ -76,7 +76,7 @@ int DecodeSplitCap(int bucket, int num_kv_heads, int target_blocks, int split_sl
 bool SpecialisedAttention(const AttentionShape& shape, const KvCacheLayout& layout);
 
 // The host side of a plan: what to launch for one step.
-struct AttentionPlan {
+struct AttentionSchedule {
   std::vector<DecodeItem> decode;
   std::vector<PrefillTile> prefill;
   int max_splits = 1;
@@ -89,7 +89,7 @@ struct AttentionPlan {
 // target_blocks (e.g. twice the multiprocessors) is not reached and
 // split_slots_available lasts. A step of decode items only splits by
 // DecodeSplitCap of its bucket, as a captured step of that bucket does.
-AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+AttentionSchedule MakeAttentionSchedule(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
                                 const AttentionShape& shape, DType kv_dtype, int target_blocks,
                                 int split_slots_available);
 

@@ -18,10 +18,10 @@ int DecodeSplitCap(int bucket, int num_kv_heads, int target_blocks, int split_sl
   return std::max(1, std::min(want, split_slots / std::max(1, bucket)));
 }
 
-AttentionPlan MakeAttentionPlan(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+AttentionSchedule MakeAttentionSchedule(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
                                 const AttentionShape& shape, DType kv_dtype, int target_blocks,
                                 int split_slots_available) {
-  AttentionPlan plan;
+  AttentionSchedule plan;
   int group = 0;
   for (int kv = 0; kv < shape.num_kv_heads; ++kv) group = std::max(group, shape.EndQueryHead(kv) - shape.FirstQueryHead(kv));
   const int tile_tokens = std::max(1, PrefillTileTokens(shape.head_dim, group, kv_dtype));

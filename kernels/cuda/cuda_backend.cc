@@ -71,7 +71,16 @@ class PinnedStaging {
   size_t bytes_ = 0;
 };
 
-class CudaBackend final : public Backend {
+// The specialised attention's plan of one step: the launch arguments of
+// its decode items and prefill tiles (uploaded into the backend's plan
+// buffer), or none: the generic kernel.
+struct CudaAttentionPlan final : AttentionPlan {
+  CudaAttentionPlan(const void* owner, int num_tokens) : AttentionPlan(owner, num_tokens) {}
+  bool specialised = false;
+  AttentionRun run;
+};
+
+class CudaBackend final : public Backend, public GraphCapture {
  public:
   CudaBackend(int device, cudaStream_t stream, std::unique_ptr<Gemm> gemm)
       : device_(device), stream_(stream), gemm_(std::move(gemm)) {}
@@ -175,44 +184,48 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  void PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens, const AttentionShape& shape,
-                     const KvCacheLayout& layout) override {
-    planned_tokens_ = -1;
-    if (max_plan_tokens_ == 0 || num_tokens > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
-    const AttentionPlan plan =
-        MakeAttentionPlan(token_seq, token_pos, num_tokens, shape, layout.dtype, target_blocks_, split_slots_);
+  std::unique_ptr<AttentionPlan> PlanAttention(const int32_t* token_seq, const int32_t* token_pos, int num_tokens,
+                                               const AttentionShape& shape, const KvCacheLayout& layout) override {
+    auto plan = std::make_unique<CudaAttentionPlan>(this, num_tokens);
+    if (max_plan_tokens_ == 0 || num_tokens > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return plan;
+    const AttentionSchedule sched =
+        MakeAttentionSchedule(token_seq, token_pos, num_tokens, shape, layout.dtype, target_blocks_, split_slots_);
     // Decode items then prefill tiles, in one upload.
-    const size_t decode_bytes = plan.decode.size() * sizeof(DecodeItem);
-    const size_t prefill_bytes = plan.prefill.size() * sizeof(PrefillTile);
+    const size_t decode_bytes = sched.decode.size() * sizeof(DecodeItem);
+    const size_t prefill_bytes = sched.prefill.size() * sizeof(PrefillTile);
     std::vector<char> host(decode_bytes + prefill_bytes);
-    if (decode_bytes > 0) std::memcpy(host.data(), plan.decode.data(), decode_bytes);
-    if (prefill_bytes > 0) std::memcpy(host.data() + decode_bytes, plan.prefill.data(), prefill_bytes);
-    if (!Record(plan_staging_.Upload(plan_buf_.data(), host.data(), host.size(), stream_), "plan upload")) return;
-    run_.decode = plan_buf_.as<DecodeItem>();
-    run_.num_decode = int(plan.decode.size());
-    run_.max_splits = plan.max_splits;
-    run_.prefill = reinterpret_cast<const PrefillTile*>(plan_buf_.as<char>() + decode_bytes);
-    run_.num_prefill = int(plan.prefill.size());
-    run_.partial_out = partial_out_.as<float>();
-    run_.partial_lse = partial_lse_.as<float>();
-    planned_tokens_ = num_tokens;
+    if (decode_bytes > 0) std::memcpy(host.data(), sched.decode.data(), decode_bytes);
+    if (prefill_bytes > 0) std::memcpy(host.data() + decode_bytes, sched.prefill.data(), prefill_bytes);
+    if (!Record(plan_staging_.Upload(plan_buf_.data(), host.data(), host.size(), stream_), "plan upload")) return plan;
+    AttentionRun& run = plan->run;
+    run.decode = plan_buf_.as<DecodeItem>();
+    run.num_decode = int(sched.decode.size());
+    run.max_splits = sched.max_splits;
+    run.prefill = reinterpret_cast<const PrefillTile*>(plan_buf_.as<char>() + decode_bytes);
+    run.num_prefill = int(sched.prefill.size());
+    run.partial_out = partial_out_.as<float>();
+    run.partial_lse = partial_lse_.as<float>();
+    plan->specialised = true;
+    return plan;
   }
 
   void UploadStep(const int32_t* host, size_t count, int32_t* device) override {
     Record(step_staging_.Upload(device, host, count * sizeof(int32_t), stream_), "step upload");
   }
 
-  bool SupportsGraphs() const override { return true; }
+  GraphCapture* graphs() override { return this; }
 
-  void PlanPaddedDecode(int bucket, const AttentionShape& shape, const KvCacheLayout& layout) override {
-    planned_tokens_ = -1;
-    if (max_plan_tokens_ == 0 || bucket > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return;
-    run_ = AttentionRun{};
-    run_.num_decode = bucket;  // decode == null: item i is token i, splits derived on the device
-    run_.max_splits = DecodeSplitCap(bucket, shape.num_kv_heads, target_blocks_, split_slots_);
-    run_.partial_out = partial_out_.as<float>();
-    run_.partial_lse = partial_lse_.as<float>();
-    planned_tokens_ = bucket;
+  std::unique_ptr<AttentionPlan> PlanPaddedDecode(int bucket, const AttentionShape& shape,
+                                                  const KvCacheLayout& layout) override {
+    auto plan = std::make_unique<CudaAttentionPlan>(this, bucket);
+    if (max_plan_tokens_ == 0 || bucket > max_plan_tokens_ || !SpecialisedAttention(shape, layout)) return plan;
+    AttentionRun& run = plan->run;
+    run.num_decode = bucket;  // decode == null: item i is token i, splits derived on the device
+    run.max_splits = DecodeSplitCap(bucket, shape.num_kv_heads, target_blocks_, split_slots_);
+    run.partial_out = partial_out_.as<float>();
+    run.partial_lse = partial_lse_.as<float>();
+    plan->specialised = true;
+    return plan;
   }
 
   // Thread-local capture: every rank captures its own stream on its own
@@ -269,6 +282,9 @@ class CudaBackend final : public Backend {
     });
     return Status(e, "recording host work");
   }
+#else
+  // NCCL's collectives are stream work already: a capture records them.
+  absl::Status InStreamOrder(const std::function<absl::Status()>& fn) override { return fn(); }
 #endif
 
   void Embedding(const MatrixView& table, int64_t first_row, const int32_t* ids, int n, float* out) override {
@@ -311,13 +327,17 @@ class CudaBackend final : public Backend {
     Record(LaunchWriteKv(k, v, meta, layout, k_cache, v_cache, stream_), "write_kv");
   }
   void Attention(const float* q, const AttentionMeta& meta, const KvCacheLayout& layout, const void* k_cache,
-                 const void* v_cache, const AttentionShape& shape, float* out) override {
+                 const void* v_cache, const AttentionShape& shape, const AttentionPlan& step_plan,
+                 float* out) override {
     if (shape.head_dim > kMaxAttentionHeadDim) {
       return RecordStatus(absl::UnimplementedError(absl::StrCat(
           kKind, " attention supports head_dim up to ", kMaxAttentionHeadDim, ", not ", shape.head_dim)));
     }
-    if (planned_tokens_ == meta.num_tokens && SpecialisedAttention(shape, layout)) {
-      Record(LaunchPlannedAttention(q, meta, layout, k_cache, v_cache, shape, run_, out, stream_), "attention");
+    GQA_CHECK(step_plan.owner() == this && step_plan.num_tokens() == meta.num_tokens,
+              "Attention needs this backend's plan of this step");
+    const auto& plan = static_cast<const CudaAttentionPlan&>(step_plan);
+    if (plan.specialised && SpecialisedAttention(shape, layout)) {
+      Record(LaunchPlannedAttention(q, meta, layout, k_cache, v_cache, shape, plan.run, out, stream_), "attention");
       return;
     }
     Record(LaunchAttention(q, meta, layout, k_cache, v_cache, shape, out, stream_), "attention");
@@ -355,13 +375,11 @@ class CudaBackend final : public Backend {
   DeviceBuffer scratch_;  // activations rounded to 16 bits for the GEMM
   std::vector<DeviceBuffer> retired_scratch_;  // outgrown scratch that graphs still use
   PinnedStaging step_staging_, plan_staging_;
-  // The specialised attention's plan (ReserveAttention, PlanAttention).
+  // The specialised attention's plan buffers (ReserveAttention, PlanAttention).
   DeviceBuffer plan_buf_, partial_out_, partial_lse_;
   int max_plan_tokens_ = 0;
   int split_slots_ = 0;
   int target_blocks_ = 0;
-  int planned_tokens_ = -1;  // tokens of the step planned; -1: none (generic kernel)
-  AttentionRun run_;
   std::vector<cudaGraphExec_t> graphs_;  // ReplayGraph's ids index this
   bool capturing_ = false;
   absl::Status error_;

@@ -8,7 +8,7 @@
 #include <utility>
 
 #if defined(GQA_CUDA_SIM)
-#include "kernels/cuda/sim/cuda_sim.h"
+#include "kernels/simt/cuda_sim.h"
 #define GQA_CUDA_NS cuda_sim
 #define GQA_UNROLL
 #else

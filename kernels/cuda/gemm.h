@@ -8,7 +8,7 @@
 
 #include <memory>
 
-#include "kernels/common.h"
+#include "base/common.h"
 #include "kernels/cuda/cuda_compat.h"
 #include "kernels/op_types.h"
 

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/gemm.h"
+#include "kernels/dtype.h"
 
 namespace gqa::GQA_CUDA_NS {
 namespace {

@@ -30,7 +30,7 @@
 #include "tests/cuda/mini_test.h"
 
 #if defined(GQA_TEST_CUDA_SIM)
-#include "kernels/cuda/sim/simt.h"
+#include "kernels/simt/simt.h"
 #include "kernels/cuda/sim/traffic_probe.h"
 #define DEVICE_NS cuda_sim
 #else
@@ -41,6 +41,14 @@ namespace gqa {
 namespace {
 
 Backend& Device() {
+  static absl::StatusOr<std::unique_ptr<Backend>> dev = DEVICE_NS::CreateBackend(0);
+  if (!dev.ok()) SKIP(std::string(dev.status().message()));
+  return **dev;
+}
+
+// A second backend on the same device that never reserves attention
+// buffers: its plans always choose the generic attention kernel.
+Backend& GenericDevice() {
   static absl::StatusOr<std::unique_ptr<Backend>> dev = DEVICE_NS::CreateBackend(0);
   if (!dev.ok()) SKIP(std::string(dev.status().message()));
   return **dev;
@@ -145,7 +153,7 @@ std::vector<uint8_t> Store(const std::vector<float>& v, DType dtype) {
     if (dtype == DType::kF32) {
       std::memcpy(bytes.data() + 4 * i, &v[i], 4);
     } else {
-      const uint16_t h = dtype == DType::kBF16 ? cpu::FloatToBf16(v[i]) : cpu::FloatToF16(v[i]);
+      const uint16_t h = dtype == DType::kBF16 ? gqa::FloatToBf16(v[i]) : gqa::FloatToF16(v[i]);
       std::memcpy(bytes.data() + 2 * i, &h, 2);
     }
   }
@@ -207,7 +215,7 @@ TEST_CASE(MatMul) {
       for (int t = 0; t < s.n; ++t) {
         for (int r = 0; r < s.rows; ++r) {
           double a = s.bias ? std::abs(bias[r]) : 0.0;
-          for (int c = 0; c < s.cols; ++c) a += std::abs(x[t * s.cols + c] * cpu::LoadElement(host_w.data, dt, int64_t{r} * s.stride + c));
+          for (int c = 0; c < s.cols; ++c) a += std::abs(x[t * s.cols + c] * gqa::LoadElement(host_w.data, dt, int64_t{r} * s.stride + c));
           scale[size_t(t) * s.rows + r] = a + 1e-30;
         }
       }
@@ -370,8 +378,10 @@ std::unique_ptr<AttentionScenario> MakeScenario(const AttnCase& c, const std::ve
                 sc->Meta(sc->all_seq.data(), sc->all_pos.data(), sc->all_slot.data(), sc->tables.data(), n_all),
                 sc->cpu_layout, sc->cpu_k.data(), sc->cpu_v.data());
   sc->want.resize(sc->q.size());
+  const std::unique_ptr<AttentionPlan> cpu_plan =
+      Cpu().PlanAttention(sc->step_seq.data(), sc->step_pos.data(), n, shape, sc->cpu_layout);
   Cpu().Attention(sc->q.data(), sc->Meta(sc->step_seq.data(), sc->step_pos.data(), sc->step_slot.data(), sc->tables.data(), n),
-                  sc->cpu_layout, sc->cpu_k.data(), sc->cpu_v.data(), shape, sc->want.data());
+                  sc->cpu_layout, sc->cpu_k.data(), sc->cpu_v.data(), shape, *cpu_plan, sc->want.data());
 
   sc->dev_layout = Device().KvLayout(total_blocks, bs, c.num_kv_heads, hd, c.kv_dtype);
   sc->d_all_seq = Upload(sc->all_seq);
@@ -393,11 +403,18 @@ std::unique_ptr<AttentionScenario> MakeScenario(const AttnCase& c, const std::ve
   return sc;
 }
 
-std::vector<float> DeviceAttention(const AttentionScenario& sc, const std::string& what) {
+// The step's attention on `dev` (Device() or GenericDevice()) with its plan
+// from the same backend.
+std::vector<float> DeviceAttention(const AttentionScenario& sc, Backend& dev, const std::string& what) {
+  REQUIRE_OK(Device().Synchronize());  // the cache and inputs, written on Device()'s stream
+  const std::unique_ptr<AttentionPlan> plan =
+      dev.PlanAttention(sc.step_seq.data(), sc.step_pos.data(), sc.steps(), sc.shape, sc.dev_layout);
   return UnderSchedules(what, [&] {
     DeviceBuffer out = Poisoned(sc.q.size() * 4);
-    Device().Attention(sc.dq.as<float>(), sc.DeviceStepMeta(), sc.dev_layout, sc.dkc.data(), sc.dvc.data(), sc.shape,
-                       out.as<float>());
+    REQUIRE_OK(Device().Synchronize());
+    dev.Attention(sc.dq.as<float>(), sc.DeviceStepMeta(), sc.dev_layout, sc.dkc.data(), sc.dvc.data(), sc.shape,
+                  *plan, out.as<float>());
+    REQUIRE_OK(dev.Synchronize());
     return Download<float>(out, sc.q.size());
   });
 }
@@ -421,7 +438,7 @@ void RunAttentionCase(const AttnCase& c) {
     }
   }
   CHECK_MSG(mismatches == 0, "write_kv " << Name(c) << ": " << mismatches << " rows differ from the CPU's");
-  const auto got = DeviceAttention(*sc, "attention " + Name(c));
+  const auto got = DeviceAttention(*sc, GenericDevice(), "attention " + Name(c));
   ExpectClose(got, sc->want, RelativeScale(sc->want), 2e-5, "attention " + Name(c));
 }
 
@@ -450,8 +467,7 @@ TEST_CASE(AttentionGroupSizes) {
 void RunPlannedCase(const AttnCase& c) {
   const std::unique_ptr<AttentionScenario> sc = MakeScenario(c, {1300, 1, 300, 20}, {1299, 0, 263, 0});
   REQUIRE_OK(Device().ReserveAttention(sc->steps(), 4, sc->shape));
-  Device().PlanAttention(sc->step_seq.data(), sc->step_pos.data(), sc->steps(), sc->shape, sc->dev_layout);
-  const auto got = DeviceAttention(*sc, "planned attention " + Name(c));
+  const auto got = DeviceAttention(*sc, Device(), "planned attention " + Name(c));
   const std::vector<float>& want = sc->want;
   const int hd = c.head_dim;
   // The first two step tokens are decode items, the rest prefill tiles.
@@ -520,7 +536,8 @@ TEST_CASE(TooLargeHeadDimIsAnErrorNotACrash) {
   shape.num_kv_heads = 1;
   shape.head_dim = 512;
   AttentionMeta meta;
-  Device().Attention(nullptr, meta, KvCacheLayout{}, nullptr, nullptr, shape, nullptr);
+  const std::unique_ptr<AttentionPlan> plan = Device().PlanAttention(nullptr, nullptr, 0, shape, KvCacheLayout{});
+  Device().Attention(nullptr, meta, KvCacheLayout{}, nullptr, nullptr, shape, *plan, nullptr);
   const absl::Status st = Device().Synchronize();
   CHECK_MSG(!st.ok() && std::string(st.message()).find("head_dim") != std::string::npos, st.message());
   CHECK(Device().Synchronize().ok());  // the error was reported once

@@ -1,6 +1,6 @@
 // Chat templates rendered by our Jinja subset vs transformers/jinja2
 // (fixtures: tests/fixtures/tokenizer/chat.jsonl from make_tokenizer_fixtures.py).
-#include "server/tokenizer/chat_template.h"
+#include "tokenizer/chat_template.h"
 
 #include "tests/tokenizer/test_util.h"
 

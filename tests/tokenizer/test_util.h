@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "server/tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace gqa::testing {
 

@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <random>
 
-#include "server/tokenizer/chat_template.h"
-#include "server/tokenizer/detokenizer.h"
-#include "server/tokenizer/unicode.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/detokenizer.h"
+#include "tokenizer/unicode.h"
 #include "tests/tokenizer/test_util.h"
 
 namespace gqa {

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <map>
 
-#include "server/tokenizer/detokenizer.h"
-#include "server/tokenizer/unicode.h"
+#include "tokenizer/detokenizer.h"
+#include "tokenizer/unicode.h"
 #include "tests/tokenizer/test_util.h"
 
 namespace gqa {

@@ -2,9 +2,9 @@
 // tokens as text, and clear errors for unsupported tokenizer components.
 #include <thread>
 
-#include "server/tokenizer/detokenizer.h"
-#include "server/tokenizer/stop_strings.h"
-#include "server/tokenizer/unicode.h"
+#include "tokenizer/detokenizer.h"
+#include "tokenizer/stop_strings.h"
+#include "tokenizer/unicode.h"
 #include "tests/tokenizer/test_util.h"
 
 namespace gqa {

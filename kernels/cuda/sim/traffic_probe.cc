@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/cuda_backend.h"
-#include "kernels/cuda/sim/simt.h"
+#include "kernels/simt/simt.h"
 
 namespace gqa::cuda_sim {
 
@@ -78,7 +78,7 @@ absl::StatusOr<TrafficReport> MeasureAttentionTraffic(const TrafficCase& c) {
     return absl::InvalidArgumentError(absl::StrCat("no specialised kernel for group ", c.group_size, ", head_dim ", hd));
   }
   RETURN_IF_ERROR(dev->ReserveAttention(n, c.batch, shape));
-  dev->PlanAttention(step_seq.data(), step_pos.data(), n, shape, layout);
+  const std::unique_ptr<AttentionPlan> plan = dev->PlanAttention(step_seq.data(), step_pos.data(), n, shape, layout);
   meta.num_tokens = n;
   meta.token_seq = d_seq.as<int32_t>();
   meta.token_pos = d_pos.as<int32_t>();
@@ -89,7 +89,7 @@ absl::StatusOr<TrafficReport> MeasureAttentionTraffic(const TrafficCase& c) {
   gqa_sim::ClearWatches();
   gqa_sim::WatchRange(kc.data(), layout.Bytes());
   gqa_sim::WatchRange(vc.data(), layout.Bytes());
-  dev->Attention(dq.as<float>(), meta, layout, kc.data(), vc.data(), shape, out.as<float>());
+  dev->Attention(dq.as<float>(), meta, layout, kc.data(), vc.data(), shape, *plan, out.as<float>());
   RETURN_IF_ERROR(dev->Synchronize());
   const gqa_sim::Traffic t = gqa_sim::GetTraffic();
   gqa_sim::ClearWatches();
@@ -103,9 +103,9 @@ absl::StatusOr<TrafficReport> MeasureAttentionTraffic(const TrafficCase& c) {
   r.total_bytes = double(t.loads.bytes + t.stores.bytes);
   r.kv_sectors = double(t.watched_loads.sectors);
   r.kv_ideal_sectors = double(t.watched_loads.ideal_sectors);
-  const AttentionPlan plan =
-      MakeAttentionPlan(step_seq.data(), step_pos.data(), n, shape, c.kv_dtype, 2 * 132, std::max(64, 4 * c.batch));
-  r.max_splits = plan.max_splits;
+  const AttentionSchedule sched =
+      MakeAttentionSchedule(step_seq.data(), step_pos.data(), n, shape, c.kv_dtype, 2 * 132, std::max(64, 4 * c.batch));
+  r.max_splits = sched.max_splits;
   return r;
 }
 

@@ -7,7 +7,8 @@
 
 #include <string>
 
-#include "kernels/common.h"
+#include "base/common.h"
+#include "kernels/dtype.h"
 
 namespace gqa::cuda_sim {
 
