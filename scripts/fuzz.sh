@@ -10,7 +10,7 @@
 # build-fuzz/artifacts/. A crash found becomes a file in fuzz/regressions/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets=(fuzz_safetensors fuzz_config fuzz_tokenizer_json fuzz_chat_template fuzz_http_request fuzz_grpc_request
+targets=(fuzz_safetensors fuzz_config fuzz_step_wire fuzz_tokenizer_json fuzz_chat_template fuzz_http_request fuzz_grpc_request
          fuzz_detokenizer)
 what="${1:-}"
 if [ "$what" = list ]; then printf '%s\n' "${targets[@]}"; exit 0; fi

@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "worker/step_wire.h"
 
 namespace gqa {
 namespace {
@@ -289,71 +290,6 @@ absl::Status Executor::Step(const StepBatch& batch, std::vector<float>* logits) 
 }
 
 #if defined(GQA_WITH_MPI)
-namespace {
-
-// A step as rank 0 broadcasts it to the other processes of an MPI job.
-enum class StepKind : int32_t { kStep = 1, kStop = 2 };
-
-class StepWriter {
- public:
-  template <typename T>
-  void Put(const T& v) {
-    const char* p = reinterpret_cast<const char*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
-  }
-  template <typename T>
-  void PutVector(const std::vector<T>& v) {
-    Put<int64_t>(int64_t(v.size()));
-    const char* p = reinterpret_cast<const char*>(v.data());
-    bytes.insert(bytes.end(), p, p + v.size() * sizeof(T));
-  }
-  std::vector<char> bytes;
-};
-
-class StepReader {
- public:
-  explicit StepReader(const std::vector<char>& bytes) : bytes_(bytes) {}
-  template <typename T>
-  bool Get(T* v) {
-    if (bytes_.size() - at_ < sizeof(T)) return false;
-    std::memcpy(v, bytes_.data() + at_, sizeof(T));
-    at_ += sizeof(T);
-    return true;
-  }
-  template <typename T>
-  bool GetVector(std::vector<T>* v) {
-    int64_t n = 0;
-    if (!Get(&n) || n < 0 || uint64_t(n) > (bytes_.size() - at_) / sizeof(T)) return false;
-    v->resize(size_t(n));
-    std::memcpy(v->data(), bytes_.data() + at_, size_t(n) * sizeof(T));
-    at_ += size_t(n) * sizeof(T);
-    return true;
-  }
-  bool done() const { return at_ == bytes_.size(); }
-
- private:
-  const std::vector<char>& bytes_;
-  size_t at_ = 0;
-};
-
-std::vector<char> EncodeStep(const StepBatch& b, const StepSampling* sampling, bool want_logits) {
-  StepWriter w;
-  w.Put(StepKind::kStep);
-  w.Put<int32_t>(want_logits ? 1 : 0);
-  w.Put<int32_t>(sampling != nullptr ? 1 : 0);
-  w.Put<int32_t>(b.max_blocks_per_seq);
-  for (const auto* v : {&b.token_ids, &b.positions, &b.token_seq, &b.slot_mapping, &b.block_tables, &b.logits_rows}) {
-    w.PutVector(*v);
-  }
-  if (sampling != nullptr) {
-    w.PutVector(sampling->rows);
-    w.PutVector(sampling->penalties);
-  }
-  return std::move(w.bytes);
-}
-
-}  // namespace
-
 absl::Status Executor::ServeSteps() {
   MpiJob* job = options_.mpi;
   if (job == nullptr || job->rank() == 0) return absl::FailedPreconditionError("ServeSteps runs on MPI ranks other than 0");
@@ -361,27 +297,20 @@ absl::Status Executor::ServeSteps() {
   std::vector<char> bytes;
   for (;;) {
     RETURN_IF_ERROR(job->BroadcastBytes(&bytes));
-    StepReader r(bytes);
-    StepKind kind;
-    int32_t want_logits = 0, has_sampling = 0;
-    StepBatch batch;
-    StepSampling sampling;
-    bool ok = r.Get(&kind);
-    if (ok && kind == StepKind::kStop) return absl::OkStatus();
-    ok = ok && kind == StepKind::kStep && r.Get(&want_logits) && r.Get(&has_sampling) && r.Get(&batch.max_blocks_per_seq);
-    for (auto* v : {&batch.token_ids, &batch.positions, &batch.token_seq, &batch.slot_mapping, &batch.block_tables,
-                    &batch.logits_rows}) {
-      ok = ok && r.GetVector(v);
-    }
-    if (ok && has_sampling) ok = r.GetVector(&sampling.rows) && r.GetVector(&sampling.penalties);
-    if (!ok || !r.done()) {
-      const absl::Status st = absl::InternalError("a step message from rank 0 could not be decoded");
+    absl::StatusOr<StepMessage> m = DecodeStepMessage(std::string_view(bytes.data(), bytes.size()));
+    if (!m.ok()) {
+      const absl::Status st = absl::InternalError(m.status().message());
       job->Fail(st);
       return st;
     }
+    if (m->kind == StepMessageKind::kStop) return absl::OkStatus();
+    const StepBatch& batch = m->batch;
+    const bool has_sampling = m->has_sampling;
+    const StepSampling& sampling = m->sampling;
+    const bool want_logits = m->want_logits;
     batch_ = &batch;
     sampling_ = has_sampling ? &sampling : nullptr;
-    want_logits_ = want_logits != 0;
+    want_logits_ = want_logits;
     RunRank(w);
     batch_ = nullptr;
     sampling_ = nullptr;
@@ -411,9 +340,8 @@ absl::Status Executor::RunMpiStep(const StepBatch& batch, const StepSampling* sa
 void Executor::StopMpiRanks() {
   MpiJob* job = options_.mpi;
   if (job == nullptr || job->rank() != 0 || !job->failure().ok()) return;
-  StepWriter w;
-  w.Put(StepKind::kStop);
-  (void)job->BroadcastBytes(&w.bytes);
+  std::vector<char> bytes = EncodeStop();
+  (void)job->BroadcastBytes(&bytes);
 }
 #else
 absl::Status Executor::ServeSteps() { return absl::FailedPreconditionError("this build has no MPI support"); }
