@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "base/common.h"
 
 namespace gqa {
 namespace {
@@ -30,14 +31,16 @@ int PortAfter(const std::string& text, size_t from, const std::string& marker) {
 
 }  // namespace
 
-absl::Status ServerProcess::Start(const std::string& bin, const std::vector<std::string>& args,
-                                  const std::string& log_file, double start_timeout_s) {
+absl::Status ServerProcess::Spawn(const std::string& bin, const std::vector<std::string>& args,
+                                  const std::string& log_file,
+                                  const std::vector<std::pair<std::string, std::string>>& env) {
   Stop();
   std::filesystem::remove(log_file);  // a previous server's ports must not be read
   pid_ = fork();
   if (pid_ < 0) return absl::InternalError("fork failed");
   if (pid_ == 0) {
     if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     std::vector<std::string> all = {bin, "--http-port", "0", "--grpc-port", "0"};
     all.insert(all.end(), args.begin(), args.end());
     std::vector<char*> argv;
@@ -46,6 +49,13 @@ absl::Status ServerProcess::Start(const std::string& bin, const std::vector<std:
     execv(bin.c_str(), argv.data());
     _exit(127);
   }
+  return absl::OkStatus();
+}
+
+absl::Status ServerProcess::Start(const std::string& bin, const std::vector<std::string>& args,
+                                  const std::string& log_file, double start_timeout_s,
+                                  const std::vector<std::pair<std::string, std::string>>& env) {
+  RETURN_IF_ERROR(Spawn(bin, args, log_file, env));
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(start_timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
     std::ifstream in(log_file);

@@ -29,6 +29,7 @@
 #include "nlohmann/json.hpp"
 #include "server/grpc_server.h"
 #include "server/http_server.h"
+#include "bench/server_process.h"
 #include "tests/test_util.h"
 #include "worker/synthetic_model.h"
 
@@ -1313,47 +1314,26 @@ TEST(ServerTest, MetricsMove) {
 namespace gqa {
 namespace {
 
-// Starts the gqa-server program with `args` on free ports; returns its HTTP
-// port (0 if it did not come up, after killing it) and its pid.
+// Starts the gqa-server program with `args` on free ports (ServerProcess);
+// returns its HTTP port (0 if it did not come up, after killing it) and its
+// pid, which the caller signals and reaps.
 int StartServerProcess(const std::string& tag, const std::vector<std::string>& args, pid_t* pid_out,
                        const std::vector<std::pair<std::string, std::string>>& env = {},
                        std::string* log_path = nullptr) {
   const std::string log = testing::ProcessTempDir(tag);
   std::filesystem::create_directories(log);
   const std::string log_file = log + "/server.log";
-  std::filesystem::remove(log_file);  // a previous server's port must not be read
   if (log_path) *log_path = log_file;
-  const pid_t pid = fork();
-  if (pid < 0) return 0;
-  if (pid == 0) {  // free ports picked by the server; it logs them
-    const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
-    if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
-    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
-    std::vector<std::string> all = {bin, "--model", ModelDir(), "--http-port", "0", "--grpc-port", "0"};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(bin.c_str(), argv.data());
-    _exit(127);
+  std::vector<std::string> all = {"--model", ModelDir()};
+  all.insert(all.end(), args.begin(), args.end());
+  ServerProcess server;
+  const absl::Status st = server.Start(std::string(GQA_BIN_DIR) + "/gqa-server", all, log_file, 60, env);
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(st.message()).c_str());
+    return 0;
   }
-  *pid_out = pid;
-  int http_port = 0;
-  for (int i = 0; i < 1200 && http_port == 0; ++i) {
-    std::ifstream in(log_file);
-    const std::string text((std::istreambuf_iterator<char>(in)), {});
-    const size_t at = text.find("HTTP on 127.0.0.1:");
-    if (at != std::string::npos && text.find("gqa: serving") != std::string::npos) {
-      http_port = std::stoi(text.substr(at + 18));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  if (http_port == 0) {
-    kill(pid, SIGKILL);
-    waitpid(pid, nullptr, 0);
-  }
-  return http_port;
+  *pid_out = server.Release();
+  return server.http_port();
 }
 
 // The API key from a file or $GQA_API_KEY (not only the command line, where
@@ -1433,21 +1413,20 @@ ServerExit RunServerUntilExit(const std::string& tag, const std::string& model, 
   const std::string dir = testing::ProcessTempDir(tag);
   fs::create_directories(dir);
   const std::string log_file = dir + "/server.log";
-  fs::remove(log_file);
   auto read_log = [&] {
     std::ifstream in(log_file);
     return std::string((std::istreambuf_iterator<char>(in)), {});
   };
   const auto start = std::chrono::steady_clock::now();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string bin = std::string(GQA_BIN_DIR) + "/gqa-server";
-    if (std::freopen(log_file.c_str(), "w", stderr) == nullptr) _exit(126);
-    execl(bin.c_str(), bin.c_str(), "--model", model.c_str(), "--http-port", "0", "--grpc-port", "0",
-          "--num-kv-blocks", "16", static_cast<char*>(nullptr));
-    _exit(127);
-  }
+  ServerProcess server;
+  const absl::Status spawned =
+      server.Spawn(std::string(GQA_BIN_DIR) + "/gqa-server", {"--model", model, "--num-kv-blocks", "16"}, log_file);
   ServerExit r;
+  if (!spawned.ok()) {
+    ADD_FAILURE() << spawned;
+    return r;
+  }
+  const pid_t pid = server.Release();
   bool signalled = sigterm_after.empty();
   for (;;) {
     int status = 0;
