@@ -31,6 +31,9 @@ void AddEngineFlags(Flags& f) {
         "the matrix products. bf16: rounded to one bf16, as llama.cpp does; f32: kept f32 (the weights widened for "
         "FMAs), half the prefill and batched-decode throughput, logits about 1.5e-2 (relative) closer to "
         "an f32 computation; auto: bf16. Other CPUs and dtypes compute in f32 whatever this says");
+  f.AddBool("enable-prefix-caching", "reuse the KV blocks of prompt prefixes that earlier requests computed "
+            "(automatic prefix caching; the default)");
+  f.AddBool("no-enable-prefix-caching", "compute every prompt from its first token");
   f.Add("rank-timeout", "3", "under mpirun: seconds without a heartbeat after which a rank counts as failed and "
         "the job ends (rank 0 fails the requests in flight and exits non-zero)");
 }
@@ -88,6 +91,10 @@ absl::StatusOr<EngineBuildOptions> EngineBuildOptionsFromFlags(const Flags& f) {
     o.seed = static_cast<uint64_t>(seed);
   }
   ASSIGN_OR_RETURN(o.rank_timeout_s, f.GetDouble("rank-timeout"));
+  if (f.GetBool("enable-prefix-caching") && f.GetBool("no-enable-prefix-caching")) {
+    return absl::InvalidArgumentError("give --enable-prefix-caching or --no-enable-prefix-caching, not both");
+  }
+  o.engine.enable_prefix_caching = !f.GetBool("no-enable-prefix-caching");
   return o;
 }
 

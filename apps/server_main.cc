@@ -101,6 +101,52 @@ class SignalWatch {
   absl::Status failure_;
 };
 
+// Every `interval_s` seconds in which the engine ran steps, one line of what
+// it did: requests running and waiting, KV usage, token rates, and the
+// prefix cache's hit rate over the interval and since the start.
+class StatsLog {
+ public:
+  StatsLog(const Engine& engine, double interval_s) : engine_(engine) {
+    if (interval_s <= 0) return;
+    thread_ = std::thread([this, interval_s] {
+      EngineStats last = engine_.Stats();
+      std::unique_lock<std::mutex> lock(mu_);
+      while (!cv_.wait_for(lock, std::chrono::duration<double>(interval_s), [this] { return stop_; })) {
+        const EngineStats now = engine_.Stats();
+        if (now.steps != last.steps) Print(last, now, interval_s);
+        last = now;
+      }
+    });
+  }
+  ~StatsLog() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  static void Print(const EngineStats& a, const EngineStats& b, double s) {
+    auto ratio = [](int64_t num, int64_t den) { return den > 0 ? 100.0 * double(num) / double(den) : 0.0; };
+    const int total = std::max(b.total_blocks, 1);
+    std::fprintf(stderr,
+                 "gqa: stats: %d running, %d waiting, KV cache %.1f%% used + %.1f%% cached; %.1f prompt, %.1f "
+                 "generated tokens/s; prefix cache hit rate %.1f%% (last %g s), %.1f%% (all); %lld preemptions\n",
+                 b.running, b.waiting, 100.0 * (total - b.free_blocks) / total, 100.0 * b.cached_blocks / total,
+                 double(b.prompt_tokens - a.prompt_tokens) / s, double(b.generated_tokens - a.generated_tokens) / s,
+                 ratio(b.prefix_cache_hits - a.prefix_cache_hits, b.prefix_cache_queries - a.prefix_cache_queries), s,
+                 ratio(b.prefix_cache_hits, b.prefix_cache_queries), static_cast<long long>(b.preemptions));
+  }
+
+  const Engine& engine_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
 // Loading the model and tokenizer; every failure, exceptions included, comes
 // back as a status naming what failed.
 absl::Status Load(const Flags& f, const std::string& dir, MpiJob* mpi, std::unique_ptr<Engine>* engine,
@@ -170,6 +216,10 @@ absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
   }
   const std::string log_format = f.Get("log-format");
   if (log_format != "text" && log_format != "json") return absl::InvalidArgumentError("--log-format must be text or json");
+  ASSIGN_OR_RETURN(double stats_interval, f.GetDouble("log-stats-interval"));
+  if (!(stats_interval >= 0 && stats_interval <= 86400)) {
+    return absl::InvalidArgumentError("--log-stats-interval must be in [0, 86400] seconds");
+  }
   if (!f.Has("model")) return absl::InvalidArgumentError("--model DIR is required");
   const std::string dir = f.Get("model");
   ASSIGN_OR_RETURN(const std::string api_key, ApiKey(f));
@@ -223,6 +273,7 @@ absl::Status Run(const Flags& f, const sigset_t& signals, MpiJob* mpi) {
   if (mpi != nullptr) {
     mpi->StartWatch(kHeartbeatSeconds, rank_timeout, [&watch](const absl::Status& why) { watch.Fail(why); });
   }
+  StatsLog stats(frontend->engine(), stats_interval);
   watch.Serving();
   const int sig = watch.Wait();
   if (mpi != nullptr && sig != 0) {
@@ -291,6 +342,8 @@ int main(int argc, char** argv) {
             "--max-connections-per-ip too");
   f.Add("http-header-timeout", "10", "seconds for a request's headers to arrive, from its first byte; then 408");
   f.Add("http-body-timeout", "60", "seconds for a request's body to arrive, after its headers; then 408");
+  f.Add("log-stats-interval", "10", "seconds between the stats lines on stderr (requests, KV usage, token rates, "
+        "prefix-cache hit rate), printed only when the engine ran; 0: none");
   f.Add("log-format", "text", "request log lines: text (key=value) or json (one object per line)");
   f.AddBool("no-special-tokens-in-content",
             "encode chat message content as plain text: '</s>' or '<|im_end|>' typed by a user stays text "

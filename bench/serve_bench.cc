@@ -231,6 +231,8 @@ void AddServeFlags(Flags& f) {
   f.Add("output-len", "128", "serve: max_tokens per request");
   f.AddBool("no-ignore-eos", "serve: let requests stop at EOS (by default ignore_eos is sent, so lengths are exact)");
   f.Add("temperature", "0", "serve: sampling temperature sent with every request (0: greedy)");
+  f.Add("shared-prefix-len", "0", "serve: tokens (ids) or words (text) of one prefix that every prompt starts "
+        "with, before its --input-len of its own (as a shared system prompt: exercises prefix caching)");
   f.Add("prompt-kind", "ids", "serve: ids (random token ids) or text (random common words)");
   f.Add("vocab-size", "1000", "serve: random token ids are drawn from [3, vocab-size)");
   f.Add("dataset", "", "serve: JSONL prompts instead ({\"prompt\": text or [ids], \"max_tokens\": N}), cycled");
@@ -295,6 +297,7 @@ absl::StatusOr<RequestOptions> RequestOptionsFromFlags(const Flags& f) {
 absl::Status WorkloadOptionsFromFlags(const Flags& f, WorkloadOptions* w) {
   w->kind = f.Get("prompt-kind");
   ASSIGN_OR_RETURN(w->input_len, f.GetInt("input-len"));
+  ASSIGN_OR_RETURN(w->shared_prefix_len, f.GetInt("shared-prefix-len"));
   ASSIGN_OR_RETURN(w->output_len, f.GetInt("output-len"));
   ASSIGN_OR_RETURN(w->vocab_size, f.GetInt("vocab-size"));
   w->dataset = f.Get("dataset");
@@ -305,7 +308,7 @@ absl::Status WorkloadOptionsFromFlags(const Flags& f, WorkloadOptions* w) {
 
 nlohmann::json LoadConfigJson(const Flags& f) {
   nlohmann::json c;
-  for (const char* name : {"concurrency", "request-rate", "input-len", "output-len", "prompt-kind", "vocab-size",
+  for (const char* name : {"concurrency", "request-rate", "input-len", "shared-prefix-len", "output-len", "prompt-kind", "vocab-size",
                            "dataset", "warmup", "duration", "num-requests", "request-timeout", "slo-ttft-ms",
                            "slo-tpot-ms", "seed", "temperature"}) {
     if (std::string(name) == "concurrency" && f.Has("request-rate")) continue;

@@ -88,18 +88,28 @@ absl::StatusOr<Workload> Workload::Create(const WorkloadOptions& o) {
   if (o.input_len < 1 || o.output_len < 1) return absl::InvalidArgumentError("--input-len and --output-len must be >= 1");
   if (o.kind == "ids" && o.vocab_size < 4) return absl::InvalidArgumentError("--vocab-size must be at least 4");
   // A pool of distinct prompts, cycled: 1024 is more than any level sends
-  // at once, so no two requests in flight share a prompt (no prefix reuse).
+  // at once, so no two requests in flight share a prompt (no prefix reuse
+  // beyond shared_prefix_len).
+  if (o.shared_prefix_len < 0) return absl::InvalidArgumentError("--shared-prefix-len must be >= 0");
   std::mt19937_64 rng(o.seed);
-  for (int i = 0; i < 1024; ++i) {
-    Prompt p;
-    p.max_tokens = o.output_len;
-    if (o.kind == "ids") {
-      std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>(o.vocab_size - 1));
-      for (int64_t t = 0; t < o.input_len; ++t) p.ids.push_back(id(rng));
-    } else {
-      std::uniform_int_distribution<size_t> word(0, std::size(kWords) - 1);
-      for (int64_t t = 0; t < o.input_len; ++t) absl::StrAppend(&p.text, t ? " " : "", kWords[word(rng)]);
+  std::uniform_int_distribution<int32_t> id(3, static_cast<int32_t>(std::max<int64_t>(o.vocab_size, 4) - 1));
+  std::uniform_int_distribution<size_t> word(0, std::size(kWords) - 1);
+  // Appends n random ids or words to p.
+  auto append = [&](Prompt& p, int64_t n) {
+    for (int64_t t = 0; t < n; ++t) {
+      if (o.kind == "ids") {
+        p.ids.push_back(id(rng));
+      } else {
+        absl::StrAppend(&p.text, p.text.empty() ? "" : " ", kWords[word(rng)]);
+      }
     }
+  };
+  Prompt prefix;
+  append(prefix, o.shared_prefix_len);
+  for (int i = 0; i < 1024; ++i) {
+    Prompt p = prefix;
+    p.max_tokens = o.output_len;
+    append(p, o.input_len);
     w.prompts_.push_back(std::move(p));
   }
   return w;

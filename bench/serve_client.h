@@ -28,6 +28,9 @@ struct WorkloadOptions {
   int64_t input_len = 128;   // tokens (ids) or words (text)
   int64_t output_len = 128;
   int64_t vocab_size = 1000;  // ids are drawn from [3, vocab_size)
+  // Tokens (ids) or words (text) of one prefix that every prompt starts
+  // with, before its input_len of its own (chat traffic's system prompt).
+  int64_t shared_prefix_len = 0;
   std::string dataset;        // JSONL path; overrides kind
   uint64_t seed = 0;
 };

@@ -75,6 +75,11 @@ std::optional<MetricsSample> SampleFromPrometheus(const std::string& text) {
   if (!get("gqa_num_requests_running", &s.running) || !get("gqa_num_requests_waiting", &s.waiting)) return std::nullopt;
   get("gqa_kv_cache_usage_ratio", &s.kv_usage);
   get("gqa_num_preemptions_total", &s.preemptions_total);
+  double queries = 0, hits = 0;
+  if (get("gqa_prefix_cache_queries_total", &queries) && get("gqa_prefix_cache_hits_total", &hits)) {
+    s.prefix_queries_total = queries;
+    s.prefix_hits_total = hits;
+  }
   return s;
 }
 
@@ -94,6 +99,11 @@ ServerSamples SummarizeServer(const std::vector<MetricsSample>& s) {
   out.waiting_mean /= double(s.size());
   out.kv_usage_mean /= double(s.size());
   out.preemptions = s.back().preemptions_total - s.front().preemptions_total;
+  if (s.front().prefix_queries_total && s.back().prefix_queries_total) {
+    const double queries = *s.back().prefix_queries_total - *s.front().prefix_queries_total;
+    const double hits = *s.back().prefix_hits_total - *s.front().prefix_hits_total;
+    if (queries > 0) out.prefix_hit_rate = hits / queries;
+  }
   return out;
 }
 
@@ -185,7 +195,8 @@ nlohmann::json LevelJson(const LevelResult& r) {
     const ServerSamples& s = *r.server;
     j["server"] = {{"samples", s.samples},          {"running_mean", s.running_mean}, {"running_max", s.running_max},
                    {"waiting_mean", s.waiting_mean}, {"waiting_max", s.waiting_max},   {"kv_usage_mean", s.kv_usage_mean},
-                   {"kv_usage_max", s.kv_usage_max}, {"preemptions", s.preemptions}};
+                   {"kv_usage_max", s.kv_usage_max}, {"preemptions", s.preemptions},
+                   {"prefix_cache_hit_rate", s.prefix_hit_rate ? nlohmann::json(*s.prefix_hit_rate) : nlohmann::json(nullptr)}};
   } else {
     j["server"] = nullptr;
   }
@@ -198,7 +209,8 @@ std::string CsvHeader() {
       "output_throughput,total_token_throughput,ttft_mean_ms,ttft_p50_ms,ttft_p90_ms,ttft_p99_ms,tpot_mean_ms,"
       "tpot_p50_ms,tpot_p90_ms,tpot_p99_ms,itl_p50_ms,itl_p99_ms,e2e_mean_ms,e2e_p50_ms,e2e_p99_ms,goodput";
   for (const std::string& k : ErrorKinds()) absl::StrAppend(&h, ",errors_", k);
-  absl::StrAppend(&h, ",server_running_max,server_waiting_max,server_kv_usage_max,server_preemptions\n");
+  absl::StrAppend(&h, ",server_running_max,server_waiting_max,server_kv_usage_max,server_preemptions,"
+                      "server_prefix_cache_hit_rate\n");
   return h;
 }
 
@@ -212,10 +224,12 @@ std::string CsvRow(const LevelResult& r, const std::string& label) {
       r.goodput ? absl::StrFormat("%.4f", *r.goodput) : "");
   for (const std::string& k : ErrorKinds()) absl::StrAppend(&s, ",", r.errors_by_kind.at(k));
   if (r.server) {
-    absl::StrAppend(&s, absl::StrFormat(",%g,%g,%.4f,%g\n", r.server->running_max, r.server->waiting_max,
-                                        r.server->kv_usage_max, r.server->preemptions));
+    absl::StrAppend(&s, absl::StrFormat(",%g,%g,%.4f,%g,%s\n", r.server->running_max, r.server->waiting_max,
+                                        r.server->kv_usage_max, r.server->preemptions,
+                                        r.server->prefix_hit_rate ? absl::StrFormat("%.4f", *r.server->prefix_hit_rate)
+                                                                  : std::string()));
   } else {
-    absl::StrAppend(&s, ",,,,\n");
+    absl::StrAppend(&s, ",,,,,\n");
   }
   return s;
 }
@@ -230,6 +244,7 @@ std::string TableText(const std::vector<LevelResult>& levels) {
     if (r.server) {
       server = absl::StrFormat("%g/%g/%.0f%%/%g", r.server->running_max, r.server->waiting_max,
                                100 * r.server->kv_usage_max, r.server->preemptions);
+      if (r.server->prefix_hit_rate) absl::StrAppend(&server, absl::StrFormat("/%.0f%%", 100 * *r.server->prefix_hit_rate));
     }
     std::string errs = absl::StrCat(r.errors);
     t += absl::StrFormat(
@@ -239,7 +254,8 @@ std::string TableText(const std::vector<LevelResult>& levels) {
         1e3 * r.itl.p50, 1e3 * r.itl.p99, 1e3 * r.e2e.p50,
         r.goodput ? absl::StrFormat("%.2f", *r.goodput) : std::string("-"), server);
   }
-  t += "(times in ms; server: running max / waiting max / KV usage max / preemptions during the level)\n";
+  t += "(times in ms; server: running max / waiting max / KV usage max / preemptions during the level, then the "
+       "prefix-cache hit rate of prompt tokens where the server reports one)\n";
   bool any_errors = false;
   for (const LevelResult& r : levels) any_errors |= r.errors > 0;
   if (any_errors) {

@@ -54,6 +54,9 @@ struct ServerSamples {
   double waiting_mean = 0, waiting_max = 0;
   double kv_usage_mean = 0, kv_usage_max = 0;
   double preemptions = 0;  // counter at the end minus at the start
+  // Prompt tokens the server found in its prefix cache over those it looked
+  // up, during the level (a server without those counters: none).
+  std::optional<double> prefix_hit_rate;
 };
 
 // Values of unlabelled samples in Prometheus text format, by metric name.
@@ -62,6 +65,7 @@ std::map<std::string, double> ParsePrometheus(const std::string& text);
 // The gauges the level reports, from successive /metrics scrapes.
 struct MetricsSample {
   double running = 0, waiting = 0, kv_usage = 0, preemptions_total = 0;
+  std::optional<double> prefix_queries_total, prefix_hits_total;
 };
 std::optional<MetricsSample> SampleFromPrometheus(const std::string& text);
 ServerSamples SummarizeServer(const std::vector<MetricsSample>& s);

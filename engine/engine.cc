@@ -29,6 +29,7 @@ Engine::Engine(std::unique_ptr<Executor> executor, const EngineOptions& options)
   sc.max_num_seqs = std::max(1, options_.max_num_seqs);
   sc.max_num_batched_tokens = std::max(1, options_.max_num_batched_tokens);
   sc.max_model_len = options_.max_model_len;
+  sc.enable_prefix_caching = options_.enable_prefix_caching;
   scheduler_ = std::make_unique<Scheduler>(sc);
   stats_.total_blocks = sc.num_blocks;
   loop_ = std::thread([this] { Loop(); });
@@ -59,7 +60,7 @@ absl::StatusOr<int64_t> Engine::Submit(GenerationRequest request, OutputCallback
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("the engine is shutting down");
   const int64_t id = next_id_++;
-  RETURN_IF_ERROR(scheduler_->Add(id, request.prompt, request.max_tokens));
+  RETURN_IF_ERROR(scheduler_->Add(id, request.prompt, request.max_tokens, request.cache_salt));
   stats_.prompt_tokens += int64_t(request.prompt.size());
   // Unseeded requests get a seed derived from the engine's seed and the id.
   const uint64_t fallback = options_.seed * 0x9e3779b97f4a7c15ull + uint64_t(id);
@@ -85,6 +86,9 @@ EngineStats Engine::Stats() const {
   s.running = scheduler_->num_running();
   s.waiting = scheduler_->num_waiting();
   s.free_blocks = scheduler_->num_free_blocks();
+  s.cached_blocks = scheduler_->num_cached_free_blocks();
+  s.prefix_cache_queries = scheduler_->prefix_cache_queries();
+  s.prefix_cache_hits = scheduler_->prefix_cache_hits();
   s.preemptions = scheduler_->num_preemptions();
   return s;
 }
@@ -98,6 +102,7 @@ void Engine::Finish(int64_t id, FinishReason reason, absl::Status error, Request
   if (seq != nullptr) {
     out->prompt_tokens = seq->prompt_len;
     out->completion_tokens = seq->num_generated();
+    out->cached_tokens = seq->num_cached_tokens;
   }
   scheduler_->Remove(id);
 }
@@ -202,6 +207,7 @@ void Engine::RunStep(std::unique_lock<std::mutex>& lock, Events* events) {
     }
     ev.prompt_tokens = s.seq->prompt_len;
     ev.completion_tokens = s.seq->num_generated();
+    ev.cached_tokens = s.seq->num_cached_tokens;
     const int32_t t = tok.token;
     ev.tokens.push_back(std::move(tok));
     const auto& stops = req.params.stop_token_ids;

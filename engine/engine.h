@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,6 +30,9 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_token_ids;  // finish (reason stop) after emitting one of these
   bool ignore_eos = false;              // otherwise the model's eos_token_id stops too
+  // Prefix-cache isolation: blocks cached under one salt are never reused
+  // for a request with another (tenants apart; hits are visible in timing).
+  std::string cache_salt;
 };
 
 // One event of a request: new tokens, and at the end the finish.
@@ -40,6 +44,7 @@ struct RequestOutput {
   absl::Status error;  // set when reason is kError
   int prompt_tokens = 0;
   int completion_tokens = 0;  // generated so far
+  int cached_tokens = 0;      // prompt tokens whose K/V came from the prefix cache
   double queue_seconds = -1;  // on the first event: time from Submit to first scheduling
 };
 using OutputCallback = std::function<void(const RequestOutput&)>;
@@ -49,13 +54,18 @@ struct EngineOptions {
   int max_num_batched_tokens = 2048;
   int max_model_len = 0;  // 0: the model's max_position_embeddings
   uint64_t seed = 0;      // seeds requests that carry no seed of their own
+  // Automatic prefix caching (--enable-prefix-caching, on by default).
+  bool enable_prefix_caching = true;
 };
 
 struct EngineStats {
   int running = 0;
   int waiting = 0;
-  int free_blocks = 0;
+  int free_blocks = 0;         // held by no sequence (cached_blocks of them still cache a prefix)
+  int cached_blocks = 0;
   int total_blocks = 0;
+  int64_t prefix_cache_queries = 0;  // prompt tokens looked up in the prefix cache at admission
+  int64_t prefix_cache_hits = 0;     // of them, found
   int64_t preemptions = 0;
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   int64_t generated_tokens = 0;

@@ -192,12 +192,13 @@ absl::StatusOr<std::unique_ptr<Engine>> BuildEngine(const EngineBuildOptions& op
   std::fprintf(stderr,
                "gqa: %s, %d query / %d KV heads, tp=%d (kv_replication_factor %g), %s\n"
                "gqa: KV cache: %lld blocks of %lld tokens (%s) = %lld tokens, %.1f MiB; %lld sequences of "
-               "max_model_len %lld fit; sampling seed %llu\n",
+               "max_model_len %lld fit; prefix caching %s; sampling seed %llu\n",
                std::string(ArchitectureName(config.arch)).c_str(), config.num_q_heads, config.num_kv_heads, tp,
                plan.KvReplicationFactor(), engine->executor().BackendName().c_str(), static_cast<long long>(blocks),
                static_cast<long long>(block_size), kv_dtype.c_str(), static_cast<long long>(tokens),
                double(blocks * block_bytes) / (1 << 20), static_cast<long long>(blocks / ((len + block_size - 1) / block_size)),
-               static_cast<long long>(len), static_cast<unsigned long long>(o.seed));
+               static_cast<long long>(len), o.enable_prefix_caching ? "on" : "off",
+               static_cast<unsigned long long>(o.seed));
   return engine;
 }
 

@@ -6,12 +6,13 @@
 
 namespace gqa {
 
-Scheduler::Scheduler(const SchedulerConfig& config) : config_(config), allocator_(config.num_blocks) {
+Scheduler::Scheduler(const SchedulerConfig& config)
+    : config_(config), pool_(std::max(config.num_blocks, 1), std::max(config.block_size, 1), config.enable_prefix_caching) {
   GQA_CHECK(config.block_size > 0 && config.num_blocks > 0, "scheduler needs blocks");
   GQA_CHECK(config.max_num_seqs > 0 && config.max_num_batched_tokens > 0, "scheduler needs a budget");
 }
 
-absl::Status Scheduler::Add(int64_t id, std::vector<int32_t> prompt, int max_new_tokens) {
+absl::Status Scheduler::Add(int64_t id, std::vector<int32_t> prompt, int max_new_tokens, std::string cache_salt) {
   if (seqs_.count(id)) return absl::AlreadyExistsError(absl::StrCat("request id ", id, " is already queued"));
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   if (max_new_tokens < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
@@ -35,6 +36,7 @@ absl::Status Scheduler::Add(int64_t id, std::vector<int32_t> prompt, int max_new
   seq->prompt_len = static_cast<int>(prompt.size());
   seq->tokens = std::move(prompt);
   seq->max_new_tokens = max_new_tokens;
+  seq->cache_salt = std::move(cache_salt);
   waiting_.push_back(seq.get());
   seqs_[id] = std::move(seq);
   return absl::OkStatus();
@@ -43,14 +45,38 @@ absl::Status Scheduler::Add(int64_t id, std::vector<int32_t> prompt, int max_new
 bool Scheduler::EnsureBlocks(SeqState& seq, int positions) {
   const int need = BlocksFor(positions) - static_cast<int>(seq.blocks.size());
   if (need <= 0) return true;
-  if (need > allocator_.num_free()) return false;
-  for (int i = 0; i < need; ++i) seq.blocks.push_back(allocator_.Allocate());
+  if (need > pool_.num_free()) return false;
+  for (int i = 0; i < need; ++i) seq.blocks.push_back(pool_.Allocate());
   return true;
 }
 
 void Scheduler::FreeBlocks(SeqState& seq) {
-  for (int32_t b : seq.blocks) allocator_.Free(b);
+  pool_.Release(seq.blocks);
   seq.blocks.clear();
+  seq.num_registered = 0;
+}
+
+void Scheduler::HashFullBlocks(SeqState& seq) {
+  const int bs = config_.block_size;
+  const size_t full = seq.tokens.size() / bs;
+  while (seq.block_hashes.size() < full) {
+    const size_t i = seq.block_hashes.size();
+    const uint64_t parent = i == 0 ? pool_.RootHash(seq.cache_salt) : seq.block_hashes[i - 1];
+    seq.block_hashes.push_back(pool_.ChainHash(parent, seq.tokens.data() + i * bs));
+  }
+}
+
+void Scheduler::RegisterComputed(SeqState& seq) {
+  if (!pool_.caching()) return;
+  const int bs = config_.block_size;
+  const int full = std::min<int>(seq.num_computed / bs, int(seq.blocks.size()));
+  if (seq.num_registered >= full) return;
+  HashFullBlocks(seq);
+  for (int i = seq.num_registered; i < full; ++i) {
+    pool_.Register(seq.blocks[i], seq.block_hashes[i], i == 0 ? -1 : seq.blocks[i - 1], seq.tokens.data() + int64_t{i} * bs,
+                   seq.cache_salt);
+  }
+  seq.num_registered = full;
 }
 
 void Scheduler::Preempt(SeqState& seq) {
@@ -96,11 +122,29 @@ SchedulerOutput Scheduler::Schedule() {
   while (!waiting_.empty() && budget > 0 && static_cast<int>(running_.size()) < config_.max_num_seqs) {
     SeqState& seq = *waiting_.front();
     if (std::find(out.preempted.begin(), out.preempted.end(), seq.id) != out.preempted.end()) break;
-    const int n = std::min(static_cast<int>(seq.tokens.size()), budget);
-    if (!EnsureBlocks(seq, n)) break;
+    const int len = static_cast<int>(seq.tokens.size());
+    if (pool_.caching()) {
+      // The last token is always computed: its logits give the next token.
+      HashFullBlocks(seq);
+      seq.blocks = pool_.TakeCached(seq.block_hashes, seq.tokens, seq.cache_salt, (len - 1) / config_.block_size);
+    }
+    const int start = static_cast<int>(seq.blocks.size()) * config_.block_size;
+    const int n = std::min(len - start, budget);
+    if (!EnsureBlocks(seq, start + n)) {
+      FreeBlocks(seq);
+      break;
+    }
+    seq.num_computed = start;
+    seq.num_registered = start / config_.block_size;
+    if (!seq.admitted) seq.num_cached_tokens = start;
+    seq.admitted = true;
+    if (pool_.caching()) {
+      prefix_queries_ += len;
+      prefix_hits_ += start;
+    }
     waiting_.pop_front();
     running_.push_back(&seq);
-    out.seqs.push_back({&seq, 0, n, n == static_cast<int>(seq.tokens.size())});
+    out.seqs.push_back({&seq, start, n, start + n == len});
     budget -= n;
   }
   out.num_tokens = config_.max_num_batched_tokens - budget;
@@ -108,7 +152,10 @@ SchedulerOutput Scheduler::Schedule() {
 }
 
 void Scheduler::Commit(const SchedulerOutput& out) {
-  for (const ScheduledSeq& s : out.seqs) s.seq->num_computed = s.start + s.count;
+  for (const ScheduledSeq& s : out.seqs) {
+    s.seq->num_computed = s.start + s.count;
+    RegisterComputed(*s.seq);
+  }
 }
 
 void Scheduler::AppendToken(int64_t id, int32_t token) {

@@ -106,10 +106,23 @@ Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> to
   const Engine* e = engine_.get();
   metrics_.Gauge("gqa_num_requests_running", "Requests running in the engine.", [e] { return e->Stats().running; });
   metrics_.Gauge("gqa_num_requests_waiting", "Requests waiting for admission.", [e] { return e->Stats().waiting; });
-  metrics_.Gauge("gqa_kv_cache_usage_ratio", "Fraction of KV blocks in use.", [e] {
-    const EngineStats s = e->Stats();
-    return s.total_blocks ? 1.0 - double(s.free_blocks) / s.total_blocks : 0.0;
-  });
+  metrics_.Gauge("gqa_kv_cache_usage_ratio",
+                 "Fraction of KV blocks held by running requests (blocks that only keep a cached prefix count as "
+                 "free: they are reused or evicted on demand).",
+                 [e] {
+                   const EngineStats s = e->Stats();
+                   return s.total_blocks ? 1.0 - double(s.free_blocks) / s.total_blocks : 0.0;
+                 });
+  metrics_.Gauge("gqa_kv_cache_cached_free_ratio",
+                 "Fraction of KV blocks that no request holds but that keep a cached prefix.", [e] {
+                   const EngineStats s = e->Stats();
+                   return s.total_blocks ? double(s.cached_blocks) / s.total_blocks : 0.0;
+                 });
+  metrics_.CounterRead("gqa_prefix_cache_queries_total",
+                       "Prompt tokens looked up in the prefix cache when requests were admitted.",
+                       [e] { return double(e->Stats().prefix_cache_queries); });
+  metrics_.CounterRead("gqa_prefix_cache_hits_total", "Of them, tokens whose K/V came from the prefix cache.",
+                       [e] { return double(e->Stats().prefix_cache_hits); });
   const double factor = info_.kv_replication_factor;
   metrics_.Gauge("gqa_kv_replication_factor", "KV heads held over all ranks / KV heads of the model.",
                  [factor] { return factor; });
@@ -304,6 +317,7 @@ void Frontend::OnEngineOutput(const std::shared_ptr<State>& st, const RequestOut
     generation_tokens_total_->fetch_add(1);
     st->result.tokens.push_back(t);
     ++st->result.completion_tokens;
+    st->result.cached_tokens = out.cached_tokens;
     delta.tokens.push_back(t);
     std::string piece;
     if (st->detok) {

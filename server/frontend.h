@@ -51,6 +51,7 @@ struct FinalResult {
   absl::Status error;
   int prompt_tokens = 0;
   int completion_tokens = 0;
+  int cached_tokens = 0;             // prompt tokens whose K/V came from the prefix cache
   std::string text;                  // all text (for unary calls)
   std::vector<SampledToken> tokens;  // all tokens
 };

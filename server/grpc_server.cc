@@ -127,6 +127,7 @@ absl::StatusOr<ApiRequest> FromProto(const v1::GenerateRequest& p, int max_model
   }
   r.gen.stop_token_ids.assign(p.stop_token_ids().begin(), p.stop_token_ids().end());
   r.gen.ignore_eos = p.ignore_eos();
+  r.gen.cache_salt = p.cache_salt();
   return r;
 }
 
@@ -195,6 +196,7 @@ class GrpcServer::Service final : public RawService {
           resp.set_finish_reason(ToProto(f.reason));
           resp.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
           resp.mutable_usage()->set_completion_tokens(f.completion_tokens);
+          resp.mutable_usage()->set_cached_tokens(f.cached_tokens);
           Encode(resp, out);
           Finish(FinalStatus(f, ctx_));
         });
@@ -254,6 +256,7 @@ class GrpcServer::Service final : public RawService {
               m.set_finish_reason(ToProto(f.reason));
               m.mutable_usage()->set_prompt_tokens(f.prompt_tokens);
               m.mutable_usage()->set_completion_tokens(f.completion_tokens);
+              m.mutable_usage()->set_cached_tokens(f.cached_tokens);
               Enqueue(m, FinalStatus(f, ctx_));
             });
         if (!id.ok()) return Finish(ToGrpc(id.status()));

@@ -59,6 +59,12 @@ void ParseCommon(const Json& j, const ModelInfo& info, ApiRequest* r, bool* stre
       if (s.empty()) throw BadField{"stop", "stop strings must not be empty"};
     }
   }
+  if (j.contains("cache_salt") && !j["cache_salt"].is_null()) {
+    if (!j["cache_salt"].is_string() || j["cache_salt"].get<std::string>().empty()) {
+      throw BadField{"cache_salt", "'cache_salt' must be a non-empty string"};
+    }
+    r->gen.cache_salt = j["cache_salt"].get<std::string>();
+  }
   r->request_id = Get<std::string>(j, "request_id", "");
   (void)Get<std::string>(j, "user", "");
   *stream = Get<bool>(j, "stream", false);

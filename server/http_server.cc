@@ -538,7 +538,8 @@ void HttpServer::Routes() {
     };
     auto usage = [](const FinalResult& f) {
       return Json{{"prompt_tokens", f.prompt_tokens}, {"completion_tokens", f.completion_tokens},
-                  {"total_tokens", f.prompt_tokens + f.completion_tokens}};
+                  {"total_tokens", f.prompt_tokens + f.completion_tokens},
+                  {"prompt_tokens_details", {{"cached_tokens", f.cached_tokens}}}};
     };
 
     if (!stream) {

@@ -24,6 +24,7 @@ struct Result {
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
   FinishReason reason = FinishReason::kNone;
+  int cached_tokens = 0;
   bool done = false;
 };
 
@@ -42,6 +43,7 @@ class Collector {
       }
       if (out.finished) {
         r.reason = out.reason;
+        r.cached_tokens = out.cached_tokens;
         r.done = true;
         cv_.notify_all();
       }
@@ -81,7 +83,7 @@ std::string ModelDir() {
 }
 
 std::unique_ptr<Engine> MakeEngine(int tp, int blocks, int block_size, int max_seqs, int budget,
-                                   DeviceKind device = DeviceKind::kCpu) {
+                                   DeviceKind device = DeviceKind::kCpu, bool prefix_caching = true) {
   ExecutorOptions eo;
   eo.device = device;
   eo.tp = tp;
@@ -93,6 +95,7 @@ std::unique_ptr<Engine> MakeEngine(int tp, int blocks, int block_size, int max_s
   EngineOptions o;
   o.max_num_seqs = max_seqs;
   o.max_num_batched_tokens = budget;
+  o.enable_prefix_caching = prefix_caching;
   return std::make_unique<Engine>(std::move(*ex), o);
 }
 
@@ -126,10 +129,10 @@ class EngineInvarianceTest : public ::testing::TestWithParam<int> {};
 TEST_P(EngineInvarianceTest, GreedyTokensDoNotDependOnBatching) {
   const int tp = GetParam();
   const std::vector<GenerationRequest> reqs = Workload(32, 3);
-  // Alone: one request at a time.
+  // Alone: one request at a time, no prefix cache.
   std::vector<std::vector<int32_t>> alone;
   {
-    auto engine = MakeEngine(tp, 64, 4, 1, 4096);
+    auto engine = MakeEngine(tp, 64, 4, 1, 4096, DeviceKind::kCpu, /*prefix_caching=*/false);
     for (const GenerationRequest& r : reqs) {
       const std::vector<Result> res = RunTogether(*engine, {r});
       EXPECT_EQ(res[0].reason, FinishReason::kLength);
@@ -160,6 +163,127 @@ TEST_P(EngineInvarianceTest, GreedyTokensDoNotDependOnBatching) {
 
 INSTANTIATE_TEST_SUITE_P(Tp, EngineInvarianceTest, ::testing::Values(1, 2),
                          [](const ::testing::TestParamInfo<int>& i) { return "tp" + std::to_string(i.param); });
+
+// Requests that share prefixes, as chat and agent traffic does: three
+// system prompts (13, 24 and 37 tokens) each followed by 0-9 tokens of its
+// own (0: the prompt is the prefix itself, whole blocks when the block size
+// divides it), and some identical prompts.
+std::vector<GenerationRequest> SharedPrefixWorkload(int n, uint64_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> prefixes;
+  for (int len : {13, 24, 37}) {
+    std::vector<int32_t> p;
+    for (int j = 0; j < len; ++j) p.push_back(int32_t(rng() % 97));
+    prefixes.push_back(p);
+  }
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < n; ++i) {
+    GenerationRequest r;
+    if (i >= 4 && rng() % 5 == 0) {
+      r = reqs[rng() % reqs.size()];  // the same prompt again
+    } else {
+      r.prompt = prefixes[rng() % prefixes.size()];
+      const int extra = int(rng() % 10);
+      for (int j = 0; j < extra; ++j) r.prompt.push_back(int32_t(rng() % 97));
+    }
+    r.max_tokens = 1 + int(rng() % 12);
+    r.sampling.temperature = 0;
+    r.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  return reqs;
+}
+
+struct PrefixCase {
+  int tp;
+  DeviceKind device;
+};
+
+class PrefixCacheTest : public ::testing::TestWithParam<PrefixCase> {};
+
+// Greedy tokens with the prefix cache equal those without it (alone, one at
+// a time), whether requests run one after another (every later one hits),
+// batched, in prefill chunks, or under preemption and eviction; the cache is
+// used (hits counted and reported per request), and every block is free at
+// the end.
+TEST_P(PrefixCacheTest, SameGreedyTokensWithAndWithoutTheCache) {
+  const PrefixCase c = GetParam();
+  const bool sim = c.device == DeviceKind::kCudaSim;
+  const std::vector<GenerationRequest> reqs = SharedPrefixWorkload(sim ? 10 : 24, 5);
+  std::vector<std::vector<int32_t>> want;
+  {
+    auto engine = MakeEngine(c.tp, 64, 4, 1, 4096, c.device, /*prefix_caching=*/false);
+    for (const GenerationRequest& r : reqs) want.push_back(RunTogether(*engine, {r})[0].tokens);
+    EXPECT_EQ(engine->Stats().prefix_cache_queries, 0);
+  }
+  struct Setting {
+    const char* name;
+    int blocks, block_size, max_seqs, budget;
+    bool one_at_a_time, expect_preemption;
+  };
+  for (Setting s : {Setting{"one at a time", 64, 4, 1, 4096, true, false},
+                    Setting{"block size 8, one at a time", 32, 8, 1, 4096, true, false},
+                    Setting{"batched", 256, 4, 32, 4096, false, false},
+                    Setting{"chunked prefill", 256, 4, 32, 7, false, false},
+                    Setting{"preemption and eviction", 20, 4, 32, 64, false, true}}) {
+    if (sim && !s.one_at_a_time && s.budget != 4096) continue;  // the interpreter is slow: fewer settings
+    auto engine = MakeEngine(c.tp, s.blocks, s.block_size, s.max_seqs, s.budget, c.device);
+    std::vector<Result> got;
+    if (s.one_at_a_time) {
+      for (const GenerationRequest& r : reqs) got.push_back(RunTogether(*engine, {r})[0]);
+    } else {
+      got = RunTogether(*engine, reqs);
+    }
+    int reported = 0;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      EXPECT_EQ(got[i].tokens, want[i]) << s.name << ", request " << i;
+      EXPECT_LT(got[i].cached_tokens, int(reqs[i].prompt.size())) << "the last prompt token is always computed";
+      EXPECT_EQ(got[i].cached_tokens % s.block_size, 0);
+      reported += got[i].cached_tokens;
+    }
+    const EngineStats st = engine->Stats();
+    EXPECT_EQ(st.free_blocks, s.blocks) << s.name << ": a block was not returned";
+    EXPECT_GE(st.prefix_cache_hits, reported) << s.name;
+    if (s.one_at_a_time) {
+      // Every later request finds what earlier ones computed. (Requests
+      // admitted together find nothing of each other: blocks join the
+      // cache once computed.)
+      EXPECT_GT(st.prefix_cache_hits, 0) << s.name << ": the cache was never used";
+      EXPECT_EQ(st.prefix_cache_hits, reported) << s.name;
+    }
+    if (s.expect_preemption) EXPECT_GT(st.preemptions, 0) << s.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Devices, PrefixCacheTest,
+                         ::testing::Values(PrefixCase{1, DeviceKind::kCpu}, PrefixCase{2, DeviceKind::kCpu},
+                                           PrefixCase{3, DeviceKind::kCpu}, PrefixCase{1, DeviceKind::kCudaSim},
+                                           PrefixCase{2, DeviceKind::kCudaSim}),
+                         [](const ::testing::TestParamInfo<PrefixCase>& i) {
+                           return std::string(i.param.device == DeviceKind::kCpu ? "cpu" : "cuda_sim") + "_tp" +
+                                  std::to_string(i.param.tp);
+                         });
+
+// A salt keeps requests apart: the same prompt under another salt (or none)
+// finds nothing cached; under the same salt it does.
+TEST(PrefixCacheTest, SaltsKeepCachesApart) {
+  auto engine = MakeEngine(1, 64, 4, 4, 4096);
+  GenerationRequest r;
+  for (int i = 0; i < 21; ++i) r.prompt.push_back(int32_t(3 + i));
+  r.max_tokens = 2;
+  r.sampling.temperature = 0;
+  r.ignore_eos = true;
+  GenerationRequest a = r, b = r;
+  a.cache_salt = "tenant-a";
+  b.cache_salt = "tenant-b";
+  EXPECT_EQ(RunTogether(*engine, {a})[0].cached_tokens, 0);
+  EXPECT_EQ(RunTogether(*engine, {b})[0].cached_tokens, 0);
+  EXPECT_EQ(RunTogether(*engine, {r})[0].cached_tokens, 0);
+  EXPECT_EQ(RunTogether(*engine, {a})[0].cached_tokens, 20);
+  EXPECT_EQ(RunTogether(*engine, {b})[0].cached_tokens, 20);
+  EXPECT_EQ(RunTogether(*engine, {r})[0].cached_tokens, 20);
+  EXPECT_EQ(engine->Stats().free_blocks, 64);
+}
 
 TEST(EngineTest, AbortsMidPrefillAndMidDecodeFreeBlocks) {
   auto engine = MakeEngine(1, 80, 4, 8, 8);  // prefill chunks of at most 8 tokens

@@ -188,3 +188,167 @@ TEST(SchedulerTest, RandomWorkloadKeepsInvariants) {
 
 }  // namespace
 }  // namespace gqa
+
+namespace gqa {
+namespace {
+
+// ---- prefix caching (engine/block_pool.h) ----
+
+std::vector<int32_t> Range(int first, int n) {
+  std::vector<int32_t> v(n);
+  for (int i = 0; i < n; ++i) v[i] = first + i;
+  return v;
+}
+
+TEST(BlockPoolTest, ALookupComparesTokensParentAndSaltNotOnlyTheHash) {
+  BlockPool pool(4, 4, true);
+  const std::vector<int32_t> x = Range(10, 8), y = Range(50, 8);
+  const uint64_t hx0 = pool.ChainHash(pool.RootHash(""), x.data());
+  const int a = pool.Allocate();
+  pool.Register(a, hx0, -1, x.data(), "");
+  // Another prompt presented under x's hash (as a collision would): a miss.
+  EXPECT_TRUE(pool.TakeCached({hx0}, y, "", 1).empty());
+  // The same tokens under another salt, with the hash of the first: a miss.
+  EXPECT_TRUE(pool.TakeCached({hx0}, x, "tenant", 1).empty());
+  const std::vector<int32_t> hit = pool.TakeCached({hx0}, x, "", 1);
+  ASSERT_EQ(hit.size(), 1u);
+  EXPECT_EQ(hit[0], a);
+  pool.Release({a});
+  pool.Release(hit);
+  EXPECT_EQ(pool.num_free(), 4);
+  EXPECT_EQ(pool.num_cached_free(), 1);
+}
+
+// A child cached after its parent's old content never follows the parent's
+// new content, even when presented under its own hash.
+TEST(BlockPoolTest, ChildrenOfAReusedBlockAreNotFound) {
+  BlockPool pool(3, 4, true);
+  const std::vector<int32_t> x = Range(10, 4), y = Range(20, 4), z = Range(30, 4);
+  const uint64_t hx = pool.ChainHash(pool.RootHash(""), x.data()), hxy = pool.ChainHash(hx, y.data());
+  const int p = pool.Allocate(), c = pool.Allocate();
+  pool.Register(p, hx, -1, x.data(), "");
+  pool.Register(c, hxy, p, y.data(), "");
+  pool.Release({p});  // the parent is freed first, so it is evicted first
+  pool.Release({c});
+  EXPECT_EQ(pool.Allocate(), 2);  // never cached: taken before any cached block
+  EXPECT_EQ(pool.Allocate(), p);  // the least recently freed cached block: x is forgotten
+  const uint64_t hz = pool.ChainHash(pool.RootHash(""), z.data());
+  pool.Register(p, hz, -1, z.data(), "");
+  std::vector<int32_t> zy = z;
+  zy.insert(zy.end(), y.begin(), y.end());
+  const std::vector<int32_t> hit = pool.TakeCached({hz, hxy}, zy, "", 2);
+  ASSERT_EQ(hit.size(), 1u) << "c followed x, not z";
+  EXPECT_EQ(hit[0], p);
+}
+
+SchedulerConfig CachingConfig(int blocks, int block_size, int seqs, int budget) {
+  SchedulerConfig c = Config(blocks, block_size, seqs, budget);
+  c.enable_prefix_caching = true;
+  return c;
+}
+
+TEST(SchedulerTest, ASecondRequestTakesTheCachedBlocksAndComputesTheRest) {
+  Scheduler s(CachingConfig(16, 4, 8, 64));
+  const std::vector<int32_t> prompt = Range(1, 10);
+  ASSERT_OK(s.Add(1, prompt, 4));
+  SchedulerOutput out = s.Schedule();
+  Step(s, out);  // 10 tokens computed: blocks 0 and 1 full, cached
+  ASSERT_OK(s.Add(2, prompt, 4));
+  std::vector<int32_t> longer = prompt;
+  longer.push_back(99);
+  ASSERT_OK(s.Add(3, longer, 4));
+  out = s.Schedule();
+  ASSERT_EQ(out.seqs.size(), 3u);
+  EXPECT_EQ(out.seqs[1].start, 8);   // two cached blocks
+  EXPECT_EQ(out.seqs[1].count, 2);
+  EXPECT_EQ(out.seqs[2].start, 8);
+  EXPECT_EQ(out.seqs[2].count, 3);
+  const SeqState* a = s.Find(1);
+  const SeqState* b = s.Find(2);
+  EXPECT_EQ(b->blocks[0], a->blocks[0]);  // shared
+  EXPECT_EQ(b->blocks[1], a->blocks[1]);
+  EXPECT_NE(b->blocks[2], a->blocks[2]);
+  EXPECT_EQ(b->num_cached_tokens, 8);
+  EXPECT_EQ(s.prefix_cache_queries(), 10 + 10 + 11);
+  EXPECT_EQ(s.prefix_cache_hits(), 16);
+  Step(s, out);
+  for (int64_t id : {1, 2, 3}) ASSERT_TRUE(s.Remove(id));
+  EXPECT_EQ(s.num_free_blocks(), 16);
+}
+
+TEST(SchedulerTest, AWhollyCachedPromptStillComputesItsLastToken) {
+  Scheduler s(CachingConfig(16, 4, 8, 64));
+  ASSERT_OK(s.Add(1, Range(1, 12), 2));
+  Step(s, s.Schedule());
+  ASSERT_TRUE(s.Remove(1));
+  ASSERT_OK(s.Add(2, Range(1, 12), 2));
+  const SchedulerOutput out = s.Schedule();
+  ASSERT_EQ(out.seqs.size(), 1u);
+  EXPECT_EQ(out.seqs[0].start, 8);  // blocks 0 and 1; block 2 holds the last token
+  EXPECT_EQ(out.seqs[0].count, 4);
+  EXPECT_TRUE(out.seqs[0].samples);
+}
+
+// Random traffic over shared prefixes with a shadow of the cache's contents:
+// every slot remembers the tokens that led to the K/V written there (what a
+// real cache holds is a function of them), and whenever a sequence runs, the
+// slots of its cached and computed positions must hold its own prefix.
+// Blocks run short, so sequences are preempted and cached blocks evicted.
+TEST(SchedulerTest, PrefixCacheNeverHandsOutTheWrongKv) {
+  for (int block_size : {1, 3, 4}) {
+    std::mt19937 rng(41 + block_size);
+    const int blocks = 24 / block_size + 3;
+    Scheduler s(CachingConfig(blocks, block_size, 6, 9));
+    std::vector<std::vector<int32_t>> slot_prefix(size_t(blocks) * block_size);
+    const std::vector<std::vector<int32_t>> bases = {Range(1, 9), Range(1, 5), Range(40, 11)};
+    std::vector<int64_t> live;
+    int64_t next_id = 1;
+    int64_t hits_seen = 0;
+    for (int step = 0; step < 400; ++step) {
+      if (live.size() < 6 && rng() % 2 == 0) {
+        std::vector<int32_t> p = bases[rng() % bases.size()];
+        const int extra = int(rng() % 4);
+        for (int j = 0; j < extra; ++j) p.push_back(int32_t(rng() % 3));
+        const std::string salt = rng() % 4 == 0 ? "other" : "";
+        if (s.Add(next_id, p, 1 + int(rng() % 8), salt).ok()) live.push_back(next_id);
+        ++next_id;
+      }
+      const SchedulerOutput out = s.Schedule();
+      for (const ScheduledSeq& q : out.seqs) {
+        const SeqState& seq = *q.seq;
+        // What the step reads: positions [0, start + count) of this sequence.
+        for (int p = 0; p < q.start; ++p) {
+          const int slot = seq.blocks[p / block_size] * block_size + p % block_size;
+          const std::vector<int32_t> want(seq.tokens.begin(), seq.tokens.begin() + p + 1);
+          ASSERT_EQ(slot_prefix[slot], want) << "block size " << block_size << ", step " << step << ", seq "
+                                             << seq.id << ", position " << p;
+        }
+      }
+      for (const ScheduledSeq& q : out.seqs) {
+        const SeqState& seq = *q.seq;
+        for (int p = q.start; p < q.start + q.count; ++p) {
+          const int slot = seq.blocks[p / block_size] * block_size + p % block_size;
+          slot_prefix[slot].assign(seq.tokens.begin(), seq.tokens.begin() + p + 1);
+        }
+      }
+      Step(s, out, int32_t(rng() % 3));
+      for (size_t i = 0; i < live.size();) {
+        const SeqState* q = s.Find(live[i]);
+        if (q->num_generated() >= q->max_new_tokens || rng() % 40 == 0) {
+          ASSERT_TRUE(s.Remove(live[i]));
+          live.erase(live.begin() + i);
+        } else {
+          ++i;
+        }
+      }
+      hits_seen = s.prefix_cache_hits();
+    }
+    for (int64_t id : live) ASSERT_TRUE(s.Remove(id));
+    EXPECT_EQ(s.num_free_blocks(), blocks);
+    EXPECT_GT(hits_seen, 0) << "block size " << block_size;
+    EXPECT_GT(s.num_preemptions(), 0) << "block size " << block_size;
+  }
+}
+
+}  // namespace
+}  // namespace gqa

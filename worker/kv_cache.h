@@ -1,6 +1,6 @@
 // One device's paged KV cache: per layer a K and a V pool of fixed-size
-// blocks holding only this device's KV heads, and the host-side allocator of
-// block ids shared by all layers.
+// blocks holding only this device's KV heads. Which sequence holds which
+// block is the scheduler's (engine/block_pool.h); ranks see block tables.
 #pragma once
 
 #include <cstdint>
@@ -9,21 +9,6 @@
 #include "kernels/backend.h"
 
 namespace gqa {
-
-class BlockAllocator {
- public:
-  explicit BlockAllocator(int num_blocks);
-  int num_blocks() const { return num_blocks_; }
-  int num_free() const { return static_cast<int>(free_.size()); }
-  // A free block id, or -1 when none is left.
-  int Allocate();
-  void Free(int block);
-
- private:
-  int num_blocks_;
-  std::vector<int> free_;
-  std::vector<bool> in_use_;
-};
 
 class KvCache {
  public:

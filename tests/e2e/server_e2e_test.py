@@ -103,6 +103,24 @@ def main():
             messages=[{"role": "user", "content": "Hello!"}], extra_body={"ignore_eos": True}) if ch.choices)
         check(chat.choices[0].message.role == "assistant" and chat_stream == chat.choices[0].message.content,
               "chat.completions: streamed content equals the unary content")
+        # Prefix caching: the same long preamble again is served from the cache (whole blocks of 8, never
+        # the last prompt token); a salt keeps requests apart.
+        preamble = "You are a terse assistant who answers in one word. " * 6
+        def cached(question, **kw):
+            r = client.completions.create(model="tiny-mistral", prompt=preamble + question, temperature=0,
+                                          max_tokens=2, **kw)
+            return r.usage.prompt_tokens, r.usage.prompt_tokens_details.cached_tokens
+        first_total, first_cached = cached("What is 2 + 2?", extra_body={"cache_salt": "e2e-salt"})
+        again_total, again_cached = cached("What is 3 + 3?", extra_body={"cache_salt": "e2e-salt"})
+        other_total, other_cached = cached("What is 2 + 2?", extra_body={"cache_salt": "another-salt"})
+        check(first_cached == 0 and other_cached == 0 and 0 < again_cached < again_total and again_cached % 8 == 0,
+              f"usage.prompt_tokens_details.cached_tokens: {first_cached}, then {again_cached} of {again_total} "
+              f"under the same cache_salt, {other_cached} under another")
+        last = [ch for ch in client.completions.create(
+            model="tiny-mistral", prompt=preamble + "What is 4 + 4?", temperature=0, max_tokens=2, stream=True,
+            stream_options={"include_usage": True}, extra_body={"cache_salt": "e2e-salt"})][-1]
+        check(last.usage is not None and last.usage.prompt_tokens_details.cached_tokens >= again_cached,
+              "the streamed usage chunk carries cached_tokens")
         lp = client.completions.create(model="tiny-mistral", prompt="a", max_tokens=3, temperature=0, logprobs=2)
         check(len(lp.choices[0].logprobs.token_logprobs) == 3 and len(lp.choices[0].logprobs.top_logprobs[0]) <= 2,
               "completions logprobs have the OpenAI shape")
