@@ -83,14 +83,15 @@ std::string ModelDir() {
 }
 
 std::unique_ptr<Engine> MakeEngine(int tp, int blocks, int block_size, int max_seqs, int budget,
-                                   DeviceKind device = DeviceKind::kCpu, bool prefix_caching = true) {
+                                   DeviceKind device = DeviceKind::kCpu, bool prefix_caching = true,
+                                   const std::string& model_dir = "") {
   ExecutorOptions eo;
   eo.device = device;
   eo.tp = tp;
   eo.threads_per_rank = 1;
   eo.num_kv_blocks = blocks;
   eo.block_size = block_size;
-  auto ex = Executor::Open(ModelDir(), eo);
+  auto ex = Executor::Open(model_dir.empty() ? ModelDir() : model_dir, eo);
   EXPECT_TRUE(ex.ok()) << ex.status();
   EngineOptions o;
   o.max_num_seqs = max_seqs;
@@ -211,11 +212,18 @@ TEST_P(PrefixCacheTest, SameGreedyTokensWithAndWithoutTheCache) {
   const bool sim = c.device == DeviceKind::kCudaSim;
   const std::vector<GenerationRequest> reqs = SharedPrefixWorkload(sim ? 10 : 24, 5);
   std::vector<std::vector<int32_t>> want;
+  std::vector<std::vector<float>> want_logprobs;
   {
     auto engine = MakeEngine(c.tp, 64, 4, 1, 4096, c.device, /*prefix_caching=*/false);
-    for (const GenerationRequest& r : reqs) want.push_back(RunTogether(*engine, {r})[0].tokens);
+    for (const GenerationRequest& r : reqs) {
+      const Result res = RunTogether(*engine, {r})[0];
+      want.push_back(res.tokens);
+      want_logprobs.push_back(res.logprobs);
+    }
     EXPECT_EQ(engine->Stats().prefix_cache_queries, 0);
   }
+  ASSERT_FALSE(want_logprobs[0].empty());
+  EXPECT_LT(want_logprobs[0][0], 0.0f);  // the chosen tokens' logprobs are there to compare
   struct Setting {
     const char* name;
     int blocks, block_size, max_seqs, budget;
@@ -237,6 +245,10 @@ TEST_P(PrefixCacheTest, SameGreedyTokensWithAndWithoutTheCache) {
     int reported = 0;
     for (size_t i = 0; i < reqs.size(); ++i) {
       EXPECT_EQ(got[i].tokens, want[i]) << s.name << ", request " << i;
+      ASSERT_EQ(got[i].logprobs.size(), want_logprobs[i].size());
+      for (size_t k = 0; k < want_logprobs[i].size(); ++k) {
+        EXPECT_NEAR(got[i].logprobs[k], want_logprobs[i][k], 1e-4) << s.name << ", request " << i << ", token " << k;
+      }
       EXPECT_LT(got[i].cached_tokens, int(reqs[i].prompt.size())) << "the last prompt token is always computed";
       EXPECT_EQ(got[i].cached_tokens % s.block_size, 0);
       reported += got[i].cached_tokens;
@@ -263,6 +275,48 @@ INSTANTIATE_TEST_SUITE_P(Devices, PrefixCacheTest,
                            return std::string(i.param.device == DeviceKind::kCpu ? "cpu" : "cuda_sim") + "_tp" +
                                   std::to_string(i.param.tp);
                          });
+
+struct GoldenCase {
+  const char* model;
+  int tp;
+};
+
+class GoldenPrefixCacheTest : public ::testing::TestWithParam<GoldenCase> {};
+
+// The golden checkpoints (transformers' logits are their reference
+// elsewhere): MHA, MQA, GQA, Qwen2 biases and a sliding window of 8 tokens
+// (cached blocks stay valid there: a position's K/V depend on its prefix
+// only, and blocks are never dropped), at TP 1, 2, 4 and 8.
+TEST_P(GoldenPrefixCacheTest, SameGreedyTokensWithAndWithoutTheCache) {
+  const GoldenCase c = GetParam();
+  const std::string dir = testing::FixturePath(std::string("golden/") + c.model);
+  const std::vector<GenerationRequest> reqs = SharedPrefixWorkload(16, 9);
+  std::vector<std::vector<int32_t>> want;
+  {
+    auto engine = MakeEngine(c.tp, 64, 4, 1, 4096, DeviceKind::kCpu, false, dir);
+    for (const GenerationRequest& r : reqs) want.push_back(RunTogether(*engine, {r})[0].tokens);
+  }
+  auto one = MakeEngine(c.tp, 64, 4, 1, 4096, DeviceKind::kCpu, true, dir);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(RunTogether(*one, {reqs[i]})[0].tokens, want[i]) << "request " << i;
+  EXPECT_GT(one->Stats().prefix_cache_hits, 0);
+  EXPECT_EQ(one->Stats().free_blocks, 64);
+  auto tight = MakeEngine(c.tp, 20, 4, 16, 11, DeviceKind::kCpu, true, dir);  // chunks of 11, preemption
+  const std::vector<Result> got = RunTogether(*tight, reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(got[i].tokens, want[i]) << "tight, request " << i;
+  EXPECT_GT(tight->Stats().preemptions, 0);
+  EXPECT_EQ(tight->Stats().free_blocks, 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Golden, GoldenPrefixCacheTest,
+    ::testing::ValuesIn([] {
+      std::vector<GoldenCase> v;
+      for (const char* m : {"llama_gqa", "llama_mha", "llama_mqa", "qwen2_bias", "mistral_sliding"}) {
+        for (int tp : {1, 2, 4, 8}) v.push_back({m, tp});
+      }
+      return v;
+    }()),
+    [](const ::testing::TestParamInfo<GoldenCase>& i) { return std::string(i.param.model) + "_tp" + std::to_string(i.param.tp); });
 
 // A salt keeps requests apart: the same prompt under another salt (or none)
 // finds nothing cached; under the same salt it does.

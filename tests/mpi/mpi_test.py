@@ -52,8 +52,8 @@ def free_port():
         return s.getsockname()[1]
 
 
-def generate(model, prompts_file, np_, mpi):
-    args = [f"{BIN}/gqa-generate", "--model", model, "--prompts-file", prompts_file, "--output", "text"]
+def generate(model, prompts_file, np_, mpi, extra=()):
+    args = [f"{BIN}/gqa-generate", "--model", model, "--prompts-file", prompts_file, "--output", "text", *extra]
     cmd = mpirun_cmd(np_) + args if mpi else args + ["--tp", str(np_)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     return r.returncode, r.stdout.strip().splitlines(), r.stderr
@@ -135,6 +135,27 @@ def golden_parity():
                 check(rc_t == 0 and rc_m == 0 and len(mpi) == len(prompts) and mpi == threaded,
                       f"golden {case}: mpirun -np {np_} gives the threaded --tp {np_} tokens"
                       + ("" if rc_m == 0 else f" (mpirun: {err_m[-400:]})"))
+
+
+def prefix_cache_parity():
+    # Prompts that share prefixes, prefilled in chunks of 8 so that later ones find earlier ones' blocks
+    # cached: under mpirun with the cache, the tokens of the threaded executor without it.
+    base = [5 + (7 * i) % 250 for i in range(21)]
+    prompts = [base, base + [9, 4], base[:13] + [77, 3, 8], base + [9, 4, 11], base]
+    with tempfile.TemporaryDirectory() as tmp:
+        pf = f"{tmp}/shared.jsonl"
+        with open(pf, "w") as f:
+            for p in prompts:
+                f.write(json.dumps({"prompt_ids": p, "max_new_tokens": 8, "ignore_eos": True}) + "\n")
+        for case in ("llama_gqa", "mistral_sliding"):
+            model = f"{FIXTURES}/golden/{case}"
+            rc_t, ref, err_t = generate(model, pf, 2, mpi=False,
+                                        extra=["--no-enable-prefix-caching", "--max-num-batched-tokens", "8"])
+            rc_m, got, err_m = generate(model, pf, 2, mpi=True,
+                                        extra=["--block-size", "4", "--max-num-batched-tokens", "8"])
+            check(rc_t == 0 and rc_m == 0 and len(got) == len(prompts) and got == ref,
+                  f"prefix cache {case}: mpirun -np 2 with the cache gives the tokens of --tp 2 without it"
+                  + ("" if rc_m == 0 else f" (mpirun: {err_m[-400:]})"))
 
 
 def server_parity():
@@ -237,6 +258,7 @@ def main():
         print("skipped: this build has no MPI support (libopenmpi-dev was not found at configure time)")
         return 77
     golden_parity()
+    prefix_cache_parity()
     server_parity()
     rank_failure(signal.SIGKILL)
     rank_failure(signal.SIGSTOP, ["--rank-timeout", "1"])
