@@ -42,13 +42,35 @@ class LevelRun {
     return now < measure_start_.load() + o_.duration_s ? i : -1;
   }
 
-  // Sends request i on `client` and records it.
-  void Issue(int64_t i, ServeClient& client) {
+  // One client's conversation so far (--turns).
+  struct Conversation {
+    int64_t turn = 0;
+    std::vector<int32_t> ids;  // the last prompt and its answer
+  };
+
+  // Sends request i on `client` and records it; with conversations, as the
+  // next turn of *conv.
+  void Issue(int64_t i, ServeClient& client, Conversation* conv = nullptr) {
     RequestRecord rec;
     rec.warmup = i < warmup_;
     rec.start_s = SteadySeconds();
+    Prompt p = w_.Get(i);
+    if (conv != nullptr && o_.turns > 1 && !p.ids.empty()) {
+      if (conv->turn > 0) {
+        // The conversation so far, then this request's own tokens (not the
+        // shared prefix again: the conversation starts with it).
+        std::vector<int32_t> ids = conv->ids;
+        ids.insert(ids.end(), p.ids.begin() + std::min<int64_t>(p.shared_len, int64_t(p.ids.size())), p.ids.end());
+        p.ids = std::move(ids);
+      }
+    }
     ++inflight_;
-    client.Send(w_.Get(i), o_.timeout_s, &rec);
+    client.Send(p, o_.timeout_s, &rec);
+    if (conv != nullptr && o_.turns > 1 && !p.ids.empty()) {
+      conv->ids = p.ids;
+      conv->ids.insert(conv->ids.end(), rec.output_ids.begin(), rec.output_ids.end());
+      if (++conv->turn >= o_.turns || !rec.ok) *conv = Conversation{};
+    }
     --inflight_;
     if (!rec.warmup) {
       (rec.ok ? completed_ : errors_)++;
@@ -97,7 +119,8 @@ LevelResult RunLevel(const LoadOptions& o, const LevelSpec& level, ClientFactory
     for (int c = 0; c < static_cast<int>(level.value); ++c) {
       threads.emplace_back([&] {
         std::unique_ptr<ServeClient> client = clients.NewClient();
-        for (int64_t i; (i = run.Claim()) >= 0;) run.Issue(i, *client);
+        LevelRun::Conversation conv;
+        for (int64_t i; (i = run.Claim()) >= 0;) run.Issue(i, *client, &conv);
       });
     }
   } else {
@@ -137,8 +160,11 @@ LevelResult RunLevel(const LoadOptions& o, const LevelSpec& level, ClientFactory
           if (text.ok()) {
             if (std::optional<MetricsSample> s = SampleFromPrometheus(*text)) samples.push_back(*s);
           }
+          std::this_thread::sleep_for(std::chrono::duration<double>(o.scrape_interval_s));
+        } else {
+          // The first sample as soon as measuring starts: the counters' base.
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
         }
-        std::this_thread::sleep_for(std::chrono::duration<double>(o.scrape_interval_s));
       }
       absl::StatusOr<std::string> text = HttpGet(o.metrics_host, o.metrics_port, "/metrics", 5);  // the last count
       if (text.ok()) {
@@ -233,6 +259,8 @@ void AddServeFlags(Flags& f) {
   f.Add("temperature", "0", "serve: sampling temperature sent with every request (0: greedy)");
   f.Add("shared-prefix-len", "0", "serve: tokens (ids) or words (text) of one prefix that every prompt starts "
         "with, before its --input-len of its own (as a shared system prompt: exercises prefix caching)");
+  f.Add("turns", "1", "serve, closed loop, --prompt-kind ids: requests per conversation; each one after the first "
+        "resends the conversation so far (prompt and answer ids) plus --input-len new tokens (multi-turn chat)");
   f.Add("prompt-kind", "ids", "serve: ids (random token ids) or text (random common words)");
   f.Add("vocab-size", "1000", "serve: random token ids are drawn from [3, vocab-size)");
   f.Add("dataset", "", "serve: JSONL prompts instead ({\"prompt\": text or [ids], \"max_tokens\": N}), cycled");
@@ -272,6 +300,16 @@ absl::Status LoadOptionsFromFlags(const Flags& f, LoadOptions* o) {
   ASSIGN_OR_RETURN(o->timeout_s, f.GetDouble("request-timeout"));
   ASSIGN_OR_RETURN(int64_t seed, f.GetInt("seed"));
   o->seed = static_cast<uint64_t>(seed);
+  ASSIGN_OR_RETURN(o->turns, f.GetInt("turns"));
+  if (o->turns < 1 || o->turns > 1000) return absl::InvalidArgumentError("--turns must be in 1..1000");
+  if (o->turns > 1) {
+    for (const LevelSpec& l : o->levels) {
+      if (l.kind != "concurrency") return absl::InvalidArgumentError("--turns needs closed-loop levels (--concurrency)");
+    }
+    if (f.Get("prompt-kind") != "ids" || !f.Get("dataset").empty()) {
+      return absl::InvalidArgumentError("--turns needs --prompt-kind ids (the answers come back as token ids)");
+    }
+  }
   if (o->num_requests < 0 || !(o->timeout_s > 0)) {
     return absl::InvalidArgumentError("--num-requests must be >= 0 and --request-timeout > 0");
   }
@@ -308,7 +346,8 @@ absl::Status WorkloadOptionsFromFlags(const Flags& f, WorkloadOptions* w) {
 
 nlohmann::json LoadConfigJson(const Flags& f) {
   nlohmann::json c;
-  for (const char* name : {"concurrency", "request-rate", "input-len", "shared-prefix-len", "output-len", "prompt-kind", "vocab-size",
+  for (const char* name : {"concurrency", "request-rate", "input-len", "shared-prefix-len", "turns", "output-len",
+                           "prompt-kind", "vocab-size",
                            "dataset", "warmup", "duration", "num-requests", "request-timeout", "slo-ttft-ms",
                            "slo-tpot-ms", "seed", "temperature"}) {
     if (std::string(name) == "concurrency" && f.Has("request-rate")) continue;

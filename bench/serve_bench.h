@@ -26,6 +26,11 @@ struct LoadOptions {
   double timeout_s = 300;    // per request
   Slo slo;
   uint64_t seed = 0;
+  // Closed loop: each client holds conversations of this many requests; a
+  // request after the first resends the conversation so far (its prompt and
+  // the answer's token ids) and adds its own new tokens. 1: independent
+  // requests.
+  int64_t turns = 1;
   bool progress = true;
   // /metrics is scraped here during each level (port 0: not scraped).
   std::string metrics_host;

@@ -106,6 +106,7 @@ absl::StatusOr<Workload> Workload::Create(const WorkloadOptions& o) {
   };
   Prompt prefix;
   append(prefix, o.shared_prefix_len);
+  prefix.shared_len = o.shared_prefix_len;
   for (int i = 0; i < 1024; ++i) {
     Prompt p = prefix;
     p.max_tokens = o.output_len;
@@ -228,7 +229,11 @@ class HttpClient : public ServeClient {
             continue;
           }
           if (j.contains("usage") && j["usage"].is_object()) {
-            rec->prompt_tokens = j["usage"].value("prompt_tokens", rec->prompt_tokens);
+            const Json& u = j["usage"];
+            rec->prompt_tokens = u.value("prompt_tokens", rec->prompt_tokens);
+            if (u.contains("prompt_tokens_details") && u["prompt_tokens_details"].is_object()) {
+              rec->cached_tokens = u["prompt_tokens_details"].value("cached_tokens", int64_t{0});
+            }
           }
           if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].empty()) continue;
           const Json& c = j["choices"][0];
@@ -243,6 +248,9 @@ class HttpClient : public ServeClient {
           }
           last_token = now;
           rec->output_tokens += static_cast<int64_t>(k);
+          for (const Json& id : c["token_ids"]) {
+            if (id.is_number_integer()) rec->output_ids.push_back(id.get<int32_t>());
+          }
         }
       }
       return true;
@@ -327,8 +335,12 @@ class GrpcClient : public ServeClient {
         }
         last_token = now;
         rec->output_tokens += k;
+        rec->output_ids.insert(rec->output_ids.end(), msg.token_ids().begin(), msg.token_ids().end());
       }
-      if (msg.has_usage()) rec->prompt_tokens = msg.usage().prompt_tokens();
+      if (msg.has_usage()) {
+        rec->prompt_tokens = msg.usage().prompt_tokens();
+        rec->cached_tokens = msg.usage().cached_tokens();
+      }
       if (msg.finish_reason() != gqa::v1::FINISH_REASON_UNSPECIFIED) finished = true;
     }
     const grpc::Status st = reader->Finish();

@@ -18,6 +18,7 @@ struct Prompt {
   std::vector<int32_t> ids;  // token-id prompt, or
   std::string text;          // text prompt (when ids is empty)
   int64_t max_tokens = 0;
+  int64_t shared_len = 0;    // leading ids (or words) that are the workload's shared prefix
 };
 
 // Where prompts come from: random token ids or random words of a fixed

@@ -128,6 +128,7 @@ LevelResult SummarizeLevel(const std::string& kind, double value, const std::vec
     ++r.completed;
     r.prompt_tokens += q.prompt_tokens;
     r.output_tokens += q.output_tokens;
+    r.cached_tokens += q.cached_tokens;
     ttft.push_back(q.ttft_s);
     e2e.push_back(q.e2e_s);
     itl.insert(itl.end(), q.itl_s.begin(), q.itl_s.end());
@@ -185,6 +186,9 @@ nlohmann::json LevelJson(const LevelResult& r) {
   j["request_throughput"] = r.request_throughput;
   j["output_throughput"] = r.output_throughput;
   j["total_token_throughput"] = r.total_throughput;
+  j["cached_prompt_tokens"] = r.cached_tokens;
+  j["prompt_cache_hit_rate"] = r.prompt_tokens > 0 ? double(r.cached_tokens) / double(r.prompt_tokens) : 0.0;
+  j["computed_prompt_tokens"] = r.prompt_tokens - r.cached_tokens;
   j["ttft_ms"] = DistributionJson(r.ttft, 1e3);
   j["tpot_ms"] = DistributionJson(r.tpot, 1e3);
   j["itl_ms"] = DistributionJson(r.itl, 1e3);

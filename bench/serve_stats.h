@@ -29,6 +29,8 @@ struct RequestRecord {
   std::vector<double> itl_s;
   int64_t prompt_tokens = 0;  // from the server's usage when it gave one, else what was sent
   int64_t output_tokens = 0;  // tokens received
+  int64_t cached_tokens = 0;  // prompt tokens the server took from its prefix cache (its usage says)
+  std::vector<int32_t> output_ids;  // the tokens received, where the server sends their ids
 };
 
 // Error kinds, in report order: 429 (overload), other 4xx, 5xx, timeouts
@@ -82,6 +84,9 @@ struct LevelResult {
   int64_t sent = 0, completed = 0, errors = 0;
   std::map<std::string, int64_t> errors_by_kind;
   int64_t prompt_tokens = 0, output_tokens = 0;
+  // Of the prompt tokens, those the server's usage reported as cached: the
+  // rest it computed (prefill work).
+  int64_t cached_tokens = 0;
   double request_throughput = 0, output_throughput = 0, total_throughput = 0;
   Distribution ttft, tpot, itl, e2e;
   std::optional<double> goodput;  // requests/s meeting every SLO given

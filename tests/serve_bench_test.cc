@@ -274,6 +274,50 @@ TEST(ServeBenchProcessTest, ClosedLoopOpenLoopAndGrpcCountsAddUp) {
   ExpectOrdered(g["levels"][0]["ttft_ms"], "grpc ttft");
 }
 
+// A shared prefix, then conversations of three turns (each resends the
+// last prompt and its answer, then 3 new tokens), over HTTP and gRPC: the
+// prompt lengths add up exactly, and the server reports cached tokens.
+TEST(ServeBenchProcessTest, SharedPrefixAndConversationsHitThePrefixCache) {
+  ServerProcess server;
+  const std::string log = TempDir("gqa_serve_bench_prefix_server") + "/server.log";
+  ASSERT_OK(server.Start(std::string(GQA_BIN_DIR) + "/gqa-server",
+                         {"--model", TinyModel(), "--tp", "1", "--threads", "1", "--num-kv-blocks", "256",
+                          "--block-size", "4"},
+                         log, 120));
+  const std::string http = absl::StrCat("http://127.0.0.1:", server.http_port());
+  const Json shared = RunBench("gqa_serve_bench_prefix", {"--url", http, "--concurrency", "2", "--num-requests", "24",
+                                                          "--shared-prefix-len", "20", "--input-len", "3",
+                                                          "--output-len", "4"});
+  const Json& l = shared["levels"][0];
+  EXPECT_EQ(l["completed"], 24) << l.dump();
+  EXPECT_EQ(l["prompt_tokens"], 24 * 23);
+  EXPECT_EQ(l["cached_prompt_tokens"].get<int>(), 24 * 20) << "after warm-up every prompt finds the prefix";
+  EXPECT_EQ(l["computed_prompt_tokens"].get<int>(), 24 * 3);
+  EXPECT_NEAR(l["prompt_cache_hit_rate"].get<double>(), 20.0 / 23, 1e-9);
+  // The server's own count, over what it admitted while the level measured.
+  ASSERT_TRUE(l["server"]["prefix_cache_hit_rate"].is_number()) << l.dump();
+  EXPECT_GT(l["server"]["prefix_cache_hit_rate"].get<double>(), 0.5);
+  int seed = 5;
+  for (const std::string url : {http, absl::StrCat("grpc://127.0.0.1:", server.grpc_port())}) {
+    const Json turns = RunBench("gqa_serve_bench_turns", {"--url", url, "--metrics-url", http, "--concurrency", "1",
+                                                          "--num-requests", "12", "--warmup", "0", "--turns", "3",
+                                                          "--shared-prefix-len", "20", "--input-len", "3",
+                                                          "--output-len", "4", "--seed", std::to_string(seed++)});
+    const Json& t = turns["levels"][0];
+    EXPECT_EQ(t["completed"], 12) << url << ": " << t.dump();
+    // Four conversations of 23, 23 + 4 + 3 and 30 + 4 + 3 tokens.
+    EXPECT_EQ(t["prompt_tokens"], 4 * (23 + 30 + 37)) << url;
+    // The first turns find the prefix (20 tokens; not the very first: a new
+    // seed, a new prefix), the later ones the last prompt and answer (24 of
+    // 30 and 32 of 37 in blocks of 4: the answer's last token has no K/V).
+    EXPECT_EQ(t["cached_prompt_tokens"].get<int>(), 4 * (20 + 24 + 32) - 20) << url;
+  }
+  // Conversations need clients that wait for their answers.
+  const std::string refused = absl::StrCat(GQA_BIN_DIR, "/gqa-bench serve --url ", http,
+                                           " --request-rate 5 --turns 2 > /dev/null 2>&1");
+  EXPECT_NE(std::system(refused.c_str()), 0);
+}
+
 TEST(ServeBenchProcessTest, OverloadedServerGives429sThatAreCounted) {
   ServerProcess server;
   const std::string log = TempDir("gqa_serve_bench_429_server") + "/server.log";
