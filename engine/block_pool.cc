@@ -43,6 +43,11 @@ bool BlockPool::Follows(const Block& blk, int parent) const {
   return blk.parent == parent && (parent < 0 || blk.parent_gen == blocks_[parent].gen);
 }
 
+bool BlockPool::Holds(const Block& blk, int parent, const int32_t* tokens, const std::string& salt) const {
+  return Follows(blk, parent) && std::equal(blk.tokens.begin(), blk.tokens.end(), tokens) &&
+         (parent >= 0 || blk.salt == salt);
+}
+
 void BlockPool::Uncache(int b) {
   Block& blk = blocks_[b];
   if (!blk.cached) return;
@@ -104,11 +109,7 @@ std::vector<int32_t> BlockPool::TakeCached(const std::vector<uint64_t>& hashes, 
     int hit = -1;
     auto [lo, hi] = by_hash_.equal_range(hashes[i]);
     for (auto it = lo; it != hi && hit < 0; ++it) {
-      const Block& blk = blocks_[it->second];
-      if (Follows(blk, parent) && std::equal(blk.tokens.begin(), blk.tokens.end(), want) &&
-          (parent >= 0 || blk.salt == salt)) {
-        hit = it->second;
-      }
+      if (Holds(blocks_[it->second], parent, want, salt)) hit = it->second;
     }
     if (hit < 0) break;
     Block& blk = blocks_[hit];
@@ -125,11 +126,7 @@ void BlockPool::Register(int b, uint64_t hash, int parent, const int32_t* tokens
   if (blk.cached) return;
   auto [lo, hi] = by_hash_.equal_range(hash);
   for (auto it = lo; it != hi; ++it) {
-    const Block& other = blocks_[it->second];
-    if (Follows(other, parent) && std::equal(other.tokens.begin(), other.tokens.end(), tokens) &&
-        (parent >= 0 || other.salt == salt)) {
-      return;  // the same content is cached in another block already
-    }
+    if (Holds(blocks_[it->second], parent, tokens, salt)) return;  // the same content is cached already
   }
   blk.cached = true;
   blk.hash = hash;

@@ -74,6 +74,9 @@ class BlockPool {
   void Uncache(int block);
   // Whether blk was cached after `parent`'s present content (-1: a first block).
   bool Follows(const Block& blk, int parent) const;
+  // Whether blk, cached, holds `tokens` after `parent` (and for a first
+  // block under `salt`).
+  bool Holds(const Block& blk, int parent, const int32_t* tokens, const std::string& salt) const;
 
   int num_blocks_;
   int block_size_;

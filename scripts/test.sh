@@ -64,11 +64,11 @@ if command -v clang++ >/dev/null; then
         -DGQA_SANITIZE=ON -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS=ON -DGQA_BUILD_CUDA_TESTS=ON >/dev/null
   ./scripts/fuzz.sh all "${GQA_FUZZ_SECONDS:-15}"
   cmake --build build-fuzz -j"$jobs" --target checkpoint_test chat_template_test tokenizer_unit_test \
-        tokenizer_fuzz_test engine_test communicator_test server_test connection_loop_test step_wire_test \
+        tokenizer_fuzz_test engine_test communicator_test server_test connection_loop_test step_wire_test scheduler_test \
         simt_test cuda_sim_ops_test gqa-server gqa-generate gqa-client gqa-make-model gqa-plan
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     ctest --test-dir build-fuzz --output-on-failure -j"$jobs" --timeout 600 \
-          -R '^(CheckpointTest|ConfigTest|ChatTemplateTest|ChatTemplateLimitsTest|EncodeTest|DecodeTest|FuzzTest|StopStringsTest|EngineTest|InProcessCommunicatorTest|ServerTest|ServerProcessTest|ConnectionLoopTest|StepWireTest)\.|^(simt_test|cuda_sim_ops_test)$'
+          -R '^(CheckpointTest|ConfigTest|ChatTemplateTest|ChatTemplateLimitsTest|EncodeTest|DecodeTest|FuzzTest|StopStringsTest|EngineTest|InProcessCommunicatorTest|ServerTest|ServerProcessTest|ConnectionLoopTest|StepWireTest|SchedulerTest|BlockPoolTest|PrefixCacheTest)\.|^(simt_test|cuda_sim_ops_test)$'
   end
 else
   echo "== sanitized stage skipped: clang++ not found (Debian: clang, libclang-rt-14-dev)"
