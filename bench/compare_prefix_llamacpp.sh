@@ -52,7 +52,8 @@ wait_for() {  # port, log
 run() {  # label, command...
   local label=$1
   shift
-  "$@" > "$OUT/$label.log" 2>&1 &
+  port=$((port + 1))  # a fresh port: the last server's may still be closing
+  "${@//PORT/$port}" > "$OUT/$label.log" 2>&1 &
   local pid=$!
   wait_for "$port" "$OUT/$label.log"
   python3 bench/ttft_compare.py --url "http://127.0.0.1:$port" --label "$label" --vocab-size 128000 \
@@ -61,10 +62,10 @@ run() {  # label, command...
   wait "$pid" || true
 }
 for round in $(seq 1 "$ROUNDS"); do
-  run gqa-server build/bin/gqa-server --model "$MODEL" --http-port "$port" --grpc-port 0 --num-kv-blocks 2048 \
+  run gqa-server build/bin/gqa-server --model "$MODEL" --http-port PORT --grpc-port 0 --num-kv-blocks 2048 \
     --log-stats-interval 0
-  run gqa-server-no-cache build/bin/gqa-server --model "$MODEL" --http-port "$port" --grpc-port 0 \
+  run gqa-server-no-cache build/bin/gqa-server --model "$MODEL" --http-port PORT --grpc-port 0 \
     --num-kv-blocks 2048 --log-stats-interval 0 --no-enable-prefix-caching
-  run llama-server "$LLAMA/build-gqa-compare/bin/llama-server" -m "$MODEL/model.gguf" --port "$port" -np 4 \
+  run llama-server "$LLAMA/build-gqa-compare/bin/llama-server" -m "$MODEL/model.gguf" --port PORT -np 4 \
     -c 16384 -t "$(nproc)"
 done
