@@ -7,7 +7,8 @@
 namespace gqa {
 
 Scheduler::Scheduler(const SchedulerConfig& config)
-    : config_(config), pool_(std::max(config.num_blocks, 1), std::max(config.block_size, 1), config.enable_prefix_caching) {
+    : config_(config),
+      pool_(std::max(config.num_blocks, 1), std::max(config.block_size, 1), config.enable_prefix_caching) {
   GQA_CHECK(config.block_size > 0 && config.num_blocks > 0, "scheduler needs blocks");
   GQA_CHECK(config.max_num_seqs > 0 && config.max_num_batched_tokens > 0, "scheduler needs a budget");
 }
@@ -73,8 +74,8 @@ void Scheduler::RegisterComputed(SeqState& seq) {
   if (seq.num_registered >= full) return;
   HashFullBlocks(seq);
   for (int i = seq.num_registered; i < full; ++i) {
-    pool_.Register(seq.blocks[i], seq.block_hashes[i], i == 0 ? -1 : seq.blocks[i - 1], seq.tokens.data() + int64_t{i} * bs,
-                   seq.cache_salt);
+    pool_.Register(seq.blocks[i], seq.block_hashes[i], i == 0 ? -1 : seq.blocks[i - 1],
+                   seq.tokens.data() + int64_t{i} * bs, seq.cache_salt);
   }
   seq.num_registered = full;
 }
