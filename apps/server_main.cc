@@ -130,11 +130,10 @@ class StatsLog {
  private:
   static void Print(const EngineStats& a, const EngineStats& b, double s) {
     auto ratio = [](int64_t num, int64_t den) { return den > 0 ? 100.0 * double(num) / double(den) : 0.0; };
-    const int total = std::max(b.total_blocks, 1);
     std::fprintf(stderr,
                  "gqa: stats: %d running, %d waiting, KV cache %.1f%% used + %.1f%% cached; %.1f prompt, %.1f "
                  "generated tokens/s; prefix cache hit rate %.1f%% (last %g s), %.1f%% (all); %lld preemptions\n",
-                 b.running, b.waiting, 100.0 * (total - b.free_blocks) / total, 100.0 * b.cached_blocks / total,
+                 b.running, b.waiting, 100.0 * b.KvUsedFraction(), 100.0 * b.KvCachedFraction(),
                  double(b.prompt_tokens - a.prompt_tokens) / s, double(b.generated_tokens - a.generated_tokens) / s,
                  ratio(b.prefix_cache_hits - a.prefix_cache_hits, b.prefix_cache_queries - a.prefix_cache_queries), s,
                  ratio(b.prefix_cache_hits, b.prefix_cache_queries), static_cast<long long>(b.preemptions));

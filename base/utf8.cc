@@ -51,20 +51,10 @@ int Utf8CharLen(std::string_view s, size_t i) {
   return p.needed != 0 && p.valid == p.needed ? p.needed : 0;
 }
 
-bool IsUtf8(std::string_view s) {
-  for (size_t i = 0; i < s.size();) {
-    if (static_cast<uint8_t>(s[i]) < 0x80) {
-      ++i;
-      continue;
-    }
-    const int n = Utf8CharLen(s, i);
-    if (n == 0) return false;
-    i += n;
-  }
-  return true;
-}
-
-absl::Status ValidateUtf8(std::string_view s, std::string_view what) {
+namespace {
+// The offset of the first byte that does not begin a valid character, or
+// s.size() when all of s is UTF-8.
+size_t FirstInvalidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
     if (static_cast<uint8_t>(s[i]) < 0x80) {
@@ -72,15 +62,22 @@ absl::Status ValidateUtf8(std::string_view s, std::string_view what) {
       continue;
     }
     const int n = Utf8CharLen(s, i);
-    if (n == 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(absl::string_view(what.data(), what.size()), " is not valid UTF-8 (bad byte 0x",
-                       absl::Hex(static_cast<uint8_t>(s[i]), absl::kZeroPad2),
-                       " at byte offset ", i, ")"));
-    }
+    if (n == 0) return i;
     i += n;
   }
-  return absl::OkStatus();
+  return i;
+}
+}  // namespace
+
+bool IsUtf8(std::string_view s) { return FirstInvalidUtf8(s) == s.size(); }
+
+absl::Status ValidateUtf8(std::string_view s, std::string_view what) {
+  const size_t i = FirstInvalidUtf8(s);
+  if (i == s.size()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(absl::string_view(what.data(), what.size()),
+                                                 " is not valid UTF-8 (bad byte 0x",
+                                                 absl::Hex(static_cast<uint8_t>(s[i]), absl::kZeroPad2),
+                                                 " at byte offset ", i, ")"));
 }
 
 void AppendUtf8(uint32_t cp, std::string* out) {

@@ -55,18 +55,17 @@ class LevelRun {
     rec.warmup = i < warmup_;
     rec.start_s = SteadySeconds();
     Prompt p = w_.Get(i);
-    if (conv != nullptr && o_.turns > 1 && !p.ids.empty()) {
-      if (conv->turn > 0) {
-        // The conversation so far, then this request's own tokens (not the
-        // shared prefix again: the conversation starts with it).
-        std::vector<int32_t> ids = conv->ids;
-        ids.insert(ids.end(), p.ids.begin() + std::min<int64_t>(p.shared_len, int64_t(p.ids.size())), p.ids.end());
-        p.ids = std::move(ids);
-      }
+    const bool converse = conv != nullptr && o_.turns > 1 && !p.ids.empty();
+    if (converse && conv->turn > 0) {
+      // The conversation so far, then this request's own tokens (not the
+      // shared prefix again: the conversation starts with it).
+      std::vector<int32_t> ids = conv->ids;
+      ids.insert(ids.end(), p.ids.begin() + std::min<int64_t>(p.shared_len, int64_t(p.ids.size())), p.ids.end());
+      p.ids = std::move(ids);
     }
     ++inflight_;
     client.Send(p, o_.timeout_s, &rec);
-    if (conv != nullptr && o_.turns > 1 && !p.ids.empty()) {
+    if (converse) {
       conv->ids = p.ids;
       conv->ids.insert(conv->ids.end(), rec.output_ids.begin(), rec.output_ids.end());
       if (++conv->turn >= o_.turns || !rec.ok) *conv = Conversation{};

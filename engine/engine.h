@@ -66,6 +66,11 @@ struct EngineStats {
   int total_blocks = 0;
   int64_t prefix_cache_queries = 0;  // prompt tokens looked up in the prefix cache at admission
   int64_t prefix_cache_hits = 0;     // of them, found
+
+  // Blocks held by requests, and free blocks that keep a cached prefix, as
+  // fractions of all blocks.
+  double KvUsedFraction() const { return total_blocks ? 1.0 - double(free_blocks) / total_blocks : 0.0; }
+  double KvCachedFraction() const { return total_blocks ? double(cached_blocks) / total_blocks : 0.0; }
   int64_t preemptions = 0;
   int64_t prompt_tokens = 0;      // prompt tokens of admitted requests
   int64_t generated_tokens = 0;

@@ -54,10 +54,11 @@ std::string LogEscape(absl::string_view s, bool bare = false) {
       ++i;
     } else {
       // One UTF-8 sequence, or an escaped byte.
-      const int len = Utf8CharLen(std::string_view(s.data(), s.size()), i);
+      const std::string_view text(s.data(), s.size());
+      const int len = Utf8CharLen(text, i);
       const bool ok = len > 0;
       size_t next = i;
-      const uint32_t cp = ok ? NextCodePoint(std::string_view(s.data(), s.size()), &next) : 0;
+      const uint32_t cp = ok ? NextCodePoint(text, &next) : 0;
       if (!ok) {
         out += absl::StrFormat("\\x%02x", c);
         ++i;
@@ -109,15 +110,10 @@ Frontend::Frontend(std::unique_ptr<Engine> engine, std::unique_ptr<Tokenizer> to
   metrics_.Gauge("gqa_kv_cache_usage_ratio",
                  "Fraction of KV blocks held by running requests (blocks that only keep a cached prefix count as "
                  "free: they are reused or evicted on demand).",
-                 [e] {
-                   const EngineStats s = e->Stats();
-                   return s.total_blocks ? 1.0 - double(s.free_blocks) / s.total_blocks : 0.0;
-                 });
+                 [e] { return e->Stats().KvUsedFraction(); });
   metrics_.Gauge("gqa_kv_cache_cached_free_ratio",
-                 "Fraction of KV blocks that no request holds but that keep a cached prefix.", [e] {
-                   const EngineStats s = e->Stats();
-                   return s.total_blocks ? double(s.cached_blocks) / s.total_blocks : 0.0;
-                 });
+                 "Fraction of KV blocks that no request holds but that keep a cached prefix.",
+                 [e] { return e->Stats().KvCachedFraction(); });
   metrics_.CounterRead("gqa_prefix_cache_queries_total",
                        "Prompt tokens looked up in the prefix cache when requests were admitted.",
                        [e] { return double(e->Stats().prefix_cache_queries); });

@@ -304,13 +304,9 @@ absl::Status Executor::ServeSteps() {
       return st;
     }
     if (m->kind == StepMessageKind::kStop) return absl::OkStatus();
-    const StepBatch& batch = m->batch;
-    const bool has_sampling = m->has_sampling;
-    const StepSampling& sampling = m->sampling;
-    const bool want_logits = m->want_logits;
-    batch_ = &batch;
-    sampling_ = has_sampling ? &sampling : nullptr;
-    want_logits_ = want_logits;
+    batch_ = &m->batch;
+    sampling_ = m->has_sampling ? &m->sampling : nullptr;
+    want_logits_ = m->want_logits;
     RunRank(w);
     batch_ = nullptr;
     sampling_ = nullptr;
